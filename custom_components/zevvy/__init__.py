@@ -1,3 +1,82 @@
 """The zevvy integration: Home Assistant as a meter-reading gateway for zevvy."""
 
 from __future__ import annotations
+
+from homeassistant.const import Platform
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryNotReady
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
+
+from .api import (
+    Account,
+    TokenManager,
+    ZevvyAuth,
+    ZevvyAuthenticationError,
+    ZevvyClient,
+    ZevvyError,
+)
+from .const import (
+    CONF_API_URL,
+    CONF_CLIENT_ID,
+    CONF_CLIENT_SECRET,
+    CONF_ISSUER,
+    CONF_REFRESH_TOKEN,
+    DOMAIN,
+)
+from .coordinator import ZevvyConfigEntry, ZevvyRuntimeData
+
+PLATFORMS: list[Platform] = []
+
+
+async def async_setup_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> bool:
+    """Set up a zevvy account from a config entry."""
+    session = async_get_clientsession(hass)
+    auth = ZevvyAuth(
+        session,
+        entry.data[CONF_CLIENT_ID],
+        entry.data[CONF_CLIENT_SECRET],
+        entry.data[CONF_ISSUER],
+    )
+
+    @callback
+    def _async_save_refresh_token(refresh_token: str) -> None:
+        """Persist a rotated refresh token before anything uses it.
+
+        No update listener reloads the entry, so this only writes the data.
+        """
+        hass.config_entries.async_update_entry(
+            entry, data={**entry.data, CONF_REFRESH_TOKEN: refresh_token}
+        )
+
+    tokens = TokenManager(
+        auth,
+        entry.data[CONF_REFRESH_TOKEN],
+        on_refresh_token=_async_save_refresh_token,
+    )
+    try:
+        await tokens.async_get_access_token()
+    except ZevvyAuthenticationError as err:
+        raise ConfigEntryAuthFailed(
+            translation_domain=DOMAIN, translation_key="authentication_failed"
+        ) from err
+    except ZevvyError as err:
+        raise ConfigEntryNotReady(
+            translation_domain=DOMAIN, translation_key="cannot_connect"
+        ) from err
+
+    entry.runtime_data = ZevvyRuntimeData(
+        auth=auth,
+        tokens=tokens,
+        client=ZevvyClient(session, tokens, entry.data[CONF_API_URL]),
+        # The access token normally names the account; fall back to the entry.
+        account=tokens.account
+        or Account(sub=entry.unique_id or "", username=entry.title, email=None),
+    )
+
+    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    return True
+
+
+async def async_unload_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> bool:
+    """Unload a zevvy config entry."""
+    return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
