@@ -1,0 +1,1267 @@
+"""The zevvy sandbox: identity server, measurement API, pages and admin API."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+import json
+import logging
+import math
+from pathlib import Path
+import re
+import secrets
+import time
+from typing import Any, Final, Literal
+from urllib.parse import unquote_plus
+import uuid
+
+from aiohttp import web
+
+from . import pages
+from .models import (
+    FAULT_TARGETS,
+    KNOWN_SCOPES,
+    Fault,
+    FaultTarget,
+    IssuedTokens,
+    RequestRecord,
+    SandboxConfig,
+    StoredReading,
+)
+from .persistence import DataFile
+from .tokens import (
+    decode_jwt,
+    encode_jwt,
+    new_secret_token,
+    new_user_code,
+    normalize_user_code,
+)
+
+_LOGGER = logging.getLogger(__package__)
+
+DEVICE_CODE_GRANT: Final = "urn:ietf:params:oauth:grant-type:device_code"
+REFRESH_TOKEN_GRANT: Final = "refresh_token"
+FORM_CONTENT_TYPE: Final = "application/x-www-form-urlencoded"
+READ_AT_PATTERN: Final = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
+# Namespace for account ids derived from a username typed on the device page.
+ACCOUNT_NAMESPACE: Final = uuid.UUID("5b0d8a8e-3c55-4f0e-a2f7-6a1d4e2b9c10")
+# Refresh tokens without offline_access expire after this many seconds (Keycloak's
+# SSO session idle default); 0 in the token response means "offline, no expiry".
+ONLINE_REFRESH_LIFETIME: Final = 1800
+
+type Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+type CodeState = Literal["pending", "approved", "denied", "used"]
+
+
+class SandboxError(Exception):
+    """A Python API call the sandbox cannot carry out (unknown code, ...)."""
+
+
+class _OAuthError(Exception):
+    """An OAuth error answer: {"error": ..., "error_description": ...}."""
+
+    def __init__(self, error: str, description: str, status: int = 400) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+        self.status = status
+
+    def response(self) -> web.Response:
+        headers = {"Cache-Control": "no-store"}
+        if self.status == 401:
+            headers["WWW-Authenticate"] = 'Basic realm="zevvy sandbox"'
+        return web.json_response(
+            {"error": self.error, "error_description": self.description},
+            status=self.status,
+            headers=headers,
+        )
+
+
+class _ApiError(Exception):
+    """A measurement API error answer: {"message": ...}."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+    def response(self) -> web.Response:
+        headers = {}
+        if self.status == 401:
+            headers["WWW-Authenticate"] = 'Bearer realm="zevvy sandbox"'
+        elif self.status == 403:
+            headers["WWW-Authenticate"] = (
+                'Bearer realm="zevvy sandbox", error="insufficient_scope"'
+            )
+        return web.json_response(
+            {"message": self.message}, status=self.status, headers=headers
+        )
+
+
+@dataclass
+class Account:
+    """Who approved a device code."""
+
+    sub: str
+    username: str | None
+    email: str | None
+
+
+@dataclass
+class DeviceCode:
+    """A device authorization in progress."""
+
+    device_code: str = field(repr=False)
+    user_code: str
+    client_id: str
+    scope: str
+    created_at: float  # time.monotonic()
+    expires_at: float  # time.monotonic()
+    interval: float
+    last_poll: float | None = None
+    state: CodeState = "pending"
+    account: Account | None = None
+    grant_id: str | None = None
+
+    def expired(self) -> bool:
+        """Return whether the code can no longer be used."""
+        return time.monotonic() >= self.expires_at
+
+    def expires_in(self) -> float:
+        """Return the seconds left."""
+        return max(0.0, self.expires_at - time.monotonic())
+
+
+@dataclass
+class Grant:
+    """A login: the chain of refresh tokens issued for one approval."""
+
+    grant_id: str
+    client_id: str
+    account: Account
+    scope: str
+    refresh_token: str = field(repr=False)
+    used_refresh_tokens: list[str] = field(default_factory=list, repr=False)
+    revoked: bool = False
+    created_at: str = ""
+    refreshed_at: str | None = None
+    refresh_count: int = 0
+
+
+@dataclass
+class _AccessToken:
+    expires_at: float  # time.time()
+    grant_id: str | None
+    expired: bool = False
+
+
+@dataclass
+class Register:
+    """A register of a device with its readings."""
+
+    created_at: str
+    readings: list[StoredReading] = field(default_factory=list)
+    read_ats: set[str] = field(default_factory=set)
+
+    @property
+    def first(self) -> StoredReading | None:
+        """Return the reading with the earliest readAt."""
+        return min(self.readings, key=lambda r: r.read_at, default=None)
+
+    @property
+    def last(self) -> StoredReading | None:
+        """Return the reading with the latest readAt."""
+        return max(self.readings, key=lambda r: r.read_at, default=None)
+
+
+@dataclass
+class Device:
+    """A device (deviceRef) with its registers."""
+
+    created_at: str
+    registers: dict[str, Register] = field(default_factory=dict)
+
+
+def _utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _number(value: float) -> float | int:
+    """Return whole numbers as int so JSON shows 5 rather than 5.0."""
+    return int(value) if float(value).is_integer() else value
+
+
+class ZevvySandbox:
+    """A local stand-in for zevvy's identity server and measurement API."""
+
+    def __init__(
+        self,
+        config: SandboxConfig | None = None,
+        data_file: str | Path | None = None,
+    ) -> None:
+        """Prepare a sandbox; start() opens the port."""
+        self.config = config if config is not None else SandboxConfig()
+        self._data_file = DataFile(Path(data_file)) if data_file is not None else None
+        self._key = secrets.token_bytes(32)
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+        self._requests: list[RequestRecord] = []
+        self._faults: list[Fault] = []
+        self._device_codes: dict[str, DeviceCode] = {}
+        self._user_codes: dict[str, DeviceCode] = {}
+        self._grants: dict[str, Grant] = {}
+        self._refresh_tokens: dict[str, str] = {}  # token -> grant id
+        self._access_tokens: dict[str, _AccessToken] = {}  # jti -> token
+        self._devices: dict[str, Device] = {}
+        self._readings: list[StoredReading] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Listen on host:port (0: a free port) and load the data file if any."""
+        if self._runner is not None:
+            raise SandboxError("sandbox already started")
+        if self._data_file is not None:
+            try:
+                data = self._data_file.load()
+            except (OSError, TypeError, ValueError) as err:
+                raise SandboxError(
+                    f"cannot read {self._data_file.path}: {err}"
+                ) from err
+            self._load(data)
+        app = web.Application(middlewares=[self._middleware])
+        self._add_routes(app)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        real_port = runner.addresses[0][1]
+        url_host = f"[{host}]" if ":" in host else host
+        self._url = f"http://{url_host}:{real_port}"
+
+    async def stop(self) -> None:
+        """Stop listening and write the data file."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        if self._data_file is not None:
+            await self._data_file.flush()
+
+    async def __aenter__(self) -> ZevvySandbox:
+        """Start on a free port of 127.0.0.1."""
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        """Stop."""
+        await self.stop()
+
+    @property
+    def url(self) -> str:
+        """Root URL, e.g. http://127.0.0.1:8765 (pages live here)."""
+        if self._url is None:
+            raise SandboxError("sandbox not started")
+        return self._url
+
+    @property
+    def issuer(self) -> str:
+        """OIDC issuer URL (the Keycloak realm)."""
+        return f"{self.url}/realms/{self.config.realm}"
+
+    @property
+    def api_url(self) -> str:
+        """Measurement API root."""
+        return f"{self.url}/api"
+
+    @property
+    def verification_uri(self) -> str:
+        """The device page."""
+        return f"{self.url}/device"
+
+    # ----------------------------------------------------------------- Python API
+
+    def pending_user_codes(self) -> list[str]:
+        """Return user codes waiting for approval, oldest first."""
+        return [
+            code.user_code
+            for code in self._device_codes.values()
+            if code.state == "pending" and not code.expired()
+        ]
+
+    def approve(
+        self,
+        user_code: str,
+        *,
+        sub: str | None = None,
+        username: str | None = None,
+        email: str | None = None,
+        scope: str | None = None,
+    ) -> None:
+        """Approve a device code as the configured account (or the one given).
+
+        `scope` overrides the scope the client asked for (e.g. to test 403).
+        Raises SandboxError for an unknown, expired or already decided code.
+        """
+        code = self._pending_code(user_code)
+        if scope is not None:
+            code.scope = self._parse_scope(scope)
+        code.account = self._account(sub=sub, username=username, email=email)
+        code.state = "approved"
+        _LOGGER.info("Approved user code %s for %s", code.user_code, code.account.sub)
+
+    def deny(self, user_code: str) -> None:
+        """Deny a device code. Raises SandboxError like approve()."""
+        code = self._pending_code(user_code)
+        code.state = "denied"
+        _LOGGER.info("Denied user code %s", code.user_code)
+
+    def readings(
+        self, device_ref: str | None = None, register_ref: str | None = None
+    ) -> list[StoredReading]:
+        """Return stored readings in arrival order, optionally filtered."""
+        return [
+            reading
+            for reading in self._readings
+            if (device_ref is None or reading.device_ref == device_ref)
+            and (register_ref is None or reading.register_ref == register_ref)
+        ]
+
+    def device_records(self) -> dict[str, Device]:
+        """Return devices with their registers and readings (do not modify)."""
+        return dict(self._devices)
+
+    def devices(self) -> dict[str, list[str]]:
+        """Return device refs with their register refs, in creation order."""
+        return {ref: list(device.registers) for ref, device in self._devices.items()}
+
+    def inject_fault(
+        self,
+        status: int | None = 503,
+        count: int = 1,
+        retry_after: float | None = None,
+        delay: float = 0.0,
+        drop: bool = False,
+        target: FaultTarget = "api",
+        body: dict[str, object] | None = None,
+    ) -> None:
+        """Make the next `count` requests to `target` fail.
+
+        Each sleeps `delay` seconds, then has its connection dropped if `drop`,
+        else gets `status` (with Retry-After if given). status=None and no drop:
+        the request is only slowed down and then answered normally.
+        """
+        if target not in FAULT_TARGETS:
+            raise ValueError(f"unknown fault target {target!r}")
+        if count < 1:
+            raise ValueError("count must be at least 1")
+        if delay < 0:
+            raise ValueError("delay must not be negative")
+        if status is not None and not 100 <= status <= 599:
+            raise ValueError("status must be an HTTP status code")
+        self._faults.append(
+            Fault(
+                status=status,
+                count=count,
+                retry_after=retry_after,
+                delay=delay,
+                drop=drop,
+                target=target,
+                body=body,
+            )
+        )
+
+    def clear_faults(self) -> None:
+        """Remove every injected fault."""
+        self._faults.clear()
+
+    @property
+    def faults(self) -> list[Fault]:
+        """Faults still waiting for requests."""
+        return list(self._faults)
+
+    def revoke_refresh_tokens(self) -> None:
+        """Revoke every grant: all existing refresh tokens answer invalid_grant."""
+        for grant in self._grants.values():
+            grant.revoked = True
+        self._changed()
+
+    def expire_access_tokens(self) -> None:
+        """Expire every existing access token: the API answers 401 to them."""
+        for token in self._access_tokens.values():
+            token.expired = True
+
+    @property
+    def requests(self) -> list[RequestRecord]:
+        """Requests answered so far (admin API calls excluded)."""
+        return list(self._requests)
+
+    def clear_requests(self) -> None:
+        """Forget the recorded requests."""
+        self._requests.clear()
+
+    def reset(self) -> None:
+        """Forget readings, devices, tokens, codes, faults and requests."""
+        self._requests.clear()
+        self._faults.clear()
+        self._device_codes.clear()
+        self._user_codes.clear()
+        self._grants.clear()
+        self._refresh_tokens.clear()
+        self._access_tokens.clear()
+        self._devices.clear()
+        self._readings.clear()
+        self._changed()
+
+    def issue_tokens(
+        self,
+        *,
+        sub: str | None = None,
+        username: str | None = None,
+        email: str | None = None,
+        scope: str | None = None,
+        client_id: str | None = None,
+    ) -> IssuedTokens:
+        """Create a grant without the device flow (for test fixtures)."""
+        account = self._account(sub=sub, username=username, email=email)
+        grant = self._new_grant(
+            client_id if client_id is not None else self.config.client_id,
+            account,
+            self._parse_scope(scope or self.config.default_scope),
+        )
+        access_token, lifetime = self._new_access_token(grant)
+        return IssuedTokens(access_token, grant.refresh_token, lifetime)
+
+    def grants(self) -> list[Grant]:
+        """Return every grant (login), active or revoked."""
+        return list(self._grants.values())
+
+    def device_codes(self) -> list[DeviceCode]:
+        """Return every device code issued since the last reset."""
+        return list(self._device_codes.values())
+
+    # ----------------------------------------------------------------- internals
+
+    def _account(
+        self,
+        *,
+        sub: str | None = None,
+        username: str | None = None,
+        email: str | None = None,
+    ) -> Account:
+        config = self.config
+        if sub is None:
+            if username is None or username == config.username:
+                sub = config.sub
+            else:
+                sub = str(uuid.uuid5(ACCOUNT_NAMESPACE, username))
+        return Account(
+            sub=sub,
+            username=username if username is not None else config.username,
+            email=email if email is not None else config.email,
+        )
+
+    def _find_code(self, user_code: str) -> DeviceCode | None:
+        return self._user_codes.get(normalize_user_code(user_code))
+
+    def _pending_code(self, user_code: str) -> DeviceCode:
+        code = self._find_code(user_code)
+        if code is None:
+            raise SandboxError(f"unknown user code {user_code!r}")
+        if code.expired():
+            raise SandboxError(f"user code {code.user_code} has expired")
+        if code.state != "pending":
+            raise SandboxError(f"user code {code.user_code} is already {code.state}")
+        return code
+
+    def _parse_scope(self, scope: str) -> str:
+        names = scope.split()
+        if unknown := [name for name in names if name not in KNOWN_SCOPES]:
+            raise ValueError(f"Invalid scopes: {' '.join(unknown)}")
+        # Keep the order the client used, without repetitions.
+        return " ".join(dict.fromkeys(names))
+
+    def _new_grant(self, client_id: str, account: Account, scope: str) -> Grant:
+        grant = Grant(
+            grant_id=str(uuid.uuid4()),
+            client_id=client_id,
+            account=account,
+            scope=scope,
+            refresh_token=new_secret_token(),
+            created_at=_utc_now_iso(),
+        )
+        self._grants[grant.grant_id] = grant
+        self._refresh_tokens[grant.refresh_token] = grant.grant_id
+        self._changed()
+        return grant
+
+    def _new_access_token(self, grant: Grant) -> tuple[str, float]:
+        lifetime = self.config.access_token_lifetime
+        now = time.time()
+        jti = str(uuid.uuid4())
+        claims: dict[str, Any] = {
+            "exp": math.ceil(now + lifetime),
+            "iat": int(now),
+            "jti": jti,
+            "iss": self.issuer,
+            "aud": "account",
+            "sub": grant.account.sub,
+            "typ": "Bearer",
+            "azp": grant.client_id,
+            "sid": grant.grant_id,
+            "scope": grant.scope,
+        }
+        if grant.account.username is not None:
+            claims["preferred_username"] = grant.account.username
+        if grant.account.email is not None:
+            claims["email"] = grant.account.email
+            claims["email_verified"] = True
+        self._access_tokens[jti] = _AccessToken(now + lifetime, grant.grant_id)
+        return encode_jwt(claims, self._key), lifetime
+
+    def _token_response(self, grant: Grant) -> web.Response:
+        access_token, lifetime = self._new_access_token(grant)
+        offline = "offline_access" in grant.scope.split()
+        body = {
+            "access_token": access_token,
+            "expires_in": _number(lifetime),
+            "refresh_expires_in": 0 if offline else ONLINE_REFRESH_LIFETIME,
+            "refresh_token": grant.refresh_token,
+            "token_type": "Bearer",
+            "not-before-policy": 0,
+            "session_state": grant.grant_id,
+            "scope": grant.scope,
+        }
+        return web.json_response(
+            body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"}
+        )
+
+    def _revoke_grant(self, grant_id: str | None, reason: str) -> None:
+        if grant_id is not None and (grant := self._grants.get(grant_id)) is not None:
+            grant.revoked = True
+            _LOGGER.warning("Revoked the login of %s: %s", grant.account.sub, reason)
+            self._changed()
+
+    def _store_batch(
+        self, device_ref: str, register_ref: str, batch: list[tuple[str, float]]
+    ) -> None:
+        now = _utc_now_iso()
+        device = self._devices.get(device_ref)
+        if device is None:
+            device = self._devices[device_ref] = Device(created_at=now)
+        register = device.registers.get(register_ref)
+        if register is None:
+            register = device.registers[register_ref] = Register(created_at=now)
+        for read_at, value in batch:
+            reading = StoredReading(device_ref, register_ref, read_at, value)
+            register.readings.append(reading)
+            register.read_ats.add(read_at)
+            self._readings.append(reading)
+        self._changed()
+
+    # ---------------------------------------------------------------- persistence
+
+    def _changed(self) -> None:
+        if self._data_file is not None:
+            self._data_file.schedule(self._snapshot)
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "devices": {
+                device_ref: {
+                    "created_at": device.created_at,
+                    "registers": {
+                        register_ref: {"created_at": register.created_at}
+                        for register_ref, register in device.registers.items()
+                    },
+                }
+                for device_ref, device in self._devices.items()
+            },
+            "readings": [
+                [r.device_ref, r.register_ref, r.read_at, r.value]
+                for r in self._readings
+            ],
+            "grants": [
+                {
+                    "grant_id": grant.grant_id,
+                    "client_id": grant.client_id,
+                    "sub": grant.account.sub,
+                    "username": grant.account.username,
+                    "email": grant.account.email,
+                    "scope": grant.scope,
+                    "refresh_token": grant.refresh_token,
+                    "used_refresh_tokens": grant.used_refresh_tokens,
+                    "created_at": grant.created_at,
+                    "refreshed_at": grant.refreshed_at,
+                    "refresh_count": grant.refresh_count,
+                }
+                for grant in self._grants.values()
+                if not grant.revoked
+            ],
+        }
+
+    def _load(self, data: dict[str, Any] | None) -> None:
+        if data is None:
+            return
+        try:
+            for device_ref, device_data in data.get("devices", {}).items():
+                device = self._devices[str(device_ref)] = Device(
+                    created_at=str(device_data.get("created_at", ""))
+                )
+                for register_ref, register_data in device_data.get(
+                    "registers", {}
+                ).items():
+                    device.registers[str(register_ref)] = Register(
+                        created_at=str(register_data.get("created_at", ""))
+                    )
+            for device_ref, register_ref, read_at, value in data.get("readings", []):
+                device = self._devices.setdefault(device_ref, Device(created_at=""))
+                register = device.registers.setdefault(
+                    register_ref, Register(created_at="")
+                )
+                reading = StoredReading(device_ref, register_ref, read_at, float(value))
+                register.readings.append(reading)
+                register.read_ats.add(read_at)
+                self._readings.append(reading)
+            for item in data.get("grants", []):
+                grant = Grant(
+                    grant_id=item["grant_id"],
+                    client_id=item["client_id"],
+                    account=Account(
+                        item["sub"], item.get("username"), item.get("email")
+                    ),
+                    scope=item["scope"],
+                    refresh_token=item["refresh_token"],
+                    used_refresh_tokens=list(item.get("used_refresh_tokens", [])),
+                    created_at=item.get("created_at", ""),
+                    refreshed_at=item.get("refreshed_at"),
+                    refresh_count=int(item.get("refresh_count", 0)),
+                )
+                self._grants[grant.grant_id] = grant
+                for token in [grant.refresh_token, *grant.used_refresh_tokens]:
+                    self._refresh_tokens[token] = grant.grant_id
+        except (AttributeError, KeyError, TypeError, ValueError) as err:
+            raise SandboxError(f"data file is not a sandbox data file: {err}") from err
+
+    # -------------------------------------------------------------------- routing
+
+    def _add_routes(self, app: web.Application) -> None:
+        realm = "/realms/{realm}"
+        app.router.add_get(
+            realm + "/.well-known/openid-configuration", self._handle_discovery
+        )
+        app.router.add_post(
+            realm + "/protocol/openid-connect/auth/device",
+            self._handle_device_authorization,
+        )
+        app.router.add_post(
+            realm + "/protocol/openid-connect/token", self._handle_token
+        )
+        app.router.add_post(
+            "/api/deviceRef/{device_ref}/registerRef/{register_ref}"
+            "/measurements/_bulk_create",
+            self._handle_bulk_create,
+        )
+        app.router.add_get("/", self._handle_index)
+        app.router.add_get("/device", self._handle_device_page)
+        app.router.add_post("/device", self._handle_device_form)
+        app.router.add_get("/_sandbox/readings", self._admin_readings)
+        app.router.add_post("/_sandbox/reset", self._admin_reset)
+        app.router.add_post("/_sandbox/faults", self._admin_add_fault)
+        app.router.add_get("/_sandbox/faults", self._admin_list_faults)
+        app.router.add_delete("/_sandbox/faults", self._admin_clear_faults)
+        app.router.add_post("/_sandbox/approve", self._admin_approve)
+        app.router.add_post("/_sandbox/deny", self._admin_deny)
+        app.router.add_get("/_sandbox/pending", self._admin_pending)
+        app.router.add_post("/_sandbox/revoke", self._admin_revoke)
+        app.router.add_post("/_sandbox/expire", self._admin_expire)
+        app.router.add_get("/_sandbox/requests", self._admin_requests)
+        app.router.add_delete("/_sandbox/requests", self._admin_clear_requests)
+        app.router.add_post("/_sandbox/tokens", self._admin_issue_tokens)
+
+    def _fault_target(self, request: web.Request) -> str | None:
+        path = request.path
+        if path.startswith("/_sandbox/"):
+            return None
+        if path.startswith("/api/"):
+            return "api"
+        if path.startswith("/realms/"):
+            if path.endswith("/.well-known/openid-configuration"):
+                return "discovery"
+            if path.endswith("/protocol/openid-connect/token"):
+                return "token"
+            if path.endswith("/protocol/openid-connect/auth/device"):
+                return "device"
+        return "page"
+
+    def _take_fault(self, request: web.Request) -> Fault | None:
+        target = self._fault_target(request)
+        if target is None:
+            return None
+        for fault in self._faults:
+            if fault.target in (target, "any"):
+                fault.count -= 1
+                if fault.count <= 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    @web.middleware
+    async def _middleware(
+        self, request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
+        status = 0
+        try:
+            fault = self._take_fault(request)
+            response = None
+            if fault is not None:
+                response = await self._apply_fault(request, fault)
+            if response is None:
+                response = await handler(request)
+            status = response.status
+        except web.HTTPException as err:
+            status = err.status
+            raise
+        finally:
+            if not request.path.startswith("/_sandbox/"):
+                self._requests.append(
+                    RequestRecord(request.method, request.path, status)
+                )
+                _LOGGER.info(
+                    "%s %s -> %s", request.method, request.path, status or "dropped"
+                )
+        return response
+
+    async def _apply_fault(
+        self, request: web.Request, fault: Fault
+    ) -> web.StreamResponse | None:
+        if fault.delay > 0:
+            await asyncio.sleep(fault.delay)
+        if fault.drop:
+            if request.transport is not None:
+                request.transport.close()
+            # Leave without answering: aiohttp takes a cancelled handler quietly.
+            raise asyncio.CancelledError
+        if fault.status is None:
+            return None
+        headers: dict[str, str] = {}
+        if fault.retry_after is not None:
+            headers["Retry-After"] = str(_number(fault.retry_after))
+        body: dict[str, object] = fault.body or {
+            "error": "temporarily_unavailable"
+            if fault.status in (429, 503)
+            else "server_error",
+            "error_description": f"injected fault: HTTP {fault.status}",
+            "message": f"injected fault: HTTP {fault.status}",
+        }
+        return web.json_response(body, status=fault.status, headers=headers)
+
+    # ------------------------------------------------------------------- identity
+
+    def _check_realm(self, request: web.Request) -> None:
+        if request.match_info["realm"] != self.config.realm:
+            raise web.HTTPNotFound(
+                text=json.dumps({"error": "Realm does not exist"}),
+                content_type="application/json",
+            )
+
+    async def _handle_discovery(self, request: web.Request) -> web.Response:
+        self._check_realm(request)
+        issuer = self.issuer
+        oidc = f"{issuer}/protocol/openid-connect"
+        return web.json_response(
+            {
+                "issuer": issuer,
+                "authorization_endpoint": f"{oidc}/auth",
+                "token_endpoint": f"{oidc}/token",
+                "device_authorization_endpoint": f"{oidc}/auth/device",
+                "jwks_uri": f"{oidc}/certs",
+                "grant_types_supported": [DEVICE_CODE_GRANT, REFRESH_TOKEN_GRANT],
+                "response_types_supported": ["code"],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["HS256"],
+                "scopes_supported": list(KNOWN_SCOPES),
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_basic",
+                    "client_secret_post",
+                ],
+                "claims_supported": ["sub", "preferred_username", "email"],
+            }
+        )
+
+    async def _client_form(self, request: web.Request) -> dict[str, str]:
+        """Return the form fields after authenticating the client.
+
+        Raises _OAuthError for a body that is not a form or a bad client.
+        """
+        if request.content_type != FORM_CONTENT_TYPE:
+            raise _OAuthError(
+                "invalid_request", f"Content-Type must be {FORM_CONTENT_TYPE}"
+            )
+        form = {key: str(value) for key, value in (await request.post()).items()}
+        client_id = form.get("client_id")
+        client_secret = form.get("client_secret")
+        authorization = request.headers.get("Authorization", "")
+        if authorization[:6].lower() == "basic ":
+            try:
+                decoded = base64.b64decode(authorization[6:].strip()).decode()
+                basic_id, _, basic_secret = decoded.partition(":")
+            except (binascii.Error, UnicodeDecodeError, ValueError) as err:
+                raise _OAuthError(
+                    "invalid_client", "Malformed Basic authorization", 401
+                ) from err
+            client_id = unquote_plus(basic_id)
+            client_secret = unquote_plus(basic_secret)
+        if not client_id:
+            raise _OAuthError("invalid_client", "Missing parameter: client_id", 401)
+        if client_id != self.config.client_id or not secrets.compare_digest(
+            (client_secret or "").encode(), self.config.client_secret.encode()
+        ):
+            raise _OAuthError(
+                "invalid_client", "Invalid client or Invalid client credentials", 401
+            )
+        form["client_id"] = client_id
+        return form
+
+    async def _handle_device_authorization(self, request: web.Request) -> web.Response:
+        self._check_realm(request)
+        try:
+            form = await self._client_form(request)
+            try:
+                scope = self._parse_scope(
+                    form.get("scope") or self.config.default_scope
+                )
+            except ValueError as err:
+                raise _OAuthError("invalid_scope", str(err)) from err
+        except _OAuthError as err:
+            return err.response()
+        user_code = new_user_code()
+        while user_code in self._user_codes:
+            user_code = new_user_code()
+        now = time.monotonic()
+        code = DeviceCode(
+            device_code=new_secret_token(),
+            user_code=user_code,
+            client_id=form["client_id"],
+            scope=scope,
+            created_at=now,
+            expires_at=now + self.config.code_lifetime,
+            interval=self.config.interval,
+        )
+        self._device_codes[code.device_code] = code
+        self._user_codes[code.user_code] = code
+        _LOGGER.info("New user code %s", user_code)
+        return web.json_response(
+            {
+                "device_code": code.device_code,
+                "user_code": user_code,
+                "verification_uri": self.verification_uri,
+                "verification_uri_complete": (
+                    f"{self.verification_uri}?user_code={user_code}"
+                ),
+                "expires_in": _number(self.config.code_lifetime),
+                "interval": _number(code.interval),
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def _handle_token(self, request: web.Request) -> web.Response:
+        self._check_realm(request)
+        try:
+            return await self._token(request)
+        except _OAuthError as err:
+            return err.response()
+
+    async def _token(self, request: web.Request) -> web.Response:
+        form = await self._client_form(request)
+        grant_type = form.get("grant_type")
+        if not grant_type:
+            raise _OAuthError("invalid_request", "Missing form parameter: grant_type")
+        if grant_type == DEVICE_CODE_GRANT:
+            return self._device_code_grant(form)
+        if grant_type == REFRESH_TOKEN_GRANT:
+            return self._refresh_token_grant(form)
+        raise _OAuthError(
+            "unsupported_grant_type", f"Unsupported grant_type {grant_type}"
+        )
+
+    def _device_code_grant(self, form: dict[str, str]) -> web.Response:
+        device_code = form.get("device_code")
+        if not device_code:
+            raise _OAuthError("invalid_request", "Missing parameter: device_code")
+        code = self._device_codes.get(device_code)
+        if code is None or code.client_id != form["client_id"]:
+            raise _OAuthError("invalid_grant", "Device code not valid")
+        if code.state == "used":
+            # Polling after success: strict servers revoke what they issued.
+            self._revoke_grant(code.grant_id, "device code polled after success")
+            raise _OAuthError("invalid_grant", "Device code already used")
+        if code.expired():
+            raise _OAuthError("expired_token", "Device code is expired")
+        now = time.monotonic()
+        last_poll, code.last_poll = code.last_poll, now
+        if last_poll is not None:
+            tolerance = min(0.01, code.interval / 5)
+            if now - last_poll + tolerance < code.interval:
+                code.interval += self.config.slow_down_increment
+                raise _OAuthError("slow_down", "Slow down")
+        if code.state == "denied":
+            raise _OAuthError("access_denied", "The end user denied the authorization")
+        if code.state == "pending" or code.account is None:
+            raise _OAuthError(
+                "authorization_pending", "The authorization request is still pending"
+            )
+        grant = self._new_grant(code.client_id, code.account, code.scope)
+        code.state = "used"
+        code.grant_id = grant.grant_id
+        return self._token_response(grant)
+
+    def _refresh_token_grant(self, form: dict[str, str]) -> web.Response:
+        refresh_token = form.get("refresh_token")
+        if not refresh_token:
+            raise _OAuthError("invalid_request", "Missing parameter: refresh_token")
+        grant_id = self._refresh_tokens.get(refresh_token)
+        grant = self._grants.get(grant_id) if grant_id is not None else None
+        if grant is None:
+            raise _OAuthError("invalid_grant", "Invalid refresh token")
+        if grant.client_id != form["client_id"]:
+            raise _OAuthError(
+                "invalid_grant", "Invalid refresh token. Token client mismatch"
+            )
+        if grant.revoked:
+            raise _OAuthError("invalid_grant", "Session not active")
+        if refresh_token != grant.refresh_token:
+            self._revoke_grant(grant.grant_id, "an old refresh token was reused")
+            raise _OAuthError(
+                "invalid_grant", "Maximum allowed refresh token reuse exceeded"
+            )
+        grant.used_refresh_tokens.append(grant.refresh_token)
+        grant.refresh_token = new_secret_token()
+        grant.refreshed_at = _utc_now_iso()
+        grant.refresh_count += 1
+        self._refresh_tokens[grant.refresh_token] = grant.grant_id
+        self._changed()
+        return self._token_response(grant)
+
+    # ------------------------------------------------------------ measurement API
+
+    def _check_bearer(self, request: web.Request) -> dict[str, Any]:
+        authorization = request.headers.get("Authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _ApiError(401, "Missing bearer token")
+        claims = decode_jwt(token.strip(), self._key)
+        if claims is None:
+            raise _ApiError(401, "Invalid bearer token")
+        stored = self._access_tokens.get(str(claims.get("jti")))
+        if stored is None:
+            raise _ApiError(401, "Invalid bearer token")
+        if stored.expired or time.time() >= stored.expires_at:
+            raise _ApiError(401, "Bearer token expired")
+        return claims
+
+    async def _handle_bulk_create(self, request: web.Request) -> web.Response:
+        try:
+            return await self._bulk_create(request)
+        except _ApiError as err:
+            return err.response()
+
+    async def _bulk_create(self, request: web.Request) -> web.Response:
+        claims = self._check_bearer(request)
+        if "measurement" not in str(claims.get("scope", "")).split():
+            raise _ApiError(403, "Scope 'measurement' required")
+        device_ref = request.match_info["device_ref"]
+        register_ref = request.match_info["register_ref"]
+        if not device_ref.strip() or not register_ref.strip():
+            raise _ApiError(400, "deviceRef and registerRef must not be blank")
+        batch = await self._read_batch(request)
+        device = self._devices.get(device_ref)
+        register = device.registers.get(register_ref) if device is not None else None
+        existing = register.read_ats if register is not None else set()
+        seen: set[str] = set()
+        duplicates = []
+        for read_at, _value in batch:
+            if read_at in existing or read_at in seen:
+                duplicates.append(read_at)
+            seen.add(read_at)
+        if duplicates:
+            raise _ApiError(
+                409,
+                f"{len(duplicates)} measurement(s) already exist, e.g. readAt "
+                f"{duplicates[0]}; nothing was created",
+            )
+        self._store_batch(device_ref, register_ref, batch)
+        return web.json_response({"created": len(batch)}, status=201)
+
+    async def _read_batch(self, request: web.Request) -> list[tuple[str, float]]:
+        if request.content_type != "application/json":
+            raise _ApiError(415, "Content-Type must be application/json")
+        try:
+            body = json.loads(await request.text())
+        except ValueError as err:
+            raise _ApiError(400, f"Body is not valid JSON: {err}") from err
+        if not isinstance(body, list):
+            raise _ApiError(400, "Body must be a JSON array of measurements")
+        if not body:
+            raise _ApiError(400, "Body must contain at least one measurement")
+        max_batch = self.config.max_batch
+        if max_batch is not None and len(body) > max_batch:
+            raise _ApiError(
+                400, f"At most {max_batch} measurements per request, got {len(body)}"
+            )
+        batch: list[tuple[str, float]] = []
+        for index, item in enumerate(body):
+            if not isinstance(item, dict):
+                raise _ApiError(400, f"[{index}]: measurement must be an object")
+            read_at = item.get("readAt")
+            if not isinstance(read_at, str) or not READ_AT_PATTERN.match(read_at):
+                raise _ApiError(
+                    400,
+                    f"[{index}].readAt must be UTC ISO 8601 with milliseconds, "
+                    f"like 2026-11-26T14:15:00.000Z; got {read_at!r}",
+                )
+            try:
+                datetime.strptime(read_at, "%Y-%m-%dT%H:%M:%S.%fZ")  # noqa: DTZ007
+            except ValueError as err:
+                raise _ApiError(400, f"[{index}].readAt is not a date: {err}") from err
+            value = item.get("value")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value < 0
+            ):
+                raise _ApiError(
+                    400, f"[{index}].value must be a non-negative number; got {value!r}"
+                )
+            batch.append((read_at, float(value)))
+        return batch
+
+    # ---------------------------------------------------------------------- pages
+
+    async def _handle_index(self, request: web.Request) -> web.Response:
+        return pages.html_response(pages.index_page(self))
+
+    async def _handle_device_page(self, request: web.Request) -> web.Response:
+        user_code = request.query.get("user_code", "").strip()
+        if not user_code:
+            return pages.html_response(pages.device_form(self))
+        code = self._find_code(user_code)
+        if code is None:
+            return pages.html_response(
+                pages.device_form(
+                    self, user_code, error=f"Unknown code {user_code}. Check for typos."
+                ),
+                status=404,
+            )
+        if message := self._code_problem(code):
+            return pages.html_response(pages.message_page(*message), status=409)
+        return pages.html_response(pages.confirm_page(self, code))
+
+    def _code_problem(self, code: DeviceCode) -> tuple[str, str] | None:
+        if code.expired():
+            return (
+                "Code expired",
+                f"The code {code.user_code} has expired. Start the login again "
+                "in Home Assistant to get a new code.",
+            )
+        if code.state != "pending":
+            return (
+                "Code already used",
+                f"The code {code.user_code} was already {code.state}.",
+            )
+        return None
+
+    async def _handle_device_form(self, request: web.Request) -> web.Response:
+        form = await request.post()
+        user_code = str(form.get("user_code", "")).strip()
+        action = str(form.get("action", ""))
+        code = self._find_code(user_code) if user_code else None
+        if code is None:
+            return pages.html_response(
+                pages.device_form(
+                    self,
+                    user_code,
+                    error=f"Unknown code {user_code}. Check for typos."
+                    if user_code
+                    else "Enter the code shown by your device.",
+                ),
+                status=404 if user_code else 400,
+            )
+        if action not in ("approve", "deny"):
+            # The code was typed on the first form: ask for the decision.
+            if message := self._code_problem(code):
+                return pages.html_response(pages.message_page(*message), status=409)
+            return pages.html_response(pages.confirm_page(self, code))
+        if message := self._code_problem(code):
+            return pages.html_response(pages.message_page(*message), status=409)
+        if action == "deny":
+            self.deny(code.user_code)
+            return pages.html_response(
+                pages.message_page(
+                    "Access denied",
+                    f"You denied access for code {code.user_code}. "
+                    "The device will be told so.",
+                )
+            )
+        username = str(form.get("username", "")).strip() or None
+        email = str(form.get("email", "")).strip() or None
+        self.approve(code.user_code, username=username, email=email)
+        account = code.account
+        who = account.username or account.email or account.sub if account else ""
+        return pages.html_response(
+            pages.message_page(
+                "Device approved",
+                f"Signed in as {who}. The device with code {code.user_code} "
+                "now has access; you can close this page and return to Home Assistant.",
+            )
+        )
+
+    # ------------------------------------------------------------------ admin API
+
+    async def _admin_json(self, request: web.Request) -> dict[str, Any]:
+        if not request.body_exists:
+            return {}
+        try:
+            body = await request.json()
+        except ValueError as err:
+            raise web.HTTPBadRequest(
+                text=json.dumps({"message": f"invalid JSON: {err}"}),
+                content_type="application/json",
+            ) from err
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(
+                text=json.dumps({"message": "body must be a JSON object"}),
+                content_type="application/json",
+            )
+        return body
+
+    async def _admin_readings(self, request: web.Request) -> web.Response:
+        readings = self.readings(
+            request.query.get("device_ref"), request.query.get("register_ref")
+        )
+        return web.json_response(
+            [
+                {
+                    "device_ref": r.device_ref,
+                    "register_ref": r.register_ref,
+                    "read_at": r.read_at,
+                    "value": r.value,
+                }
+                for r in readings
+            ]
+        )
+
+    async def _admin_reset(self, request: web.Request) -> web.Response:
+        self.reset()
+        return web.json_response({"ok": True})
+
+    async def _admin_add_fault(self, request: web.Request) -> web.Response:
+        body = await self._admin_json(request)
+        try:
+            self.inject_fault(
+                status=body.get("status", 503),
+                count=int(body.get("count", 1)),
+                retry_after=body.get("retry_after"),
+                delay=float(body.get("delay", 0.0)),
+                drop=bool(body.get("drop", False)),
+                target=body.get("target", "api"),
+                body=body.get("body"),
+            )
+        except (TypeError, ValueError) as err:
+            return web.json_response({"message": str(err)}, status=400)
+        return web.json_response({"ok": True})
+
+    async def _admin_list_faults(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            [
+                {
+                    "status": f.status,
+                    "count": f.count,
+                    "retry_after": f.retry_after,
+                    "delay": f.delay,
+                    "drop": f.drop,
+                    "target": f.target,
+                }
+                for f in self._faults
+            ]
+        )
+
+    async def _admin_clear_faults(self, request: web.Request) -> web.Response:
+        self.clear_faults()
+        return web.json_response({"ok": True})
+
+    async def _admin_approve(self, request: web.Request) -> web.Response:
+        body = await self._admin_json(request)
+        try:
+            self.approve(
+                str(body.get("user_code", "")),
+                sub=body.get("sub"),
+                username=body.get("username"),
+                email=body.get("email"),
+                scope=body.get("scope"),
+            )
+        except SandboxError as err:
+            return web.json_response({"message": str(err)}, status=404)
+        except ValueError as err:
+            return web.json_response({"message": str(err)}, status=400)
+        return web.json_response({"ok": True})
+
+    async def _admin_deny(self, request: web.Request) -> web.Response:
+        body = await self._admin_json(request)
+        try:
+            self.deny(str(body.get("user_code", "")))
+        except SandboxError as err:
+            return web.json_response({"message": str(err)}, status=404)
+        return web.json_response({"ok": True})
+
+    async def _admin_pending(self, request: web.Request) -> web.Response:
+        return web.json_response(self.pending_user_codes())
+
+    async def _admin_revoke(self, request: web.Request) -> web.Response:
+        self.revoke_refresh_tokens()
+        return web.json_response({"ok": True})
+
+    async def _admin_expire(self, request: web.Request) -> web.Response:
+        self.expire_access_tokens()
+        return web.json_response({"ok": True})
+
+    async def _admin_requests(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            [
+                {"method": r.method, "path": r.path, "status": r.status}
+                for r in self._requests
+            ]
+        )
+
+    async def _admin_clear_requests(self, request: web.Request) -> web.Response:
+        self.clear_requests()
+        return web.json_response({"ok": True})
+
+    async def _admin_issue_tokens(self, request: web.Request) -> web.Response:
+        body = await self._admin_json(request)
+        try:
+            tokens = self.issue_tokens(
+                sub=body.get("sub"),
+                username=body.get("username"),
+                email=body.get("email"),
+                scope=body.get("scope"),
+            )
+        except ValueError as err:
+            return web.json_response({"message": str(err)}, status=400)
+        return web.json_response(
+            {
+                "access_token": tokens.access_token,
+                "refresh_token": tokens.refresh_token,
+                "expires_in": _number(tokens.expires_in),
+            }
+        )
