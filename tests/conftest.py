@@ -4,8 +4,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 
+import aiohttp
+from homeassistant.config_entries import ConfigEntryState
+from homeassistant.core import HomeAssistant
 import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.zevvy.api import ZevvyAuth, account_from_access_token
+from custom_components.zevvy.const import (
+    CONF_API_URL,
+    CONF_CLIENT_ID,
+    CONF_CLIENT_SECRET,
+    CONF_ISSUER,
+    CONF_REFRESH_TOKEN,
+    DOMAIN,
+)
 from zevvy_sandbox import SandboxConfig, ZevvySandbox
 
 
@@ -31,3 +44,54 @@ async def sandbox(
         yield server
     finally:
         await server.stop()
+
+
+@pytest.fixture
+async def mock_config_entry(sandbox: ZevvySandbox) -> MockConfigEntry:
+    """A zevvy config entry holding a real refresh token of the sandbox.
+
+    Logs in like the config flow does, through api.py's device flow on the
+    `sandbox` (request a code, approve it as sandbox.config's account, poll), and
+    returns a MockConfigEntry with the data the config flow stores: client id and
+    secret, issuer, API URL and refresh token; unique_id = the account's sub,
+    title = its username. The entry is not added to hass yet: call
+    `mock_config_entry.add_to_hass(hass)` (or use `init_integration`). Tests that
+    need subentries can add them with `hass.config_entries.async_add_subentry`.
+    """
+    config = sandbox.config
+    async with aiohttp.ClientSession() as session:
+        auth = ZevvyAuth(
+            session, config.client_id, config.client_secret, sandbox.issuer
+        )
+        authorization = await auth.request_device_authorization()
+        sandbox.approve(authorization.user_code)
+        tokens = await auth.wait_for_tokens(authorization)
+    account = account_from_access_token(tokens.access_token)
+    return MockConfigEntry(
+        domain=DOMAIN,
+        title=account.title,
+        unique_id=account.sub,
+        data={
+            CONF_CLIENT_ID: config.client_id,
+            CONF_CLIENT_SECRET: config.client_secret,
+            CONF_ISSUER: sandbox.issuer,
+            CONF_API_URL: sandbox.api_url,
+            CONF_REFRESH_TOKEN: tokens.refresh_token,
+        },
+    )
+
+
+@pytest.fixture
+async def init_integration(
+    hass: HomeAssistant, mock_config_entry: MockConfigEntry
+) -> MockConfigEntry:
+    """Set up zevvy with `mock_config_entry` against the sandbox; return the entry.
+
+    The entry is loaded (the setup refreshed the access token, so entry.data
+    already holds a rotated refresh token) and `entry.runtime_data` is set.
+    """
+    mock_config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+    assert mock_config_entry.state is ConfigEntryState.LOADED
+    return mock_config_entry
