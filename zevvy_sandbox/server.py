@@ -131,6 +131,11 @@ class DeviceCode:
         """Return whether the code can no longer be used."""
         return time.monotonic() >= self.expires_at
 
+    @property
+    def decision(self) -> str:
+        """Return "approved", "denied" or "pending" (used codes were approved)."""
+        return "approved" if self.state == "used" else self.state
+
     def expires_in(self) -> float:
         """Return the seconds left."""
         return max(0.0, self.expires_at - time.monotonic())
@@ -479,7 +484,9 @@ class ZevvySandbox:
         if code.expired():
             raise SandboxError(f"user code {code.user_code} has expired")
         if code.state != "pending":
-            raise SandboxError(f"user code {code.user_code} is already {code.state}")
+            raise SandboxError(
+                f"user code {code.user_code} was already {code.decision}"
+            )
         return code
 
     def _parse_scope(self, scope: str) -> str:
@@ -1077,7 +1084,7 @@ class ZevvySandbox:
         if code.state != "pending":
             return (
                 "Code already used",
-                f"The code {code.user_code} was already {code.state}.",
+                f"The code {code.user_code} was already {code.decision}.",
             )
         return None
 

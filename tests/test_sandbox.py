@@ -1,0 +1,1053 @@
+"""Tests of the zevvy sandbox, over real HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from pathlib import Path
+import re
+import signal
+import sys
+import time
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+import pytest
+from yarl import URL
+
+from zevvy_sandbox import (
+    SandboxConfig,
+    SandboxError,
+    StoredReading,
+    ZevvySandbox,
+)
+
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+CLIENT = {"client_id": "zevvy-sandbox", "client_secret": "sandbox-secret"}
+READINGS = [
+    {"readAt": "2026-11-26T14:00:00.000Z", "value": 100.5},
+    {"readAt": "2026-11-26T14:15:00.000Z", "value": 101},
+]
+
+
+@pytest.fixture
+async def session() -> Any:
+    """A client session for one test."""
+    async with aiohttp.ClientSession() as client_session:
+        yield client_session
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    """Decode a JWT payload without verifying it, like the client does."""
+    payload = token.split(".")[1]
+    result: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return result
+
+
+def bulk_url(sandbox: ZevvySandbox, device_ref: str, register_ref: str) -> URL:
+    """Build the bulk-create URL with every reserved character escaped."""
+    path = (
+        f"/api/deviceRef/{quote(device_ref, safe='')}"
+        f"/registerRef/{quote(register_ref, safe='')}/measurements/_bulk_create"
+    )
+    return URL(sandbox.url).with_path(path, encoded=True)
+
+
+async def post_form(
+    session: aiohttp.ClientSession,
+    url: str,
+    data: dict[str, str],
+    auth: aiohttp.BasicAuth | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """POST a form and return status and JSON body."""
+    async with session.post(url, data=data, auth=auth) as response:
+        return response.status, await response.json()
+
+
+async def start_device_flow(
+    session: aiohttp.ClientSession, sandbox: ZevvySandbox, **extra: str
+) -> dict[str, Any]:
+    """Ask for a device code."""
+    status, body = await post_form(
+        session,
+        f"{sandbox.issuer}/protocol/openid-connect/auth/device",
+        {**CLIENT, "scope": "offline_access measurement register device", **extra},
+    )
+    assert status == 200, body
+    return body
+
+
+async def poll(
+    session: aiohttp.ClientSession, sandbox: ZevvySandbox, device_code: str
+) -> tuple[int, dict[str, Any]]:
+    """Poll the token endpoint once."""
+    return await post_form(
+        session,
+        f"{sandbox.issuer}/protocol/openid-connect/token",
+        {**CLIENT, "grant_type": DEVICE_GRANT, "device_code": device_code},
+    )
+
+
+async def refresh(
+    session: aiohttp.ClientSession, sandbox: ZevvySandbox, refresh_token: str
+) -> tuple[int, dict[str, Any]]:
+    """Use a refresh token once."""
+    return await post_form(
+        session,
+        f"{sandbox.issuer}/protocol/openid-connect/token",
+        {**CLIENT, "grant_type": "refresh_token", "refresh_token": refresh_token},
+    )
+
+
+async def login(
+    session: aiohttp.ClientSession, sandbox: ZevvySandbox, scope: str | None = None
+) -> dict[str, Any]:
+    """Run the device flow with an approval through the Python API."""
+    flow = await start_device_flow(session, sandbox)
+    sandbox.approve(flow["user_code"], scope=scope)
+    status, body = await poll(session, sandbox, flow["device_code"])
+    assert status == 200, body
+    return body
+
+
+async def bulk_create(
+    session: aiohttp.ClientSession,
+    url: URL,
+    token: str | None,
+    body: Any = READINGS,
+) -> tuple[int, dict[str, Any]]:
+    """POST readings and return status and JSON body."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with session.post(url, json=body, headers=headers) as response:
+        return response.status, await response.json()
+
+
+# ---------------------------------------------------------------- identity
+
+
+async def test_discovery(sandbox: ZevvySandbox, session: aiohttp.ClientSession) -> None:
+    """Discovery lists the Keycloak endpoints under the issuer."""
+    assert sandbox.issuer == f"{sandbox.url}/realms/zevvy"
+    assert sandbox.api_url == f"{sandbox.url}/api"
+    async with session.get(
+        f"{sandbox.issuer}/.well-known/openid-configuration"
+    ) as response:
+        assert response.status == 200
+        document = await response.json()
+    oidc = f"{sandbox.issuer}/protocol/openid-connect"
+    assert document["issuer"] == sandbox.issuer
+    assert document["device_authorization_endpoint"] == f"{oidc}/auth/device"
+    assert document["token_endpoint"] == f"{oidc}/token"
+
+    async with session.get(
+        f"{sandbox.url}/realms/other/.well-known/openid-configuration"
+    ) as response:
+        assert response.status == 404
+
+
+async def test_approve_with_the_html_form(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """A person follows verification_uri_complete and approves; the client gets tokens."""
+    flow = await start_device_flow(session, sandbox)
+    user_code = flow["user_code"]
+    assert re.fullmatch(r"[A-Z]{4}-[A-Z]{4}", user_code)
+    assert flow["verification_uri"] == f"{sandbox.url}/device"
+    assert flow["verification_uri_complete"] == (
+        f"{sandbox.url}/device?user_code={user_code}"
+    )
+    assert flow["interval"] == 0.05
+    assert flow["expires_in"] == 600
+    assert sandbox.pending_user_codes() == [user_code]
+
+    async with session.get(flow["verification_uri_complete"]) as response:
+        assert response.status == 200
+        page = await response.text()
+    assert "<title>Approve device · zevvy sandbox</title>" in page
+    assert user_code in page
+    assert 'value="approve"' in page
+    assert 'value="deny"' in page
+    assert "<script" not in page
+
+    status, body = await poll(session, sandbox, flow["device_code"])
+    assert (status, body["error"]) == (400, "authorization_pending")
+
+    async with session.post(
+        f"{sandbox.url}/device", data={"user_code": user_code, "action": "approve"}
+    ) as response:
+        assert response.status == 200
+        page = await response.text()
+    assert "Device approved" in page
+    assert sandbox.pending_user_codes() == []
+
+    await asyncio.sleep(0.05)
+    status, tokens = await poll(session, sandbox, flow["device_code"])
+    assert status == 200, tokens
+    assert tokens["token_type"] == "Bearer"
+    assert tokens["expires_in"] == 300
+    assert tokens["refresh_expires_in"] == 0
+    assert tokens["scope"] == "offline_access measurement register device"
+    claims = claims_of(tokens["access_token"])
+    config = sandbox.config
+    assert claims["sub"] == config.sub
+    assert claims["preferred_username"] == "demo"
+    assert claims["email"] == "demo@example.ch"
+    assert claims["scope"] == tokens["scope"]
+    assert time.time() + 290 < claims["exp"] <= time.time() + 301
+
+    # Polling again after success: invalid_grant, and the new login is revoked.
+    await asyncio.sleep(0.05)
+    status, body = await poll(session, sandbox, flow["device_code"])
+    assert (status, body["error"]) == (400, "invalid_grant")
+    status, body = await refresh(session, sandbox, tokens["refresh_token"])
+    assert (status, body["error"]) == (400, "invalid_grant")
+
+    # The page tells a person the code cannot be used again.
+    async with session.get(flow["verification_uri_complete"]) as response:
+        assert response.status == 409
+        assert "already approved" in await response.text()
+
+
+async def test_deny_with_the_html_form(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """A person types the code (sloppily) on the form and denies."""
+    flow = await start_device_flow(session, sandbox)
+    async with session.get(f"{sandbox.url}/device") as response:
+        assert response.status == 200
+        page = await response.text()
+    assert 'name="user_code"' in page
+    assert 'method="post"' in page
+
+    typed = flow["user_code"].replace("-", " ").lower()
+    async with session.post(
+        f"{sandbox.url}/device", data={"user_code": typed}
+    ) as response:
+        assert response.status == 200
+        page = await response.text()
+    assert flow["user_code"] in page
+    assert 'value="deny"' in page
+
+    async with session.post(
+        f"{sandbox.url}/device", data={"user_code": typed, "action": "deny"}
+    ) as response:
+        assert response.status == 200
+        assert "Access denied" in await response.text()
+
+    status, body = await poll(session, sandbox, flow["device_code"])
+    assert (status, body["error"]) == (400, "access_denied")
+
+
+async def test_approve_as_another_account_with_the_form(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """The form can sign in as a different account: another sub."""
+    flow = await start_device_flow(session, sandbox)
+    async with session.post(
+        f"{sandbox.url}/device",
+        data={
+            "user_code": flow["user_code"],
+            "action": "approve",
+            "username": "anna",
+            "email": "anna@example.ch",
+        },
+    ) as response:
+        assert "Signed in as anna" in await response.text()
+    status, tokens = await poll(session, sandbox, flow["device_code"])
+    assert status == 200
+    claims = claims_of(tokens["access_token"])
+    assert claims["preferred_username"] == "anna"
+    assert claims["email"] == "anna@example.ch"
+    assert claims["sub"] != sandbox.config.sub
+
+
+async def test_device_page_unknown_and_expired_codes(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """Unknown and expired codes get clear messages; nothing is approved."""
+    async with session.get(f"{sandbox.url}/device?user_code=ZZZZ-ZZZZ") as response:
+        assert response.status == 404
+        assert "Unknown code ZZZZ-ZZZZ" in await response.text()
+    async with session.post(
+        f"{sandbox.url}/device", data={"user_code": "ZZZZ-ZZZZ", "action": "approve"}
+    ) as response:
+        assert response.status == 404
+        assert "Unknown code" in await response.text()
+    async with session.post(f"{sandbox.url}/device", data={}) as response:
+        assert response.status == 400
+        assert "Enter the code" in await response.text()
+
+    sandbox.config.code_lifetime = 0.05
+    flow = await start_device_flow(session, sandbox)
+    await asyncio.sleep(0.1)
+    assert sandbox.pending_user_codes() == []
+    async with session.post(
+        f"{sandbox.url}/device",
+        data={"user_code": flow["user_code"], "action": "approve"},
+    ) as response:
+        assert response.status == 409
+        assert "expired" in await response.text()
+    with pytest.raises(SandboxError, match="expired"):
+        sandbox.approve(flow["user_code"])
+    with pytest.raises(SandboxError, match="unknown"):
+        sandbox.deny("ZZZZ-ZZZZ")
+    status, body = await poll(session, sandbox, flow["device_code"])
+    assert (status, body["error"]) == (400, "expired_token")
+
+
+async def test_slow_down(sandbox: ZevvySandbox, session: aiohttp.ClientSession) -> None:
+    """Polling faster than the interval answers slow_down."""
+    flow = await start_device_flow(session, sandbox)
+    status, body = await poll(session, sandbox, flow["device_code"])
+    assert (status, body["error"]) == (400, "authorization_pending")
+    status, body = await poll(session, sandbox, flow["device_code"])
+    assert (status, body["error"]) == (400, "slow_down")
+    await asyncio.sleep(0.06)
+    status, body = await poll(session, sandbox, flow["device_code"])
+    assert (status, body["error"]) == (400, "authorization_pending")
+
+    # With the RFC's increment the interval grows after a slow_down.
+    sandbox.config.slow_down_increment = 0.1
+    status, body = await poll(session, sandbox, flow["device_code"])
+    assert body["error"] == "slow_down"
+    await asyncio.sleep(0.06)
+    status, body = await poll(session, sandbox, flow["device_code"])
+    assert body["error"] == "slow_down"
+    await asyncio.sleep(0.3)
+    sandbox.approve(flow["user_code"])
+    status, body = await poll(session, sandbox, flow["device_code"])
+    assert status == 200
+
+
+@pytest.mark.parametrize(
+    ("url_suffix", "data", "auth", "status", "error"),
+    [
+        ("auth/device", {"client_id": "zevvy-sandbox"}, None, 401, "invalid_client"),
+        (
+            "auth/device",
+            {"client_id": "zevvy-sandbox", "client_secret": "wrong"},
+            None,
+            401,
+            "invalid_client",
+        ),
+        (
+            "auth/device",
+            {"client_id": "other", "client_secret": "sandbox-secret"},
+            None,
+            401,
+            "invalid_client",
+        ),
+        ("token", {"grant_type": "refresh_token"}, None, 401, "invalid_client"),
+        (
+            "token",
+            {"grant_type": "refresh_token", "refresh_token": "x"},
+            aiohttp.BasicAuth("zevvy-sandbox", "wrong"),
+            401,
+            "invalid_client",
+        ),
+        (
+            "token",
+            {"grant_type": "refresh_token", "refresh_token": "unknown"},
+            aiohttp.BasicAuth("zevvy-sandbox", "sandbox-secret"),
+            400,
+            "invalid_grant",
+        ),
+        (
+            "token",
+            {**CLIENT, "grant_type": DEVICE_GRANT, "device_code": "unknown"},
+            None,
+            400,
+            "invalid_grant",
+        ),
+        ("token", {**CLIENT, "grant_type": DEVICE_GRANT}, None, 400, "invalid_request"),
+        ("token", {**CLIENT}, None, 400, "invalid_request"),
+        (
+            "token",
+            {**CLIENT, "grant_type": "password"},
+            None,
+            400,
+            "unsupported_grant_type",
+        ),
+        (
+            "auth/device",
+            {**CLIENT, "scope": "measurement admin"},
+            None,
+            400,
+            "invalid_scope",
+        ),
+    ],
+)
+async def test_identity_errors(
+    sandbox: ZevvySandbox,
+    session: aiohttp.ClientSession,
+    url_suffix: str,
+    data: dict[str, str],
+    auth: aiohttp.BasicAuth | None,
+    status: int,
+    error: str,
+) -> None:
+    """Bad clients get 401 invalid_client, bad grants 400 with the RFC error."""
+    got_status, body = await post_form(
+        session, f"{sandbox.issuer}/protocol/openid-connect/{url_suffix}", data, auth
+    )
+    assert (got_status, body["error"]) == (status, error)
+    assert body["error_description"]
+
+
+async def test_token_endpoint_wants_a_form(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """A JSON body is not accepted by the token endpoint."""
+    async with session.post(
+        f"{sandbox.issuer}/protocol/openid-connect/token",
+        json={**CLIENT, "grant_type": "refresh_token", "refresh_token": "x"},
+    ) as response:
+        assert response.status == 400
+        assert (await response.json())["error"] == "invalid_request"
+
+
+async def test_basic_auth_and_refresh_rotation(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """Refresh tokens rotate; reusing an old one revokes the whole login."""
+    tokens = await login(session, sandbox)
+    first = tokens["refresh_token"]
+    status, body = await post_form(
+        session,
+        f"{sandbox.issuer}/protocol/openid-connect/token",
+        {"grant_type": "refresh_token", "refresh_token": first},
+        auth=aiohttp.BasicAuth("zevvy-sandbox", "sandbox-secret"),
+    )
+    assert status == 200, body
+    second = body["refresh_token"]
+    assert second != first
+    assert body["access_token"] != tokens["access_token"]
+
+    status, body = await refresh(session, sandbox, second)
+    assert status == 200
+    third = body["refresh_token"]
+
+    # Reuse of an old token: invalid_grant, and the newest one dies with it.
+    status, body = await refresh(session, sandbox, first)
+    assert (status, body["error"]) == (400, "invalid_grant")
+    status, body = await refresh(session, sandbox, third)
+    assert (status, body["error"]) == (400, "invalid_grant")
+
+
+async def test_revoke_and_expire(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """The Python API revokes refresh tokens and expires access tokens."""
+    tokens = await login(session, sandbox)
+    url = bulk_url(sandbox, "Car", "Energy")
+    sandbox.expire_access_tokens()
+    status, body = await bulk_create(session, url, tokens["access_token"])
+    assert status == 401
+    assert body["message"]
+
+    status, fresh = await refresh(session, sandbox, tokens["refresh_token"])
+    assert status == 200
+    status, _ = await bulk_create(session, url, fresh["access_token"])
+    assert status == 201
+
+    sandbox.revoke_refresh_tokens()
+    status, body = await refresh(session, sandbox, fresh["refresh_token"])
+    assert (status, body["error"]) == (400, "invalid_grant")
+
+
+async def test_short_access_token_lifetime(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """An access token stops working after its lifetime."""
+    sandbox.config.access_token_lifetime = 0.2
+    tokens = await login(session, sandbox)
+    assert tokens["expires_in"] == 0.2
+    url = bulk_url(sandbox, "Car", "Energy")
+    status, _ = await bulk_create(session, url, tokens["access_token"], READINGS[:1])
+    assert status == 201
+    await asyncio.sleep(0.25)
+    status, body = await bulk_create(session, url, tokens["access_token"], READINGS[1:])
+    assert (status, body["message"]) == (401, "Bearer token expired")
+
+
+async def test_issue_tokens(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """Fixtures can get a login without the device flow."""
+    tokens = sandbox.issue_tokens(username="bob")
+    assert "refresh_token" not in repr(tokens)
+    assert claims_of(tokens.access_token)["preferred_username"] == "bob"
+    status, body = await refresh(session, sandbox, tokens.refresh_token)
+    assert status == 200, body
+    with pytest.raises(ValueError, match="Invalid scopes"):
+        sandbox.issue_tokens(scope="everything")
+
+
+# ---------------------------------------------------------------- measurement API
+
+
+@pytest.mark.parametrize(
+    ("device_ref", "register_ref"),
+    [
+        ("zevvy Test Device Example Charging Station", "Energy import"),
+        ("Wärmepumpe Küche", "Zähler ½"),
+        ("100% solar", "50%"),
+        ("Apt #3", "what? really"),
+        ("a/b", "c\\d"),
+        ("🚗 Tesla", "⚡ kWh"),
+        ("+plus & and=", "~tilde;semi,comma'"),
+    ],
+)
+async def test_bulk_create_odd_names(
+    sandbox: ZevvySandbox,
+    session: aiohttp.ClientSession,
+    device_ref: str,
+    register_ref: str,
+) -> None:
+    """References with reserved and non-ASCII characters round-trip exactly."""
+    token = sandbox.issue_tokens().access_token
+    status, body = await bulk_create(
+        session, bulk_url(sandbox, device_ref, register_ref), token
+    )
+    assert (status, body) == (201, {"created": 2})
+    assert sandbox.readings() == [
+        StoredReading(device_ref, register_ref, "2026-11-26T14:00:00.000Z", 100.5),
+        StoredReading(device_ref, register_ref, "2026-11-26T14:15:00.000Z", 101.0),
+    ]
+    assert sandbox.devices() == {device_ref: [register_ref]}
+    record = sandbox.requests[-1]
+    assert (record.method, record.status) == ("POST", 201)
+
+
+async def test_bulk_create_with_yarl_path_joining(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """yarl's own escaping (URL / segment) is understood too."""
+    token = sandbox.issue_tokens().access_token
+    url = (
+        URL(sandbox.api_url)
+        / "deviceRef"
+        / "Garage 50% #2?"
+        / "registerRef"
+        / "Zähler 🚗"
+        / "measurements"
+        / "_bulk_create"
+    )
+    status, _ = await bulk_create(session, url, token)
+    assert status == 201
+    assert sandbox.devices() == {"Garage 50% #2?": ["Zähler 🚗"]}
+
+
+async def test_bulk_create_conflict_is_all_or_nothing(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """One existing reading makes the whole batch fail with 409."""
+    token = sandbox.issue_tokens().access_token
+    url = bulk_url(sandbox, "Car", "Energy")
+    status, _ = await bulk_create(session, url, token, READINGS[:1])
+    assert status == 201
+    batch = [
+        READINGS[1],
+        READINGS[0],
+        {"readAt": "2026-11-26T14:30:00.000Z", "value": 1},
+    ]
+    status, body = await bulk_create(session, url, token, batch)
+    assert status == 409
+    assert "2026-11-26T14:00:00.000Z" in body["message"]
+    assert len(sandbox.readings()) == 1
+
+    # Duplicates inside one batch conflict too.
+    status, _ = await bulk_create(session, url, token, [READINGS[1], READINGS[1]])
+    assert status == 409
+    assert len(sandbox.readings()) == 1
+
+    # The same readAt on another register or device is fine.
+    status, _ = await bulk_create(
+        session, bulk_url(sandbox, "Car", "Energy export"), token, READINGS[:1]
+    )
+    assert status == 201
+    status, _ = await bulk_create(
+        session, bulk_url(sandbox, "Other", "Energy"), token, READINGS[:1]
+    )
+    assert status == 201
+    assert [r.register_ref for r in sandbox.readings("Car")] == [
+        "Energy",
+        "Energy export",
+    ]
+    assert len(sandbox.readings(register_ref="Energy")) == 2
+    assert sandbox.readings("Car", "Energy") == [
+        StoredReading("Car", "Energy", "2026-11-26T14:00:00.000Z", 100.5)
+    ]
+
+
+async def test_bulk_create_authorization(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """No, bad or foreign tokens: 401; a token without measurement scope: 403."""
+    url = bulk_url(sandbox, "Car", "Energy")
+    status, body = await bulk_create(session, url, None)
+    assert status == 401
+    assert body["message"] == "Missing bearer token"
+    status, _ = await bulk_create(session, url, "not-a-jwt")
+    assert status == 401
+    # A token from another sandbox (other key) is not accepted.
+    async with ZevvySandbox(SandboxConfig()) as other:
+        foreign = other.issue_tokens().access_token
+    status, _ = await bulk_create(session, url, foreign)
+    assert status == 401
+
+    tokens = await login(session, sandbox, scope="offline_access device")
+    assert tokens["scope"] == "offline_access device"
+    status, body = await bulk_create(session, url, tokens["access_token"])
+    assert status == 403
+    assert "measurement" in body["message"]
+
+    # Asking for fewer scopes in the device request works the same way.
+    flow = await start_device_flow(session, sandbox, scope="offline_access")
+    sandbox.approve(flow["user_code"])
+    status, tokens = await poll(session, sandbox, flow["device_code"])
+    assert tokens["scope"] == "offline_access"
+    status, _ = await bulk_create(session, url, tokens["access_token"])
+    assert status == 403
+    assert sandbox.readings() == []
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"readAt": "2026-11-26T14:00:00.000Z", "value": 1}, "JSON array"),
+        ([], "at least one"),
+        ([1], "object"),
+        ([{"readAt": "2026-11-26T14:00:00Z", "value": 1}], "readAt"),
+        ([{"readAt": "2026-11-26T14:00:00.000+00:00", "value": 1}], "readAt"),
+        ([{"readAt": "2026-11-26 14:00:00.000Z", "value": 1}], "readAt"),
+        ([{"readAt": "2026-11-26T14:00:00.000000Z", "value": 1}], "readAt"),
+        ([{"readAt": "2026-13-26T14:00:00.000Z", "value": 1}], "not a date"),
+        ([{"readAt": 1795000000, "value": 1}], "readAt"),
+        ([{"value": 1}], "readAt"),
+        ([{"readAt": "2026-11-26T14:00:00.000Z", "value": "12.5"}], "value"),
+        ([{"readAt": "2026-11-26T14:00:00.000Z", "value": -0.001}], "value"),
+        ([{"readAt": "2026-11-26T14:00:00.000Z", "value": True}], "value"),
+        ([{"readAt": "2026-11-26T14:00:00.000Z", "value": None}], "value"),
+        ([{"readAt": "2026-11-26T14:00:00.000Z"}], "value"),
+        (
+            [
+                {"readAt": "2026-11-26T14:00:00.000Z", "value": 1},
+                {"readAt": "2026-11-26T14:15:00.000Z", "value": -1},
+            ],
+            "[1].value",
+        ),
+    ],
+)
+async def test_bulk_create_rejects_invalid_bodies(
+    sandbox: ZevvySandbox,
+    session: aiohttp.ClientSession,
+    body: Any,
+    message: str,
+) -> None:
+    """Invalid bodies get 400 with a message and store nothing."""
+    token = sandbox.issue_tokens().access_token
+    status, answer = await bulk_create(
+        session, bulk_url(sandbox, "Car", "Energy"), token, body
+    )
+    assert status == 400
+    assert message in answer["message"]
+    assert sandbox.readings() == []
+    assert sandbox.devices() == {}
+
+
+async def test_bulk_create_rejects_non_json(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """Broken JSON is 400, another content type 415, NaN 400."""
+    token = sandbox.issue_tokens().access_token
+    url = bulk_url(sandbox, "Car", "Energy")
+    headers = {"Authorization": f"Bearer {token}"}
+    async with session.post(
+        url, data="[{", headers={**headers, "Content-Type": "application/json"}
+    ) as response:
+        assert response.status == 400
+    async with session.post(url, data="[]", headers=headers) as response:
+        assert response.status == 415
+    async with session.post(
+        url,
+        data='[{"readAt": "2026-11-26T14:00:00.000Z", "value": NaN}]',
+        headers={**headers, "Content-Type": "application/json"},
+    ) as response:
+        assert response.status == 400
+
+
+async def test_max_batch(sandbox: ZevvySandbox, session: aiohttp.ClientSession) -> None:
+    """A configured batch limit rejects larger batches."""
+    sandbox.config.max_batch = 1
+    token = sandbox.issue_tokens().access_token
+    status, body = await bulk_create(session, bulk_url(sandbox, "Car", "Energy"), token)
+    assert status == 400
+    assert "At most 1" in body["message"]
+
+
+# ---------------------------------------------------------------- faults
+
+
+async def test_fault_status_retry_after_and_count(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """The next N API requests get the injected status with Retry-After."""
+    token = sandbox.issue_tokens().access_token
+    url = bulk_url(sandbox, "Car", "Energy")
+    sandbox.inject_fault(429, count=2, retry_after=7)
+    for _ in range(2):
+        async with session.post(
+            url, json=READINGS, headers={"Authorization": f"Bearer {token}"}
+        ) as response:
+            assert response.status == 429
+            assert response.headers["Retry-After"] == "7"
+            assert (await response.json())["message"]
+    # Faults for the API leave the identity server alone.
+    status, _ = await refresh(session, sandbox, sandbox.issue_tokens().refresh_token)
+    assert status == 200
+    status, _ = await bulk_create(session, url, token)
+    assert status == 201
+    assert sandbox.faults == []
+    api_statuses = [r.status for r in sandbox.requests if r.path.startswith("/api/")]
+    assert api_statuses == [429, 429, 201]
+
+
+async def test_fault_drop_delay_and_targets(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """Dropped connections, slow answers and faults on the token endpoint."""
+    token = sandbox.issue_tokens().access_token
+    url = bulk_url(sandbox, "Car", "Energy")
+
+    sandbox.inject_fault(drop=True)
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await bulk_create(session, url, token)
+    assert sandbox.readings() == []
+    assert sandbox.requests[-1].status == 0
+
+    sandbox.inject_fault(status=None, delay=0.2)
+    started = time.monotonic()
+    status, _ = await bulk_create(session, url, token, READINGS[:1])
+    assert status == 201
+    assert time.monotonic() - started >= 0.2
+
+    sandbox.inject_fault(status=504, delay=0.1, target="token")
+    started = time.monotonic()
+    status, body = await refresh(session, sandbox, "whatever")
+    assert (status, body["error"]) == (504, "server_error")
+    assert time.monotonic() - started >= 0.1
+
+    # aiohttp retries an idempotent request once when a kept-alive connection is
+    # dropped, so a GET needs two drops to fail.
+    sandbox.inject_fault(status=None, drop=True, target="discovery", count=2)
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        async with session.get(f"{sandbox.issuer}/.well-known/openid-configuration"):
+            pass
+
+    sandbox.inject_fault(
+        status=400,
+        target="any",
+        body={"error": "invalid_grant", "error_description": "x"},
+    )
+    status, body = await post_form(
+        session,
+        f"{sandbox.issuer}/protocol/openid-connect/auth/device",
+        CLIENT,
+    )
+    assert (status, body) == (400, {"error": "invalid_grant", "error_description": "x"})
+
+    sandbox.inject_fault(503, count=5)
+    sandbox.clear_faults()
+    status, _ = await bulk_create(session, url, token, READINGS[1:])
+    assert status == 201
+
+    with pytest.raises(ValueError, match="target"):
+        sandbox.inject_fault(target="nowhere")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="count"):
+        sandbox.inject_fault(count=0)
+
+
+# ---------------------------------------------------------------- pages
+
+
+async def test_index_page(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """The overview lists devices, registers, counts, first/last and pending codes."""
+    async with session.get(sandbox.url) as response:
+        assert response.status == 200
+        page = await response.text()
+    assert "<title>zevvy sandbox</title>" in page
+    assert "No devices yet" in page
+
+    token = sandbox.issue_tokens().access_token
+    await bulk_create(session, bulk_url(sandbox, "Wärmepumpe <Küche>", "Zähler"), token)
+    await bulk_create(
+        session,
+        bulk_url(sandbox, "Car", "Energy"),
+        token,
+        [{"readAt": "2026-11-26T13:45:00.000Z", "value": 5}],
+    )
+    flow = await start_device_flow(session, sandbox)
+
+    async with session.get(sandbox.url) as response:
+        assert response.status == 200
+        page = await response.text()
+    assert "Wärmepumpe &lt;Küche&gt;" in page
+    assert "<Küche>" not in page
+    assert "Zähler" in page
+    assert "Car" in page
+    assert '<td class="num">2</td>' in page
+    assert "2026-11-26T14:00:00.000Z" in page
+    assert "2026-11-26T14:15:00.000Z" in page
+    assert "101.000" in page
+    assert f'href="/device?user_code={flow["user_code"]}"' in page
+    assert "demo" in page  # the active login
+    assert sandbox.issuer in page
+
+
+# ---------------------------------------------------------------- admin API
+
+
+async def test_admin_api(sandbox: ZevvySandbox, session: aiohttp.ClientSession) -> None:
+    """The JSON admin API drives the sandbox from another process."""
+    admin = f"{sandbox.url}/_sandbox"
+    flow = await start_device_flow(session, sandbox)
+    async with session.get(f"{admin}/pending") as response:
+        assert await response.json() == [flow["user_code"]]
+    async with session.post(
+        f"{admin}/approve", json={"user_code": flow["user_code"], "username": "eve"}
+    ) as response:
+        assert response.status == 200
+    async with session.post(
+        f"{admin}/approve", json={"user_code": flow["user_code"]}
+    ) as response:
+        assert response.status == 404
+        assert "already approved" in (await response.json())["message"]
+    status, tokens = await poll(session, sandbox, flow["device_code"])
+    assert status == 200
+    assert claims_of(tokens["access_token"])["preferred_username"] == "eve"
+
+    flow = await start_device_flow(session, sandbox)
+    async with session.post(
+        f"{admin}/deny", json={"user_code": flow["user_code"]}
+    ) as response:
+        assert response.status == 200
+    status, body = await poll(session, sandbox, flow["device_code"])
+    assert body["error"] == "access_denied"
+    async with session.post(f"{admin}/deny", json={"user_code": "NOPE"}) as response:
+        assert response.status == 404
+
+    url = bulk_url(sandbox, "Car", "Energy")
+    async with session.post(
+        f"{admin}/faults",
+        json={"status": 503, "count": 1, "retry_after": 2.5, "target": "api"},
+    ) as response:
+        assert response.status == 200
+    async with session.get(f"{admin}/faults") as response:
+        assert [f["status"] for f in await response.json()] == [503]
+    async with session.post(
+        url,
+        json=READINGS,
+        headers={"Authorization": f"Bearer {tokens['access_token']}"},
+    ) as response:
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "2.5"
+    async with session.post(f"{admin}/faults", json={"target": "moon"}) as response:
+        assert response.status == 400
+    async with session.post(f"{admin}/faults", json={"status": 500}) as response:
+        assert response.status == 200
+    async with session.delete(f"{admin}/faults") as response:
+        assert response.status == 200
+    assert sandbox.faults == []
+
+    status, _ = await bulk_create(session, url, tokens["access_token"])
+    assert status == 201
+    await bulk_create(
+        session, bulk_url(sandbox, "Car", "Solar"), tokens["access_token"]
+    )
+    async with session.get(
+        f"{admin}/readings", params={"device_ref": "Car", "register_ref": "Energy"}
+    ) as response:
+        assert await response.json() == [
+            {
+                "device_ref": "Car",
+                "register_ref": "Energy",
+                "read_at": "2026-11-26T14:00:00.000Z",
+                "value": 100.5,
+            },
+            {
+                "device_ref": "Car",
+                "register_ref": "Energy",
+                "read_at": "2026-11-26T14:15:00.000Z",
+                "value": 101.0,
+            },
+        ]
+    async with session.get(f"{admin}/readings") as response:
+        assert len(await response.json()) == 4
+
+    async with session.get(f"{admin}/requests") as response:
+        requests = await response.json()
+    assert {
+        "method": "POST",
+        "path": "/api/deviceRef/Car/registerRef/Energy/measurements/_bulk_create",
+        "status": 503,
+    } in requests
+    assert not any(r["path"].startswith("/_sandbox") for r in requests)
+
+    async with session.post(f"{admin}/expire") as response:
+        assert response.status == 200
+    status, _ = await bulk_create(session, url, tokens["access_token"])
+    assert status == 401
+    async with session.post(f"{admin}/revoke") as response:
+        assert response.status == 200
+    status, body = await refresh(session, sandbox, tokens["refresh_token"])
+    assert body["error"] == "invalid_grant"
+
+    async with session.post(
+        f"{admin}/tokens", json={"scope": "measurement"}
+    ) as response:
+        issued = await response.json()
+    assert claims_of(issued["access_token"])["scope"] == "measurement"
+
+    async with session.post(f"{admin}/reset") as response:
+        assert response.status == 200
+    assert sandbox.readings() == []
+    assert sandbox.requests == []
+    assert sandbox.pending_user_codes() == []
+    status, _ = await refresh(session, sandbox, issued["refresh_token"])
+    assert status == 400
+    async with session.post(f"{admin}/approve", data="{") as response:
+        assert response.status == 400
+
+
+# ---------------------------------------------------------------- persistence, CLI
+
+
+async def test_data_file_round_trip(
+    socket_enabled: None, tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    """Devices, readings and logins survive a restart; access tokens do not."""
+    data_file = tmp_path / "sandbox.json"
+    first = ZevvySandbox(SandboxConfig(interval=0.05), data_file=data_file)
+    await first.start()
+    try:
+        tokens = await login(session, first)
+        status, _ = await bulk_create(
+            session, bulk_url(first, "Wärmepumpe", "Zähler ½"), tokens["access_token"]
+        )
+        assert status == 201
+        status, rotated = await refresh(session, first, tokens["refresh_token"])
+        assert status == 200
+        revoked = first.issue_tokens(username="gone")
+        first.revoke_refresh_tokens()
+        kept = first.issue_tokens(username="kept")
+    finally:
+        await first.stop()
+    stored = json.loads(data_file.read_text(encoding="utf-8"))
+    assert stored["version"] == 1
+
+    second = ZevvySandbox(SandboxConfig(interval=0.05), data_file=data_file)
+    await second.start()
+    try:
+        assert second.readings() == first.readings()
+        assert second.devices() == {"Wärmepumpe": ["Zähler ½"]}
+        url = bulk_url(second, "Wärmepumpe", "Zähler ½")
+        status, _ = await bulk_create(
+            session,
+            url,
+            kept.access_token,
+            [{"readAt": "2026-11-26T15:00:00.000Z", "value": 1}],
+        )
+        assert status == 401
+        status, body = await refresh(session, second, kept.refresh_token)
+        assert status == 200, body
+        status, _ = await bulk_create(session, url, body["access_token"])
+        assert status == 409  # the readings from before the restart are there
+        status, body = await refresh(session, second, revoked.refresh_token)
+        assert body["error"] == "invalid_grant"
+        # Reuse detection survives the restart too.
+        status, body = await refresh(session, second, tokens["refresh_token"])
+        assert body["error"] == "invalid_grant"
+        status, body = await refresh(session, second, rotated["refresh_token"])
+        assert body["error"] == "invalid_grant"
+        second.reset()
+    finally:
+        await second.stop()
+    assert json.loads(data_file.read_text(encoding="utf-8"))["readings"] == []
+
+
+async def test_data_file_errors(socket_enabled: None, tmp_path: Path) -> None:
+    """A data file that is not ours is reported and left alone."""
+    data_file = tmp_path / "other.json"
+    data_file.write_text("[1, 2]", encoding="utf-8")
+    with pytest.raises(SandboxError, match="cannot read"):
+        await ZevvySandbox(data_file=data_file).start()
+    data_file.write_text('{"grants": [{"nope": 1}]}', encoding="utf-8")
+    with pytest.raises(SandboxError, match="not a sandbox data file"):
+        await ZevvySandbox(data_file=data_file).start()
+    assert data_file.read_text(encoding="utf-8") == '{"grants": [{"nope": 1}]}'
+
+
+async def test_start_twice_and_not_started() -> None:
+    """Misuse of the lifecycle is reported."""
+    sandbox = ZevvySandbox()
+    with pytest.raises(SandboxError, match="not started"):
+        _ = sandbox.url
+
+
+async def test_cli_starts_prints_and_stops(
+    socket_enabled: None, tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    """`python -m zevvy_sandbox --port 0` prints its URLs and stops on Ctrl-C."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "zevvy_sandbox",
+        "--port",
+        "0",
+        "--client-id",
+        "my-client",
+        "--client-secret",
+        "my-secret",
+        "--interval",
+        "0.5",
+        "--data-file",
+        str(tmp_path / "data.json"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert process.stdout is not None
+    try:
+        lines: list[str] = []
+        async with asyncio.timeout(10):
+            while not lines or not lines[-1].startswith("Press Ctrl-C"):
+                line = await process.stdout.readline()
+                assert line, "the sandbox exited early"
+                lines.append(line.decode().strip())
+        output = "\n".join(lines)
+        issuer = re.search(r"issuer:\s+(\S+)", output)
+        assert issuer is not None
+        assert re.search(r"API URL:\s+http://127\.0\.0\.1:\d+/api", output)
+        assert "client id:     my-client" in output
+        assert "client secret: my-secret" in output
+        assert ":0/" not in output
+        status, body = await post_form(
+            session,
+            f"{issuer[1]}/protocol/openid-connect/auth/device",
+            {"client_id": "my-client", "client_secret": "my-secret"},
+        )
+        assert status == 200
+        assert body["interval"] == 0.5
+    finally:
+        process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(10):
+            stdout, _ = await process.communicate()
+    assert process.returncode == 0
+    assert b"zevvy sandbox stopped" in stdout
