@@ -1,0 +1,383 @@
+"""Flows that choose meters: after login, "Add meter" and renaming a meter.
+
+``MeterSelectionFlow`` is the base of the main config flow: once the login is done
+the main flow calls ``_async_offer_meters(title, data)``; the user picks eligible
+entities (preselected with the Energy dashboard's), confirms or edits the two
+references of each, and the entry is created with one meter subentry per entity.
+
+``MeterSubentryFlowHandler`` adds one meter at a time and renames meters
+(subentry reconfigure).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
+
+from homeassistant.config_entries import (
+    ConfigEntry,
+    ConfigFlow,
+    ConfigFlowResult,
+    ConfigSubentryData,
+    ConfigSubentryFlow,
+    SubentryFlowResult,
+)
+from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.selector import (
+    EntitySelector,
+    EntitySelectorConfig,
+    TextSelector,
+)
+import voluptuous as vol
+
+from .const import (
+    CONF_DEVICE_REF,
+    CONF_ENTITY_ID,
+    CONF_ENTITY_REGISTRY_ID,
+    CONF_REGISTER_REF,
+    SUBENTRY_TYPE_METER,
+)
+from .meters import (
+    Candidate,
+    Eligibility,
+    async_candidates,
+    async_default_references,
+    async_suggested_entity_ids,
+    entity_eligibility,
+    friendly_name,
+    meter_subentry_data,
+    meter_title,
+    sanitize_reference,
+)
+
+# Field of the multi-select step after login.
+CONF_ENTITIES: Final = "entities"
+# Placeholder text when no sensor restarts from zero.
+NO_RESETTING: Final = "\u2013"  # en dash
+
+ERROR_EMPTY_REFERENCE: Final = "empty_reference"
+ERROR_DUPLICATE_REFERENCES: Final = "duplicate_references"
+ERROR_NOT_ELIGIBLE: Final = "not_eligible"
+
+REFERENCES_SCHEMA: Final = vol.Schema(
+    {
+        vol.Required(CONF_DEVICE_REF): TextSelector(),
+        vol.Required(CONF_REGISTER_REF): TextSelector(),
+    }
+)
+
+
+def _pair_key(device_ref: str, register_ref: str) -> tuple[str, str]:
+    return device_ref.casefold(), register_ref.casefold()
+
+
+def _subentry_pairs(
+    subentries: Iterable[Mapping[str, Any]],
+) -> set[tuple[str, str]]:
+    """Return the (device, register) keys already used by meters' data."""
+    return {
+        _pair_key(data[CONF_DEVICE_REF], data[CONF_REGISTER_REF]) for data in subentries
+    }
+
+
+def validate_references(
+    user_input: Mapping[str, Any], taken: set[tuple[str, str]]
+) -> tuple[tuple[str, str], dict[str, str]]:
+    """Return the sanitized references and the form errors (empty if valid).
+
+    A reference may not be empty once slashes are replaced and spaces trimmed; two
+    meters may not share a device and register (their readings would mix).
+    """
+    device_ref = sanitize_reference(user_input.get(CONF_DEVICE_REF, ""))
+    register_ref = sanitize_reference(user_input.get(CONF_REGISTER_REF, ""))
+    errors: dict[str, str] = {}
+    if not device_ref:
+        errors[CONF_DEVICE_REF] = ERROR_EMPTY_REFERENCE
+    if not register_ref:
+        errors[CONF_REGISTER_REF] = ERROR_EMPTY_REFERENCE
+    if not errors and _pair_key(device_ref, register_ref) in taken:
+        errors["base"] = ERROR_DUPLICATE_REFERENCES
+    return (device_ref, register_ref), errors
+
+
+def _resetting_placeholder(candidates: Iterable[Candidate]) -> str:
+    """Name the sensors that restart from zero, for the step description."""
+    names = [
+        f"{candidate.name} ({candidate.entity_id})"
+        for candidate in candidates
+        if candidate.eligibility is Eligibility.RESETTING
+    ]
+    return ", ".join(names) or NO_RESETTING
+
+
+def _mapped_registry_ids(entry: ConfigEntry[Any]) -> set[str]:
+    return {
+        subentry.data[CONF_ENTITY_REGISTRY_ID]
+        for subentry in entry.subentries.values()
+        if subentry.subentry_type == SUBENTRY_TYPE_METER
+    }
+
+
+def _entity_placeholders(entity_entry: er.RegistryEntry, name: str) -> dict[str, str]:
+    return {"entity_id": entity_entry.entity_id, "name": name}
+
+
+class MeterSelectionFlow(ConfigFlow):
+    """Main config flow steps that choose meters after login."""
+
+    _meter_entry_title: str
+    _meter_entry_data: dict[str, Any]
+    _meter_queue: list[str]
+    _meter_total: int
+    _meter_subentries: list[ConfigSubentryData]
+
+    async def _async_offer_meters(
+        self, title: str, data: dict[str, Any]
+    ) -> ConfigFlowResult:
+        """Let the user choose meters, then create the entry (title, data)."""
+        self._meter_entry_title = title
+        self._meter_entry_data = data
+        self._meter_queue = []
+        self._meter_total = 0
+        self._meter_subentries = []
+        return await self.async_step_meters()
+
+    def _async_create_with_meters(self) -> ConfigFlowResult:
+        return self.async_create_entry(
+            title=self._meter_entry_title,
+            data=self._meter_entry_data,
+            subentries=self._meter_subentries,
+        )
+
+    async def async_step_meters(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Multi-select of eligible entities; none is fine, meters can come later."""
+        if user_input is not None:
+            registry = er.async_get(self.hass)
+            self._meter_queue = [
+                entity_entry.id
+                for entity_id in user_input.get(CONF_ENTITIES, [])
+                if (entity_entry := registry.async_get(entity_id)) is not None
+            ]
+            self._meter_total = len(self._meter_queue)
+            return await self.async_step_meter_names()
+
+        candidates = async_candidates(self.hass)
+        if not candidates:
+            return self._async_create_with_meters()
+        schema = vol.Schema(
+            {
+                vol.Optional(CONF_ENTITIES): EntitySelector(
+                    EntitySelectorConfig(
+                        include_entities=[c.entity_id for c in candidates],
+                        multiple=True,
+                    )
+                )
+            }
+        )
+        suggested = await async_suggested_entity_ids(self.hass, candidates)
+        return self.async_show_form(
+            step_id="meters",
+            data_schema=self.add_suggested_values_to_schema(
+                schema, {CONF_ENTITIES: suggested}
+            ),
+            description_placeholders={"resetting": _resetting_placeholder(candidates)},
+        )
+
+    async def async_step_meter_names(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Confirm or edit the references of each chosen entity, one at a time."""
+        registry = er.async_get(self.hass)
+        entity_entry: er.RegistryEntry | None = None
+        while self._meter_queue:
+            entity_entry = registry.entities.get_entry(self._meter_queue[0])
+            if entity_entry is not None:
+                break
+            # Removed from the registry meanwhile: dropped.
+            self._meter_queue.pop(0)
+        if entity_entry is None:
+            return self._async_create_with_meters()
+
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            (device_ref, register_ref), errors = validate_references(
+                user_input,
+                _subentry_pairs(
+                    subentry["data"] for subentry in self._meter_subentries
+                ),
+            )
+            if not errors:
+                self._meter_subentries.append(
+                    meter_subentry_data(entity_entry, device_ref, register_ref)
+                )
+                self._meter_queue.pop(0)
+                return await self.async_step_meter_names()
+            suggested: Mapping[str, Any] = user_input
+        else:
+            device_ref, register_ref = await async_default_references(
+                self.hass, entity_entry
+            )
+            suggested = {CONF_DEVICE_REF: device_ref, CONF_REGISTER_REF: register_ref}
+
+        position = self._meter_total - len(self._meter_queue) + 1
+        name = friendly_name(self.hass, entity_entry)
+        return self.async_show_form(
+            step_id="meter_names",
+            data_schema=self.add_suggested_values_to_schema(
+                REFERENCES_SCHEMA, suggested
+            ),
+            errors=errors,
+            description_placeholders={
+                **_entity_placeholders(entity_entry, name),
+                "position": str(position),
+                "total": str(self._meter_total),
+            },
+        )
+
+
+class MeterSubentryFlowHandler(ConfigSubentryFlow):
+    """Add a meter (one entity) or rename one."""
+
+    _entity_registry_id: str
+
+    async def async_step_user(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """Pick one eligible entity that is not a meter yet."""
+        entry = self._get_entry()
+        mapped = _mapped_registry_ids(entry)
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            entity_entry = er.async_get(self.hass).async_get(user_input[CONF_ENTITY_ID])
+            if entity_entry is not None and entity_entry.id in mapped:
+                return self.async_abort(reason="already_configured")
+            if (
+                entity_entry is None
+                or entity_eligibility(self.hass, entity_entry)
+                is Eligibility.NOT_ELIGIBLE
+            ):
+                errors[CONF_ENTITY_ID] = ERROR_NOT_ELIGIBLE
+            else:
+                self._entity_registry_id = entity_entry.id
+                return await self.async_step_references()
+
+        candidates = [
+            candidate
+            for candidate in async_candidates(self.hass)
+            if candidate.entity_registry_id not in mapped
+        ]
+        if not candidates:
+            return self.async_abort(reason="no_eligible_entities")
+        schema = vol.Schema(
+            {
+                vol.Required(CONF_ENTITY_ID): EntitySelector(
+                    EntitySelectorConfig(
+                        include_entities=[c.entity_id for c in candidates]
+                    )
+                )
+            }
+        )
+        return self.async_show_form(
+            step_id="user",
+            data_schema=schema,
+            errors=errors,
+            description_placeholders={"resetting": _resetting_placeholder(candidates)},
+        )
+
+    async def async_step_references(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """Confirm or edit the device and register references."""
+        entry = self._get_entry()
+        entity_entry = er.async_get(self.hass).entities.get_entry(
+            self._entity_registry_id
+        )
+        if entity_entry is None:
+            return self.async_abort(reason="entity_not_found")
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            if entity_entry.id in _mapped_registry_ids(entry):
+                return self.async_abort(reason="already_configured")
+            (device_ref, register_ref), errors = validate_references(
+                user_input,
+                _subentry_pairs(
+                    subentry.data
+                    for subentry in entry.subentries.values()
+                    if subentry.subentry_type == SUBENTRY_TYPE_METER
+                ),
+            )
+            if not errors:
+                subentry = meter_subentry_data(entity_entry, device_ref, register_ref)
+                return self.async_create_entry(
+                    title=subentry["title"],
+                    data=subentry["data"],
+                    unique_id=subentry["unique_id"],
+                )
+            suggested: Mapping[str, Any] = user_input
+        else:
+            device_ref, register_ref = await async_default_references(
+                self.hass, entity_entry
+            )
+            suggested = {CONF_DEVICE_REF: device_ref, CONF_REGISTER_REF: register_ref}
+
+        name = friendly_name(self.hass, entity_entry)
+        return self.async_show_form(
+            step_id="references",
+            data_schema=self.add_suggested_values_to_schema(
+                REFERENCES_SCHEMA, suggested
+            ),
+            errors=errors,
+            description_placeholders=_entity_placeholders(entity_entry, name),
+        )
+
+    async def async_step_reconfigure(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """Rename a meter's references (zevvy then sees a new device or register)."""
+        entry = self._get_entry()
+        subentry = self._get_reconfigure_subentry()
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            (device_ref, register_ref), errors = validate_references(
+                user_input,
+                _subentry_pairs(
+                    other.data
+                    for other in entry.subentries.values()
+                    if other.subentry_type == SUBENTRY_TYPE_METER
+                    and other.subentry_id != subentry.subentry_id
+                ),
+            )
+            if not errors:
+                return self.async_update_and_abort(
+                    entry,
+                    subentry,
+                    title=meter_title(device_ref, register_ref),
+                    data_updates={
+                        CONF_DEVICE_REF: device_ref,
+                        CONF_REGISTER_REF: register_ref,
+                    },
+                )
+            suggested: Mapping[str, Any] = user_input
+        else:
+            suggested = subentry.data
+
+        entity_id = (
+            er.async_resolve_entity_id(
+                er.async_get(self.hass), subentry.data[CONF_ENTITY_REGISTRY_ID]
+            )
+            or subentry.data[CONF_ENTITY_ID]
+        )
+        return self.async_show_form(
+            step_id="reconfigure",
+            data_schema=self.add_suggested_values_to_schema(
+                REFERENCES_SCHEMA, suggested
+            ),
+            errors=errors,
+            description_placeholders={
+                "entity_id": entity_id,
+                "device_ref": subentry.data[CONF_DEVICE_REF],
+                "register_ref": subentry.data[CONF_REGISTER_REF],
+            },
+        )
