@@ -127,3 +127,12 @@ async def test_auth_failed_starts_reauth(
     assert flows[0]["context"]["source"] == SOURCE_REAUTH
     assert flows[0]["context"]["entry_id"] == mock_config_entry.entry_id
     assert flows[0]["step_id"] == "reauth_confirm"
+
+    # Logging in again brings the entry back.
+    result = await hass.config_entries.flow.async_configure(flows[0]["flow_id"], {})
+    sandbox.approve(result["description_placeholders"]["user_code"])
+    await hass.async_block_till_done()
+    result = await hass.config_entries.flow.async_configure(result["flow_id"])
+    assert result["reason"] == "reauth_successful"
+    await hass.async_block_till_done()
+    assert mock_config_entry.state is ConfigEntryState.LOADED
