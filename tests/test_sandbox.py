@@ -149,6 +149,25 @@ async def test_discovery(sandbox: ZevvySandbox, session: aiohttp.ClientSession) 
         assert response.status == 404
 
 
+async def test_public_url(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """A public URL replaces the announced one (HA in a container)."""
+    bind_url = sandbox.url
+    sandbox.config.public_url = "http://host.docker.internal:8765/"
+    assert sandbox.issuer == "http://host.docker.internal:8765/realms/zevvy"
+    async with session.get(
+        f"{bind_url}/realms/zevvy/.well-known/openid-configuration"
+    ) as response:
+        document = await response.json()
+    assert document["issuer"] == sandbox.issuer
+    status, flow = await post_form(
+        session, f"{bind_url}/realms/zevvy/protocol/openid-connect/auth/device", CLIENT
+    )
+    assert status == 200
+    assert flow["verification_uri"] == "http://host.docker.internal:8765/device"
+
+
 async def test_approve_with_the_html_form(
     sandbox: ZevvySandbox, session: aiohttp.ClientSession
 ) -> None:
@@ -760,6 +779,16 @@ async def test_fault_drop_delay_and_targets(
         CLIENT,
     )
     assert (status, body) == (400, {"error": "invalid_grant", "error_description": "x"})
+
+    sandbox.inject_fault(status=500, target="device")
+    status, body = await post_form(
+        session, f"{sandbox.issuer}/protocol/openid-connect/auth/device", CLIENT
+    )
+    assert status == 500
+    status, body = await post_form(
+        session, f"{sandbox.issuer}/protocol/openid-connect/auth/device", CLIENT
+    )
+    assert status == 200
 
     sandbox.inject_fault(503, count=5)
     sandbox.clear_faults()

@@ -65,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="JSON file keeping devices, readings and logins across restarts",
     )
+    parser.add_argument(
+        "--public-url",
+        default=None,
+        help="root URL to announce in discovery and device codes "
+        "(default: the one each request came in on)",
+    )
     parser.add_argument("--quiet", action="store_true", help="do not log every request")
     return parser
 
@@ -81,6 +87,7 @@ async def _run(args: argparse.Namespace) -> None:
         username=args.username or None,
         email=args.email or None,
         sub=args.sub,
+        public_url=args.public_url,
     )
     sandbox = ZevvySandbox(config, data_file=args.data_file)
     await sandbox.start(host=args.host, port=args.port)

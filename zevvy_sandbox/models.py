@@ -52,6 +52,9 @@ class SandboxConfig:
     default_scope: str = DEFAULT_SCOPE
     # Most readings one bulk-create request may carry (None: no limit).
     max_batch: int | None = None
+    # Root URL to announce (issuer, verification_uri) instead of the one each
+    # request came in on, e.g. when Home Assistant runs in a container.
+    public_url: str | None = None
 
 
 @dataclass(frozen=True)

@@ -194,7 +194,7 @@ def index_page(sandbox: ZevvySandbox) -> str:
     grants = [grant for grant in sandbox.grants() if not grant.revoked]
     parts.append("<h2>Logins</h2>")
     if grants:
-        rows = "".join(
+        login_rows = "".join(
             "<tr>"
             f"<td>{escape(g.account.username or g.account.email or g.account.sub)}</td>"
             f"<td><code>{escape(g.scope)}</code></td>"
@@ -207,7 +207,7 @@ def index_page(sandbox: ZevvySandbox) -> str:
         parts.append(
             '<div class="card"><table><tr><th>Account</th><th>Scope</th>'
             "<th>Logged in</th><th>Refreshes</th><th>Last refresh</th></tr>"
-            f"{rows}</table></div>"
+            f"{login_rows}</table></div>"
         )
     else:
         parts.append('<div class="card"><p class="muted">No active logins.</p></div>')

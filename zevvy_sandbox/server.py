@@ -53,6 +53,9 @@ ACCOUNT_NAMESPACE: Final = uuid.UUID("5b0d8a8e-3c55-4f0e-a2f7-6a1d4e2b9c10")
 # SSO session idle default); 0 in the token response means "offline, no expiry".
 ONLINE_REFRESH_LIFETIME: Final = 1800
 
+# Key of the short reason stored on error responses for the request log.
+DETAIL_KEY: Final = "zevvy_sandbox_detail"
+
 type Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 type CodeState = Literal["pending", "approved", "denied", "used"]
 
@@ -74,11 +77,13 @@ class _OAuthError(Exception):
         headers = {"Cache-Control": "no-store"}
         if self.status == 401:
             headers["WWW-Authenticate"] = 'Basic realm="zevvy sandbox"'
-        return web.json_response(
+        response = web.json_response(
             {"error": self.error, "error_description": self.description},
             status=self.status,
             headers=headers,
         )
+        response[DETAIL_KEY] = self.error
+        return response
 
 
 class _ApiError(Exception):
@@ -97,9 +102,11 @@ class _ApiError(Exception):
             headers["WWW-Authenticate"] = (
                 'Bearer realm="zevvy sandbox", error="insufficient_scope"'
             )
-        return web.json_response(
+        response = web.json_response(
             {"message": self.message}, status=self.status, headers=headers
         )
+        response[DETAIL_KEY] = self.message
+        return response
 
 
 @dataclass
@@ -175,12 +182,16 @@ class Register:
     @property
     def first(self) -> StoredReading | None:
         """Return the reading with the earliest readAt."""
-        return min(self.readings, key=lambda r: r.read_at, default=None)
+        if not self.readings:
+            return None
+        return min(self.readings, key=lambda r: r.read_at)
 
     @property
     def last(self) -> StoredReading | None:
         """Return the reading with the latest readAt."""
-        return max(self.readings, key=lambda r: r.read_at, default=None)
+        if not self.readings:
+            return None
+        return max(self.readings, key=lambda r: r.read_at)
 
 
 @dataclass
@@ -250,6 +261,8 @@ class ZevvySandbox:
             raise
         self._runner = runner
         real_port = runner.addresses[0][1]
+        # Listening on every address: reachable on the loopback one.
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)  # noqa: S104
         url_host = f"[{host}]" if ":" in host else host
         self._url = f"http://{url_host}:{real_port}"
 
@@ -272,10 +285,22 @@ class ZevvySandbox:
 
     @property
     def url(self) -> str:
-        """Root URL, e.g. http://127.0.0.1:8765 (pages live here)."""
+        """Root URL, e.g. http://127.0.0.1:8765 (pages live here).
+
+        config.public_url replaces it when set.
+        """
         if self._url is None:
             raise SandboxError("sandbox not started")
-        return self._url
+        return (self.config.public_url or self._url).rstrip("/")
+
+    def _base_url(self, request: web.Request) -> str:
+        """Root URL as the client sees it (like Keycloak without a fixed hostname)."""
+        if self.config.public_url:
+            return self.config.public_url.rstrip("/")
+        return str(request.url.origin())
+
+    def _issuer_for(self, request: web.Request) -> str:
+        return f"{self._base_url(request)}/realms/{self.config.realm}"
 
     @property
     def issuer(self) -> str:
@@ -510,7 +535,9 @@ class ZevvySandbox:
         self._changed()
         return grant
 
-    def _new_access_token(self, grant: Grant) -> tuple[str, float]:
+    def _new_access_token(
+        self, grant: Grant, issuer: str | None = None
+    ) -> tuple[str, float]:
         lifetime = self.config.access_token_lifetime
         now = time.time()
         jti = str(uuid.uuid4())
@@ -518,7 +545,7 @@ class ZevvySandbox:
             "exp": math.ceil(now + lifetime),
             "iat": int(now),
             "jti": jti,
-            "iss": self.issuer,
+            "iss": issuer or self.issuer,
             "aud": "account",
             "sub": grant.account.sub,
             "typ": "Bearer",
@@ -534,8 +561,8 @@ class ZevvySandbox:
         self._access_tokens[jti] = _AccessToken(now + lifetime, grant.grant_id)
         return encode_jwt(claims, self._key), lifetime
 
-    def _token_response(self, grant: Grant) -> web.Response:
-        access_token, lifetime = self._new_access_token(grant)
+    def _token_response(self, grant: Grant, issuer: str) -> web.Response:
+        access_token, lifetime = self._new_access_token(grant, issuer)
         offline = "offline_access" in grant.scope.split()
         body = {
             "access_token": access_token,
@@ -727,6 +754,7 @@ class ZevvySandbox:
         self, request: web.Request, handler: Handler
     ) -> web.StreamResponse:
         status = 0
+        detail = ""
         try:
             fault = self._take_fault(request)
             response = None
@@ -735,6 +763,7 @@ class ZevvySandbox:
             if response is None:
                 response = await handler(request)
             status = response.status
+            detail = str(response.get(DETAIL_KEY, ""))
         except web.HTTPException as err:
             status = err.status
             raise
@@ -744,7 +773,11 @@ class ZevvySandbox:
                     RequestRecord(request.method, request.path, status)
                 )
                 _LOGGER.info(
-                    "%s %s -> %s", request.method, request.path, status or "dropped"
+                    "%s %s -> %s %s",
+                    request.method,
+                    request.path,
+                    status or "dropped",
+                    detail,
                 )
         return response
 
@@ -770,7 +803,9 @@ class ZevvySandbox:
             "error_description": f"injected fault: HTTP {fault.status}",
             "message": f"injected fault: HTTP {fault.status}",
         }
-        return web.json_response(body, status=fault.status, headers=headers)
+        response = web.json_response(body, status=fault.status, headers=headers)
+        response[DETAIL_KEY] = "(injected fault)"
+        return response
 
     # ------------------------------------------------------------------- identity
 
@@ -783,7 +818,7 @@ class ZevvySandbox:
 
     async def _handle_discovery(self, request: web.Request) -> web.Response:
         self._check_realm(request)
-        issuer = self.issuer
+        issuer = self._issuer_for(request)
         oidc = f"{issuer}/protocol/openid-connect"
         return web.json_response(
             {
@@ -865,16 +900,15 @@ class ZevvySandbox:
             interval=self.config.interval,
         )
         self._device_codes[code.device_code] = code
+        verification_uri = f"{self._base_url(request)}/device"
         self._user_codes[code.user_code] = code
         _LOGGER.info("New user code %s", user_code)
         return web.json_response(
             {
                 "device_code": code.device_code,
                 "user_code": user_code,
-                "verification_uri": self.verification_uri,
-                "verification_uri_complete": (
-                    f"{self.verification_uri}?user_code={user_code}"
-                ),
+                "verification_uri": verification_uri,
+                "verification_uri_complete": f"{verification_uri}?user_code={user_code}",
                 "expires_in": _number(self.config.code_lifetime),
                 "interval": _number(code.interval),
             },
@@ -894,14 +928,14 @@ class ZevvySandbox:
         if not grant_type:
             raise _OAuthError("invalid_request", "Missing form parameter: grant_type")
         if grant_type == DEVICE_CODE_GRANT:
-            return self._device_code_grant(form)
+            return self._device_code_grant(form, self._issuer_for(request))
         if grant_type == REFRESH_TOKEN_GRANT:
-            return self._refresh_token_grant(form)
+            return self._refresh_token_grant(form, self._issuer_for(request))
         raise _OAuthError(
             "unsupported_grant_type", f"Unsupported grant_type {grant_type}"
         )
 
-    def _device_code_grant(self, form: dict[str, str]) -> web.Response:
+    def _device_code_grant(self, form: dict[str, str], issuer: str) -> web.Response:
         device_code = form.get("device_code")
         if not device_code:
             raise _OAuthError("invalid_request", "Missing parameter: device_code")
@@ -930,9 +964,9 @@ class ZevvySandbox:
         grant = self._new_grant(code.client_id, code.account, code.scope)
         code.state = "used"
         code.grant_id = grant.grant_id
-        return self._token_response(grant)
+        return self._token_response(grant, issuer)
 
-    def _refresh_token_grant(self, form: dict[str, str]) -> web.Response:
+    def _refresh_token_grant(self, form: dict[str, str], issuer: str) -> web.Response:
         refresh_token = form.get("refresh_token")
         if not refresh_token:
             raise _OAuthError("invalid_request", "Missing parameter: refresh_token")
@@ -957,7 +991,7 @@ class ZevvySandbox:
         grant.refresh_count += 1
         self._refresh_tokens[grant.refresh_token] = grant.grant_id
         self._changed()
-        return self._token_response(grant)
+        return self._token_response(grant, issuer)
 
     # ------------------------------------------------------------ measurement API
 
