@@ -15,8 +15,9 @@ from typing import Any
 from homeassistant.config_entries import (
     SOURCE_REAUTH,
     SOURCE_RECONFIGURE,
-    ConfigFlow,
+    ConfigEntry,
     ConfigFlowResult,
+    ConfigSubentryFlow,
 )
 from homeassistant.core import callback
 from homeassistant.data_entry_flow import section
@@ -51,7 +52,9 @@ from .const import (
     DEFAULT_ISSUER,
     DOMAIN,
     LOGGER,
+    SUBENTRY_TYPE_METER,
 )
+from .meter_flow import MeterSelectionFlow, MeterSubentryFlowHandler
 
 SECTION_ADVANCED = "advanced"
 # Plain HTTP is refused except for these hosts (the local sandbox).
@@ -138,10 +141,21 @@ def _flatten(user_input: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-class ZevvyConfigFlow(ConfigFlow, domain=DOMAIN):
-    """Log in to zevvy with the device flow."""
+class ZevvyConfigFlow(MeterSelectionFlow, domain=DOMAIN):
+    """Log in to zevvy with the device flow, then choose meters.
+
+    The meter steps (`meters`, `meter_names`) come from MeterSelectionFlow.
+    """
 
     VERSION = 1
+
+    @classmethod
+    @callback
+    def async_get_supported_subentry_types(
+        cls, config_entry: ConfigEntry
+    ) -> dict[str, type[ConfigSubentryFlow]]:
+        """Meters are subentries: add one, rename it, delete it."""
+        return {SUBENTRY_TYPE_METER: MeterSubentryFlowHandler}
 
     # Set by _async_request_code before the progress step uses them.
     _auth: ZevvyAuth
@@ -393,10 +407,10 @@ class ZevvyConfigFlow(ConfigFlow, domain=DOMAIN):
     ) -> ConfigFlowResult:
         """Create the config entry of a newly logged-in account.
 
-        The one place a new entry is created: a step (for example choosing
-        meters) can be inserted here, keeping `tokens` and `account`.
+        The one place a new entry is created: first the user chooses meters
+        (MeterSelectionFlow), which then creates the entry with them.
         """
-        return self.async_create_entry(
-            title=account.title,
-            data={**self._credentials, CONF_REFRESH_TOKEN: tokens.refresh_token},
+        return await self._async_offer_meters(
+            account.title,
+            {**self._credentials, CONF_REFRESH_TOKEN: tokens.refresh_token},
         )

@@ -195,8 +195,10 @@ class MeterSelectionFlow(ConfigFlow):
             entity_entry = registry.entities.get_entry(self._meter_queue[0])
             if entity_entry is not None:
                 break
-            # Removed from the registry meanwhile: dropped.
+            # Removed from the registry meanwhile: dropped, and the names
+            # submitted for it are not given to the next one.
             self._meter_queue.pop(0)
+            user_input = None
         if entity_entry is None:
             return self._async_create_with_meters()
 
