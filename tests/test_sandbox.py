@@ -837,6 +837,8 @@ async def test_index_page(
     assert "101.000" in page
     assert f'href="/device?user_code={flow["user_code"]}"' in page
     assert "demo" in page  # the active login
+    assert "/api/deviceRef/Car/registerRef/Energy/measurements/_bulk_create" in page
+    assert "&amp;" not in page
     assert sandbox.issuer in page
 
 

@@ -15,6 +15,8 @@ if TYPE_CHECKING:
     from .server import DeviceCode, ZevvySandbox
 
 TITLE: Final = "zevvy sandbox"
+# Requests listed on the overview page, newest first.
+RECENT_REQUESTS: Final = 20
 
 STYLE: Final = """
 :root { color-scheme: light dark; --accent: #0a7d5a; --muted: #6b7280;
@@ -29,6 +31,7 @@ header a { color: inherit; }
 main { max-width: 64rem; margin: 0 auto; }
 h1 { font-size: 1.5rem; margin: .5rem 0 1rem; }
 h2 { font-size: 1.15rem; margin: 2rem 0 .6rem; }
+.card h2 { margin: 0 0 .2rem; }
 .card { background: var(--card); border: 1px solid var(--line);
   border-radius: .6rem; padding: 1rem 1.2rem; margin-bottom: 1rem; }
 table { border-collapse: collapse; width: 100%; }
@@ -200,7 +203,7 @@ def index_page(sandbox: ZevvySandbox) -> str:
             f"<td><code>{escape(g.scope)}</code></td>"
             f"<td>{escape(g.created_at)}</td>"
             f'<td class="num">{g.refresh_count}</td>'
-            f"<td>{escape(g.refreshed_at or '&ndash;')}</td>"
+            f"<td>{escape(g.refreshed_at) if g.refreshed_at else '&ndash;'}</td>"
             "</tr>"
             for g in grants
         )
@@ -211,6 +214,24 @@ def index_page(sandbox: ZevvySandbox) -> str:
         )
     else:
         parts.append('<div class="card"><p class="muted">No active logins.</p></div>')
+
+    recent = sandbox.requests[-RECENT_REQUESTS:][::-1]
+    parts.append("<h2>Recent requests</h2>")
+    if recent:
+        request_rows = "".join(
+            "<tr>"
+            f"<td>{escape(r.method)}</td>"
+            f"<td><code>{escape(r.path)}</code></td>"
+            f'<td class="num">{r.status or "dropped"}</td>'
+            "</tr>"
+            for r in recent
+        )
+        parts.append(
+            '<div class="card"><table><tr><th>Method</th><th>Path</th>'
+            f"<th>Status</th></tr>{request_rows}</table></div>"
+        )
+    else:
+        parts.append('<div class="card"><p class="muted">No requests yet.</p></div>')
 
     parts.append(
         f"""<h2>Settings</h2>

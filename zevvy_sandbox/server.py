@@ -338,6 +338,9 @@ class ZevvySandbox:
     ) -> None:
         """Approve a device code as the configured account (or the one given).
 
+        A username other than the configured one without a sub gets a stable
+        sub derived from the username (another account).
+
         `scope` overrides the scope the client asked for (e.g. to test 403).
         Raises SandboxError for an unknown, expired or already decided code.
         """
