@@ -982,6 +982,10 @@ async def test_data_file_round_trip(
         await first.stop()
     stored = json.loads(data_file.read_text(encoding="utf-8"))
     assert stored["version"] == 1
+    # Restarting the same instance does not read the file a second time.
+    await first.start()
+    await first.stop()
+    assert len(first.readings()) == 2
 
     second = ZevvySandbox(SandboxConfig(interval=0.05), data_file=data_file)
     await second.start()
@@ -1025,11 +1029,14 @@ async def test_data_file_errors(socket_enabled: None, tmp_path: Path) -> None:
     assert data_file.read_text(encoding="utf-8") == '{"grants": [{"nope": 1}]}'
 
 
-async def test_start_twice_and_not_started() -> None:
+async def test_start_twice_and_not_started(socket_enabled: None) -> None:
     """Misuse of the lifecycle is reported."""
     sandbox = ZevvySandbox()
     with pytest.raises(SandboxError, match="not started"):
         _ = sandbox.url
+    async with sandbox:
+        with pytest.raises(SandboxError, match="already started"):
+            await sandbox.start()
 
 
 async def test_cli_starts_prints_and_stops(

@@ -36,6 +36,11 @@ class DataFile:
         self._sequence = 0
         self._written = 0
 
+    @property
+    def loaded(self) -> bool:
+        """Return whether load() ran (later changes may overwrite the file)."""
+        return self._loaded
+
     def load(self) -> dict[str, Any] | None:
         """Return the stored data, None if there is no file yet."""
         self._loaded = True

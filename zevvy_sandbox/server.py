@@ -53,6 +53,11 @@ ACCOUNT_NAMESPACE: Final = uuid.UUID("5b0d8a8e-3c55-4f0e-a2f7-6a1d4e2b9c10")
 # SSO session idle default); 0 in the token response means "offline, no expiry".
 ONLINE_REFRESH_LIFETIME: Final = 1800
 
+# Requests remembered for `requests` (a long-running dev sandbox forgets the
+# older half when it has more).
+MAX_RECORDED_REQUESTS: Final = 100_000
+# Access tokens remembered; beyond this, dead ones are forgotten.
+MAX_ACCESS_TOKENS: Final = 10_000
 # Key of the short reason stored on error responses for the request log.
 DETAIL_KEY: Final = "zevvy_sandbox_detail"
 
@@ -241,7 +246,7 @@ class ZevvySandbox:
         """Listen on host:port (0: a free port) and load the data file if any."""
         if self._runner is not None:
             raise SandboxError("sandbox already started")
-        if self._data_file is not None:
+        if self._data_file is not None and not self._data_file.loaded:
             try:
                 data = self._data_file.load()
             except (OSError, TypeError, ValueError) as err:
@@ -561,6 +566,12 @@ class ZevvySandbox:
         if grant.account.email is not None:
             claims["email"] = grant.account.email
             claims["email_verified"] = True
+        if len(self._access_tokens) > MAX_ACCESS_TOKENS:
+            self._access_tokens = {
+                key: token
+                for key, token in self._access_tokens.items()
+                if token.expires_at > now and not token.expired
+            }
         self._access_tokens[jti] = _AccessToken(now + lifetime, grant.grant_id)
         return encode_jwt(claims, self._key), lifetime
 
@@ -775,6 +786,8 @@ class ZevvySandbox:
                 self._requests.append(
                     RequestRecord(request.method, request.path, status)
                 )
+                if len(self._requests) > MAX_RECORDED_REQUESTS:
+                    del self._requests[: -MAX_RECORDED_REQUESTS // 2]
                 _LOGGER.info(
                     "%s %s -> %s %s",
                     request.method,
