@@ -747,3 +747,40 @@ async def test_watcher_raises_and_clears_issues_promptly(hass: HomeAssistant) ->
     er.async_get(hass).async_remove("sensor.grid_main")
     await hass.async_block_till_done()
     assert meter_issue(hass, "meter_missing", subentry_id) is None
+
+
+async def test_setup_entry_checks_meters(
+    hass: HomeAssistant, mock_config_entry: MockConfigEntry
+) -> None:
+    """Setting up the account checks its meters and keeps watching until unload."""
+    entity = make_sensor(hass, "grid")
+    mock_config_entry.add_to_hass(hass)
+    data = meter_subentry_data(entity, "Grid", "Energy")
+    hass.config_entries.async_add_subentry(
+        mock_config_entry,
+        ConfigSubentry(
+            data=MappingProxyType(data["data"]),
+            subentry_type=data["subentry_type"],
+            title=data["title"],
+            unique_id=data["unique_id"],
+        ),
+    )
+    subentry_id = subentry_id_of(mock_config_entry, entity)
+    er.async_get(hass).async_remove(entity.entity_id)
+    hass.states.async_remove(entity.entity_id)
+
+    assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+    assert meter_issue(hass, "meter_missing", subentry_id) is not None
+
+    make_sensor(hass, "grid")
+    await hass.async_block_till_done()
+    assert meter_issue(hass, "meter_missing", subentry_id) is None
+
+    hass.states.async_set(entity.entity_id, "5", {ATTR_UNIT_OF_MEASUREMENT: "W"})
+    await hass.async_block_till_done()
+    assert meter_issue(hass, "meter_not_eligible", subentry_id) is not None
+
+    assert await hass.config_entries.async_unload(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+    assert meter_issue(hass, "meter_not_eligible", subentry_id) is None

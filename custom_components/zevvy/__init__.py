@@ -24,6 +24,7 @@ from .const import (
     DOMAIN,
 )
 from .coordinator import ZevvyConfigEntry, ZevvyRuntimeData
+from .meters import async_setup_meters
 
 PLATFORMS: list[Platform] = []
 
@@ -72,6 +73,10 @@ async def async_setup_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> boo
         account=tokens.account
         or Account(sub=entry.unique_id or "", username=entry.title, email=None),
     )
+
+    # Meters: repair issues for vanished or ineligible entities, now and
+    # whenever the entity registry, the subentries or a meter's unit change.
+    async_setup_meters(hass, entry)
 
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     return True
