@@ -320,26 +320,28 @@ async def test_device_page_unknown_and_expired_codes(
 
 async def test_slow_down(sandbox: ZevvySandbox, session: aiohttp.ClientSession) -> None:
     """Polling faster than the interval answers slow_down."""
+    sandbox.config.interval = 0.3
     flow = await start_device_flow(session, sandbox)
+    assert flow["interval"] == 0.3
     status, body = await poll(session, sandbox, flow["device_code"])
     assert (status, body["error"]) == (400, "authorization_pending")
     status, body = await poll(session, sandbox, flow["device_code"])
     assert (status, body["error"]) == (400, "slow_down")
-    await asyncio.sleep(0.06)
+    await asyncio.sleep(0.3)
     status, body = await poll(session, sandbox, flow["device_code"])
     assert (status, body["error"]) == (400, "authorization_pending")
 
-    # With the RFC's increment the interval grows after a slow_down.
-    sandbox.config.slow_down_increment = 0.1
+    # With the RFC's increment the interval grows on every slow_down.
+    sandbox.config.slow_down_increment = 0.2
     status, body = await poll(session, sandbox, flow["device_code"])
     assert body["error"] == "slow_down"
-    await asyncio.sleep(0.06)
-    status, body = await poll(session, sandbox, flow["device_code"])
-    assert body["error"] == "slow_down"
-    await asyncio.sleep(0.3)
+    (code,) = sandbox.device_codes()
+    assert code.interval == pytest.approx(0.5)
+    await asyncio.sleep(0.35)
     sandbox.approve(flow["user_code"])
     status, body = await poll(session, sandbox, flow["device_code"])
-    assert status == 200
+    assert body["error"] == "slow_down"
+    assert code.interval == pytest.approx(0.7)
 
 
 @pytest.mark.parametrize(
@@ -482,13 +484,13 @@ async def test_short_access_token_lifetime(
     sandbox: ZevvySandbox, session: aiohttp.ClientSession
 ) -> None:
     """An access token stops working after its lifetime."""
-    sandbox.config.access_token_lifetime = 0.2
+    sandbox.config.access_token_lifetime = 0.5
     tokens = await login(session, sandbox)
-    assert tokens["expires_in"] == 0.2
+    assert tokens["expires_in"] == 0.5
     url = bulk_url(sandbox, "Car", "Energy")
     status, _ = await bulk_create(session, url, tokens["access_token"], READINGS[:1])
     assert status == 201
-    await asyncio.sleep(0.25)
+    await asyncio.sleep(0.5)
     status, body = await bulk_create(session, url, tokens["access_token"], READINGS[1:])
     assert (status, body["message"]) == (401, "Bearer token expired")
 
