@@ -12,8 +12,9 @@ from homeassistant.config_entries import (
 )
 from homeassistant.const import ATTR_UNIT_OF_MEASUREMENT
 from homeassistant.core import HomeAssistant
-from homeassistant.data_entry_flow import FlowResult, FlowResultType
+from homeassistant.data_entry_flow import FlowResult, FlowResultType, UnknownFlow
 from homeassistant.helpers import entity_registry as er
+import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.zevvy.config_flow import SECTION_ADVANCED
@@ -259,6 +260,24 @@ async def test_login_with_no_meter_chosen(
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["result"].subentries == {}
+
+
+async def test_login_account_added_meanwhile(
+    hass: HomeAssistant, sandbox: ZevvySandbox
+) -> None:
+    """Two logins of one account: the one still choosing meters ends."""
+    make_sensor(hass, "pv")
+    first = await login(hass, sandbox)
+    second = await login(hass, sandbox)
+    assert first["step_id"] == second["step_id"] == "meters"
+    first = await hass.config_entries.flow.async_configure(first["flow_id"], {})
+    assert first["type"] is FlowResultType.CREATE_ENTRY
+    # Home Assistant ends the other flows of the account.
+    with pytest.raises(UnknownFlow):
+        await hass.config_entries.flow.async_configure(
+            second["flow_id"], {CONF_ENTITIES: ["sensor.pv"]}
+        )
+    assert len(hass.config_entries.async_entries(DOMAIN)) == 1
 
 
 async def test_login_without_eligible_entities(

@@ -143,6 +143,8 @@ class MeterSelectionFlow(ConfigFlow):
         return await self.async_step_meters()
 
     def _async_create_with_meters(self) -> ConfigFlowResult:
+        # The same account may have been added meanwhile by another flow.
+        self._abort_if_unique_id_configured()
         return self.async_create_entry(
             title=self._meter_entry_title,
             data=self._meter_entry_data,
