@@ -521,6 +521,7 @@ async def test_issue_tokens(
         ("a/b", "c\\d"),
         ("🚗 Tesla", "⚡ kWh"),
         ("+plus & and=", "~tilde;semi,comma'"),
+        ("literal %2F and %25", " padded "),
     ],
 )
 async def test_bulk_create_odd_names(
@@ -1091,3 +1092,27 @@ async def test_cli_starts_prints_and_stops(
             stdout, _ = await process.communicate()
     assert process.returncode == 0
     assert b"zevvy sandbox stopped" in stdout
+
+
+async def test_cli_reports_a_bad_data_file(tmp_path: Path) -> None:
+    """A data file that is not the sandbox's ends the CLI with a message."""
+    data_file = tmp_path / "data.json"
+    data_file.write_text("[1]", encoding="utf-8")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "zevvy_sandbox",
+        "--port",
+        "0",
+        "--quiet",
+        "--data-file",
+        str(data_file),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).parent.parent,
+    )
+    async with asyncio.timeout(10):
+        _, stderr = await process.communicate()
+    assert process.returncode == 1
+    assert b"cannot read" in stderr
+    assert data_file.read_text(encoding="utf-8") == "[1]"
