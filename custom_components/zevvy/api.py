@@ -476,9 +476,14 @@ class ZevvyAuth:
     def _raise_for_oauth_error(
         self, response: _Response, secrets: Sequence[str | None]
     ) -> None:
-        """Raise for errors common to every OAuth endpoint; return on 200."""
+        """Raise for transient errors and rejected client credentials."""
         secrets = (self._client_secret, *secrets)
         _raise_for_transient(response, secrets)
+        if response.status == 404:
+            raise ZevvyConnectionError(
+                "The identity server has no such endpoint (HTTP 404): "
+                "check the issuer URL"
+            )
         error = _get_str(response.data, "error")
         if response.status == 401 or error in {"invalid_client", "unauthorized_client"}:
             raise ZevvyInvalidClientError(
@@ -644,8 +649,8 @@ class TokenManager:
         self._refresh_at = 0.0
         self._account: Account | None = None
         self._lock = asyncio.Lock()
-        # Incremented by every refresh attempt, to let callers that waited for
-        # the lock share the result (or error) of the refresh they waited for.
+        # Finished refresh attempts: callers that waited for the lock share the
+        # result (or error) of the attempt that finished meanwhile.
         self._attempts = 0
         self._last_error: ZevvyError | None = None
 
@@ -706,7 +711,6 @@ class TokenManager:
 
     async def _do_refresh(self) -> str:
         """Call the token endpoint; the lock is held."""
-        self._attempts += 1
         self._last_error = None
         try:
             tokens = await self._auth.refresh(self._refresh_token)
@@ -715,6 +719,9 @@ class TokenManager:
             if isinstance(err, ZevvyAuthenticationError):
                 self._access_token = None
             raise
+        finally:
+            # Callers that started waiting during this attempt share its outcome.
+            self._attempts += 1
         self._access_token = tokens.access_token
         margin = min(self._refresh_margin, tokens.expires_in / 2)
         self._refresh_at = time.monotonic() + tokens.expires_in - margin
