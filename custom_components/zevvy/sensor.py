@@ -1,0 +1,159 @@
+"""Diagnostic sensors: last upload, readings waiting, and per meter the last
+reading zevvy confirmed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from homeassistant.components.sensor import (
+    SensorDeviceClass,
+    SensorEntity,
+    SensorEntityDescription,
+    SensorStateClass,
+)
+from homeassistant.const import EntityCategory, UnitOfEnergy
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .const import SUBENTRY_TYPE_METER
+from .coordinator import MeterStatus, ZevvyConfigEntry, ZevvyStatus
+from .entity import (
+    ZevvyEntity,
+    ZevvyMeterEntity,
+    account_device_info,
+    meter_identifier,
+)
+
+# Coordinator entities: the coordinator does the work, entities only read.
+PARALLEL_UPDATES = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZevvySensorEntityDescription(SensorEntityDescription):
+    """A sensor of the account."""
+
+    value_fn: Callable[[ZevvyStatus], datetime | int | None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZevvyMeterSensorEntityDescription(SensorEntityDescription):
+    """A sensor of one meter."""
+
+    value_fn: Callable[[MeterStatus], datetime | float | None]
+
+
+ACCOUNT_SENSORS: tuple[ZevvySensorEntityDescription, ...] = (
+    ZevvySensorEntityDescription(
+        key="last_upload",
+        translation_key="last_upload",
+        device_class=SensorDeviceClass.TIMESTAMP,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=lambda status: status.last_success,
+    ),
+    ZevvySensorEntityDescription(
+        key="readings_waiting",
+        translation_key="readings_waiting",
+        state_class=SensorStateClass.MEASUREMENT,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=lambda status: status.pending,
+    ),
+)
+
+METER_SENSORS: tuple[ZevvyMeterSensorEntityDescription, ...] = (
+    ZevvyMeterSensorEntityDescription(
+        key="last_reading_time",
+        translation_key="last_reading_time",
+        device_class=SensorDeviceClass.TIMESTAMP,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        value_fn=lambda meter: meter.last_delivered_at,
+    ),
+    # The value mostly repeats the meter's own sensor; off by default so that
+    # the recorder does not keep a second copy of every meter.
+    ZevvyMeterSensorEntityDescription(
+        key="last_reading",
+        translation_key="last_reading",
+        device_class=SensorDeviceClass.ENERGY,
+        native_unit_of_measurement=UnitOfEnergy.KILO_WATT_HOUR,
+        suggested_display_precision=3,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
+        value_fn=lambda meter: meter.last_delivered_value,
+    ),
+)
+
+
+async def async_setup_entry(
+    hass: HomeAssistant,
+    entry: ZevvyConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+) -> None:
+    """Set up the account's sensors and those of each meter, now and later."""
+    device_registry = dr.async_get(hass)
+    # The meters' devices point to the account's device: create it first.
+    device_registry.async_get_or_create(
+        config_entry_id=entry.entry_id, **account_device_info(entry)
+    )
+    async_add_entities(
+        ZevvySensorEntity(entry, description) for description in ACCOUNT_SENSORS
+    )
+
+    known: set[str] = set()
+
+    @callback
+    def _async_sync_meters() -> None:
+        """Add entities for new meters; follow renamed meters' titles."""
+        for subentry_id, subentry in entry.subentries.items():
+            if subentry.subentry_type != SUBENTRY_TYPE_METER:
+                continue
+            if subentry_id not in known:
+                known.add(subentry_id)
+                async_add_entities(
+                    (
+                        ZevvyMeterSensorEntity(entry, subentry, description)
+                        for description in METER_SENSORS
+                    ),
+                    config_subentry_id=subentry_id,
+                )
+                continue
+            device = device_registry.async_get_device(
+                identifiers={meter_identifier(entry, subentry_id)}
+            )
+            if device is not None and device.name != subentry.title:
+                device_registry.async_update_device(device.id, name=subentry.title)
+        # Removing a subentry removes its entities and device (Home Assistant).
+        known.intersection_update(entry.subentries)
+
+    async def _async_entry_updated(
+        hass: HomeAssistant, updated_entry: ZevvyConfigEntry
+    ) -> None:
+        _async_sync_meters()
+
+    _async_sync_meters()
+    entry.async_on_unload(entry.add_update_listener(_async_entry_updated))
+
+
+class ZevvySensorEntity(ZevvyEntity, SensorEntity):
+    """A sensor of the account."""
+
+    entity_description: ZevvySensorEntityDescription
+
+    @property
+    def native_value(self) -> datetime | int | None:
+        """Return the value from the coordinator's status."""
+        return self.entity_description.value_fn(self.coordinator.data)
+
+
+class ZevvyMeterSensorEntity(ZevvyMeterEntity, SensorEntity):
+    """A sensor of one meter."""
+
+    entity_description: ZevvyMeterSensorEntityDescription
+
+    @property
+    def native_value(self) -> datetime | float | None:
+        """Return the value from the meter's delivery state."""
+        if (meter := self.meter_status) is None:
+            return None
+        return self.entity_description.value_fn(meter)
