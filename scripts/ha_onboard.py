@@ -100,6 +100,20 @@ def onboard(
     return tokens
 
 
+def refresh(base_url: str, refresh_token: str) -> dict[str, Any]:
+    """Return a new access token for a refresh token (POST /auth/token)."""
+    tokens: dict[str, Any] = _request(
+        "POST",
+        f"{base_url}/auth/token",
+        form={
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+            "client_id": f"{base_url}/",
+        },
+    )
+    return tokens
+
+
 def main() -> int:
     """Onboard the Home Assistant at argv[1] unless it is onboarded already."""
     base_url, username, password = sys.argv[1:4]
