@@ -234,6 +234,17 @@ async def test_discover_incomplete_document_falls_back(
     )
 
 
+async def test_discover_follows_redirect(
+    stub: StubServer, session: aiohttp.ClientSession
+) -> None:
+    """Discovery follows a redirect (e.g. http to https)."""
+    stub.add(301, headers={"Location": f"{stub.url}/moved"})
+    stub.add(200, {"device_authorization_endpoint": "d", "token_endpoint": "t"})
+    auth = ZevvyAuth(session, "id", "secret", stub.url)
+    assert await auth.discover() == Endpoints("d", "t")
+    assert stub.paths == ["/.well-known/openid-configuration", "/moved"]
+
+
 @pytest.mark.parametrize(
     ("status", "body", "text"),
     [
@@ -335,19 +346,22 @@ async def test_device_flow_pending_then_success(
 async def test_poll_outcomes(sandbox: ZevvySandbox, auth: ZevvyAuth) -> None:
     """poll_token raises a typed outcome for each server answer."""
     authorization = await auth.request_device_authorization()
+    (code,) = sandbox.device_codes()
     with pytest.raises(ZevvyAuthorizationPending):
         await auth.poll_token(authorization.device_code)
+    code.interval = 60.0  # the next poll comes too early, whatever the load
     with pytest.raises(ZevvySlowDown):
         await auth.poll_token(authorization.device_code)
+    code.interval = 0.0
     sandbox.approve(authorization.user_code)
-    await asyncio.sleep(0.06)
     tokens = await auth.poll_token(authorization.device_code)
     assert tokens.access_token
-    await asyncio.sleep(0.06)
     with pytest.raises(ZevvyDeviceFlowError) as err:
         await auth.poll_token(authorization.device_code)
     assert type(err.value) is ZevvyDeviceFlowError
     assert authorization.device_code not in str(err.value)
+    # Polling a used code again revoked the login: why wait_for_tokens stops.
+    assert all(grant.revoked for grant in sandbox.grants())
 
 
 async def test_slow_down_adds_five_seconds(
@@ -358,10 +372,12 @@ async def test_slow_down_adds_five_seconds(
 
     async def sleep(delay: float) -> None:
         delays.append(delay)
+        (code,) = sandbox.device_codes()
         if len(delays) == 1:
-            return  # poll at once: too early after the poll below
-        sandbox.approve(authorization.user_code)
-        await asyncio.sleep(0.06)
+            code.interval = 60.0  # this poll comes too early: slow_down
+        else:
+            code.interval = 0.0
+            sandbox.approve(authorization.user_code)
 
     auth = ZevvyAuth(
         session,
@@ -543,11 +559,14 @@ async def test_refresh_rotates(
 async def test_refresh_without_rotation_keeps_token(
     sandbox: ZevvySandbox, auth: ZevvyAuth, issued: IssuedTokens
 ) -> None:
-    """A token response without a refresh token keeps the old one."""
+    """A token response without a refresh token keeps the old one.
+
+    A lifetime of 0 would mean refreshing on every call: Keycloak's default is used.
+    """
     sandbox.inject_fault(
         status=200,
         target="token",
-        body={"access_token": issued.access_token, "token_type": "Bearer"},
+        body={"access_token": issued.access_token, "expires_in": 0},
     )
     tokens = await auth.refresh(issued.refresh_token)
     assert tokens == Tokens(issued.access_token, issued.refresh_token, 300.0)
@@ -1019,9 +1038,11 @@ async def test_bulk_create_created_count(
     stub.add(201, {"created": 1})
     stub.add(201)
     stub.add(200, {"created": 7})
+    stub.add(201, {"created": [2]})
     auth = ZevvyAuth(session, "id", "secret", stub.url)
     client = ZevvyClient(session, TokenManager(auth, "refresh"), stub.url)
     assert await client.bulk_create("d", "r", make_readings(3)) == BulkResult(1, 2)
+    assert await client.bulk_create("d", "r", make_readings(3)) == BulkResult(3, 0)
     assert await client.bulk_create("d", "r", make_readings(3)) == BulkResult(3, 0)
     assert await client.bulk_create("d", "r", make_readings(3)) == BulkResult(3, 0)
 

@@ -192,7 +192,7 @@ class BulkResult:
 
 @dataclass(frozen=True)
 class _Response:
-    """A read HTTP response: status, headers and the JSON body if there is one."""
+    """A read HTTP response: status, Retry-After and the JSON body if any."""
 
     status: int
     retry_after: str | None
@@ -358,7 +358,8 @@ async def _request(
                 data=data,
                 json=json_body,
                 headers=headers,
-                allow_redirects=False,
+                # Follow redirects only for reads (e.g. http -> https discovery).
+                allow_redirects=method == "GET",
             ) as response:
                 raw = await response.read()
                 status = response.status
@@ -543,7 +544,7 @@ class ZevvyAuth:
             access_token=access_token,
             refresh_token=refresh_token,
             expires_in=expires_in
-            if expires_in is not None and expires_in >= 0
+            if expires_in is not None and expires_in > 0
             else DEFAULT_ACCESS_TOKEN_LIFETIME,
         )
 
