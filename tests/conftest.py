@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Generator
+from unittest.mock import PropertyMock, patch
 
 import aiohttp
-from homeassistant.config_entries import ConfigEntryState
+from homeassistant.config_entries import ConfigEntryState, ConfigSubentryDataWithId
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import entity_registry as er
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.syrupy import HomeAssistantSnapshotExtension
+from syrupy.assertion import SnapshotAssertion
 
 from custom_components.zevvy.api import ZevvyAuth, account_from_access_token
 from custom_components.zevvy.const import (
     CONF_API_URL,
     CONF_CLIENT_ID,
     CONF_CLIENT_SECRET,
+    CONF_DEVICE_REF,
+    CONF_ENTITY_ID,
+    CONF_ENTITY_REGISTRY_ID,
     CONF_ISSUER,
     CONF_REFRESH_TOKEN,
+    CONF_REGISTER_REF,
     DOMAIN,
+    SUBENTRY_TYPE_METER,
 )
 from zevvy_sandbox import SandboxConfig, ZevvySandbox
 
@@ -25,6 +34,23 @@ from zevvy_sandbox import SandboxConfig, ZevvySandbox
 @pytest.fixture(autouse=True)
 def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
     """Let Home Assistant load custom_components/zevvy in every test."""
+
+
+@pytest.fixture
+def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
+    """Syrupy snapshots that know Home Assistant's types (registry entries, states)."""
+    return snapshot.use_extension(HomeAssistantSnapshotExtension)
+
+
+@pytest.fixture
+def entity_registry_enabled_by_default() -> Generator[None]:
+    """Create every entity enabled, also those disabled by default."""
+    with patch(
+        "homeassistant.helpers.entity.Entity.entity_registry_enabled_default",
+        return_value=True,
+        new_callable=PropertyMock,
+    ):
+        yield
 
 
 @pytest.fixture
@@ -95,3 +121,51 @@ async def init_integration(
     await hass.async_block_till_done()
     assert mock_config_entry.state is ConfigEntryState.LOADED
     return mock_config_entry
+
+
+# A meter with a fixed subentry id, so that unique ids and snapshots are stable.
+METER_SUBENTRY_ID = "meter_grid_import"
+METER_ENTITY_ID = "sensor.grid_import"
+
+
+@pytest.fixture
+def meter_config_entry(
+    hass: HomeAssistant, mock_config_entry: MockConfigEntry
+) -> MockConfigEntry:
+    """`mock_config_entry` with one meter: `sensor.grid_import` (kWh) -> "Grid" / "Import".
+
+    The sensor is in the entity registry with a state of 1234.5 kWh; the entry is
+    not added to hass yet.
+    """
+    source = er.async_get(hass).async_get_or_create(
+        "sensor", "test", "grid_import", suggested_object_id="grid_import"
+    )
+    hass.states.async_set(
+        source.entity_id,
+        "1234.5",
+        {
+            "unit_of_measurement": "kWh",
+            "state_class": "total_increasing",
+            "device_class": "energy",
+        },
+    )
+    return MockConfigEntry(
+        domain=DOMAIN,
+        title=mock_config_entry.title,
+        unique_id=mock_config_entry.unique_id,
+        data=mock_config_entry.data,
+        subentries_data=[
+            ConfigSubentryDataWithId(
+                data={
+                    CONF_ENTITY_REGISTRY_ID: source.id,
+                    CONF_ENTITY_ID: source.entity_id,
+                    CONF_DEVICE_REF: "Grid",
+                    CONF_REGISTER_REF: "Import",
+                },
+                subentry_id=METER_SUBENTRY_ID,
+                subentry_type=SUBENTRY_TYPE_METER,
+                title="Grid \u2013 Import",
+                unique_id=source.id,
+            )
+        ],
+    )

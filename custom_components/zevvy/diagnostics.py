@@ -1,0 +1,160 @@
+"""Diagnostics download of a zevvy account: settings, meters, outbox, errors.
+
+Secrets (client secret, tokens) and what identifies the person (client id,
+account id, user name, e-mail, the entry's title) are redacted.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from homeassistant.components.diagnostics import async_redact_data
+from homeassistant.const import ATTR_UNIT_OF_MEASUREMENT
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import entity_registry as er, issue_registry as ir
+
+from .const import (
+    CONF_CLIENT_ID,
+    CONF_CLIENT_SECRET,
+    CONF_DEVICE_REF,
+    CONF_ENTITY_REGISTRY_ID,
+    CONF_REFRESH_TOKEN,
+    CONF_REGISTER_REF,
+    DOMAIN,
+    OUTBOX_MAX_READINGS,
+    SUBENTRY_TYPE_METER,
+)
+from .coordinator import ZevvyConfigEntry
+from .meters import entity_eligibility
+from .outbox import from_epoch
+
+TO_REDACT = {
+    CONF_CLIENT_ID,
+    CONF_CLIENT_SECRET,
+    CONF_REFRESH_TOKEN,
+    "access_token",
+    "email",
+    "sub",
+    "title",
+    "unique_id",
+    "username",
+}
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment is not None else None
+
+
+def _meters(hass: HomeAssistant, entry: ZevvyConfigEntry) -> dict[str, Any]:
+    """Return each meter's settings and the current state of its entity."""
+    registry = er.async_get(hass)
+    meters: dict[str, Any] = {}
+    for subentry_id, subentry in entry.subentries.items():
+        if subentry.subentry_type != SUBENTRY_TYPE_METER:
+            continue
+        entity_entry = registry.async_get(subentry.data[CONF_ENTITY_REGISTRY_ID])
+        state = hass.states.get(entity_entry.entity_id) if entity_entry else None
+        meters[subentry_id] = {
+            "device_ref": subentry.data[CONF_DEVICE_REF],
+            "register_ref": subentry.data[CONF_REGISTER_REF],
+            "entity_id": entity_entry.entity_id if entity_entry else None,
+            "eligibility": entity_eligibility(hass, entity_entry)
+            if entity_entry
+            else "missing",
+            "state": state.state if state else None,
+            "unit": state.attributes.get(ATTR_UNIT_OF_MEASUREMENT) if state else None,
+        }
+    return meters
+
+
+def _outbox(entry: ZevvyConfigEntry) -> dict[str, Any]:
+    """Return counts and, per queue, its delivery state."""
+    outbox = entry.runtime_data.outbox
+    queues: dict[str, Any] = {}
+    for key in sorted(outbox.keys):
+        queue = outbox.queue(key)
+        if queue is None:  # pragma: no cover - keys come from the outbox
+            continue
+        last = outbox.last_delivered(key)
+        queues[key] = {
+            "device_ref": queue.device_ref,
+            "register_ref": queue.register_ref,
+            "pending": len(queue.pending),
+            "oldest_pending": _iso(from_epoch(queue.pending.times[0]))
+            if queue.pending
+            else None,
+            "held": len(queue.held),
+            "parked": len(queue.parked),
+            "parked_message": queue.parked_message,
+            "last_delivered_at": _iso(last[0]) if last else None,
+            "last_delivered_value": last[1] if last else None,
+        }
+    return {
+        "pending": outbox.pending_count,
+        "held": outbox.held_count,
+        "parked": outbox.parked_count,
+        "limit": OUTBOX_MAX_READINGS,
+        "queues": queues,
+    }
+
+
+def _issues(hass: HomeAssistant, entry: ZevvyConfigEntry) -> list[dict[str, Any]]:
+    """Return the open repair issues of this entry (by kind, without ids)."""
+    subentry_ids = set(entry.subentries)
+    issues: list[dict[str, Any]] = []
+    for (domain, issue_id), issue in ir.async_get(hass).issues.items():
+        if domain != DOMAIN:
+            continue
+        data = issue.data or {}
+        if data.get("entry_id") != entry.entry_id and not any(
+            issue_id.endswith(f"_{subentry_id}") for subentry_id in subentry_ids
+        ):
+            continue
+        issues.append(
+            {
+                "translation_key": issue.translation_key,
+                "severity": issue.severity,
+                "placeholders": issue.translation_placeholders,
+            }
+        )
+    return sorted(issues, key=lambda item: str(item["translation_key"]))
+
+
+async def async_get_config_entry_diagnostics(
+    hass: HomeAssistant, entry: ZevvyConfigEntry
+) -> dict[str, Any]:
+    """Return diagnostics for a config entry."""
+    runtime = entry.runtime_data
+    coordinator = runtime.coordinator
+    status = coordinator.data
+    detail = coordinator.last_error_detail
+    account = runtime.tokens.account
+    return async_redact_data(
+        {
+            "entry": {
+                "title": entry.title,
+                "unique_id": entry.unique_id,
+                "data": dict(entry.data),
+            },
+            "account": {
+                "sub": account.sub if account else None,
+                "username": account.username if account else None,
+                "email": account.email if account else None,
+            },
+            "status": {
+                "connected": status.connected,
+                "last_success": _iso(status.last_success),
+                "last_collect": _iso(status.last_collect),
+                "last_error": status.last_error,
+                "last_error_detail": {"at": _iso(detail[0]), "error": detail[1]}
+                if detail
+                else None,
+                "next_retry": _iso(status.next_retry),
+            },
+            "meters": _meters(hass, entry),
+            "outbox": _outbox(entry),
+            "issues": _issues(hass, entry),
+        },
+        TO_REDACT,
+    )

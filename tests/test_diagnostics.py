@@ -1,0 +1,116 @@
+"""Diagnostics download: settings, meters, outbox, errors; secrets redacted."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+import json
+
+from freezegun.api import FrozenDateTimeFactory
+
+# The diagnostics download imports hassio lazily; importing it while the clock
+# is frozen fails, so import it now.
+from homeassistant.components import hassio  # noqa: F401
+from homeassistant.config_entries import ConfigSubentry
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.util import dt as dt_util
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_fire_time_changed,
+)
+from pytest_homeassistant_custom_component.components.diagnostics import (
+    get_diagnostics_for_config_entry,
+)
+from pytest_homeassistant_custom_component.typing import ClientSessionGenerator
+from syrupy.assertion import SnapshotAssertion
+
+from custom_components.zevvy.const import CONF_REFRESH_TOKEN, DOMAIN
+from zevvy_sandbox import ZevvySandbox
+
+from .conftest import METER_ENTITY_ID
+
+START = datetime(2026, 11, 26, 12, 5, tzinfo=UTC)
+
+
+async def test_diagnostics(
+    hass: HomeAssistant,
+    hass_client: ClientSessionGenerator,
+    meter_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+    snapshot: SnapshotAssertion,
+) -> None:
+    """A delivered reading, a manual one waiting while zevvy is down, a held one."""
+    # hass_client's access token is valid for 30 minutes from now.
+    token_time = dt_util.utcnow()
+    freezer.move_to(START)
+    entry = meter_config_entry
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    freezer.move_to(START + timedelta(minutes=10))
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    assert len(sandbox.readings()) == 1
+
+    sandbox.inject_fault(status=503, count=100)
+    await hass.services.async_call(
+        DOMAIN,
+        "send_reading",
+        {
+            "device_ref": "Heat pump",
+            "register_ref": "Energy",
+            "value": 1500,
+            "unit": "Wh",
+        },
+        blocking=True,
+    )
+
+    # The meter goes down at 12:30: held back, with a repair issue.
+    hass.states.async_set(
+        METER_ENTITY_ID,
+        "1000.0",
+        {"unit_of_measurement": "kWh", "state_class": "total_increasing"},
+    )
+    freezer.move_to(START + timedelta(minutes=25))
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+
+    # Not this entry's: left out.
+    for domain, issue_id, data in (
+        ("other", "other_issue", None),
+        (DOMAIN, "reading_held_other", {"entry_id": "other", "kind": "reading_held"}),
+    ):
+        ir.async_create_issue(
+            hass,
+            domain,
+            issue_id,
+            is_fixable=False,
+            severity=ir.IssueSeverity.WARNING,
+            translation_key="x",
+            data=data,
+        )
+    hass.config_entries.async_add_subentry(
+        entry, ConfigSubentry(data={}, subentry_type="other", title="x", unique_id="x")
+    )
+    await hass.async_block_till_done()
+
+    freezer.move_to(token_time)
+    diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, entry)
+
+    text = json.dumps(diagnostics)
+    for secret in (
+        sandbox.config.client_secret,
+        sandbox.config.client_id,
+        entry.data[CONF_REFRESH_TOKEN],
+        sandbox.config.sub,
+        "demo@example.ch",
+    ):
+        assert secret not in text
+    # The sandbox runs on a free port: the addresses change from run to run.
+    data = diagnostics["entry"]["data"]  # type: ignore[index]
+    assert data["issuer"] == sandbox.issuer  # type: ignore[index,call-overload]
+    assert data["api_url"] == sandbox.api_url  # type: ignore[index,call-overload]
+    data["issuer"] = "http://sandbox/realms/zevvy"  # type: ignore[index]
+    data["api_url"] = "http://sandbox/api"  # type: ignore[index]
+    assert diagnostics == snapshot

@@ -1,0 +1,145 @@
+"""Diagnostic sensors: last upload, readings waiting, per-meter delivery state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from unittest.mock import patch
+
+from freezegun.api import FrozenDateTimeFactory
+from homeassistant.config_entries import ConfigSubentry
+from homeassistant.const import STATE_UNKNOWN, Platform
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr, entity_registry as er
+import pytest
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_fire_time_changed,
+    snapshot_platform,
+)
+from syrupy.assertion import SnapshotAssertion
+
+from custom_components.zevvy.const import (
+    CONF_DEVICE_REF,
+    CONF_ENTITY_ID,
+    CONF_ENTITY_REGISTRY_ID,
+    CONF_REGISTER_REF,
+    DOMAIN,
+    SUBENTRY_TYPE_METER,
+)
+from zevvy_sandbox import ZevvySandbox
+
+from .conftest import METER_SUBENTRY_ID
+
+START = datetime(2026, 11, 26, 12, 5, tzinfo=UTC)
+LAST_UPLOAD = "sensor.zevvy_last_successful_upload"
+WAITING = "sensor.zevvy_readings_waiting"
+METER_TIME = "sensor.grid_import_time_of_last_delivered_reading"
+METER_VALUE = "sensor.grid_import_last_delivered_reading"
+
+
+async def _setup(hass: HomeAssistant, entry: MockConfigEntry) -> None:
+    entry.add_to_hass(hass)
+    with patch("custom_components.zevvy.PLATFORMS", [Platform.SENSOR]):
+        assert await hass.config_entries.async_setup(entry.entry_id)
+        await hass.async_block_till_done()
+
+
+async def _tick(
+    hass: HomeAssistant, freezer: FrozenDateTimeFactory, moment: datetime
+) -> None:
+    freezer.move_to(moment)
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+
+
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
+async def test_sensors(
+    hass: HomeAssistant,
+    meter_config_entry: MockConfigEntry,
+    freezer: FrozenDateTimeFactory,
+    entity_registry: er.EntityRegistry,
+    snapshot: SnapshotAssertion,
+) -> None:
+    """Every sensor after the first quarter-hour delivery."""
+    freezer.move_to(START)
+    await _setup(hass, meter_config_entry)
+    await _tick(hass, freezer, START + timedelta(minutes=10))
+
+    await snapshot_platform(
+        hass, entity_registry, snapshot, meter_config_entry.entry_id
+    )
+
+
+async def test_meters_added_renamed_removed(
+    hass: HomeAssistant,
+    meter_config_entry: MockConfigEntry,
+    freezer: FrozenDateTimeFactory,
+    sandbox: ZevvySandbox,
+    entity_registry: er.EntityRegistry,
+    device_registry: dr.DeviceRegistry,
+) -> None:
+    """Meters come and go with their subentries, without a reload."""
+    freezer.move_to(START)
+    entry = meter_config_entry
+    await _setup(hass, entry)
+    # Disabled by default: the value repeats the meter's own sensor.
+    value_entry = entity_registry.async_get(METER_VALUE)
+    assert value_entry is not None
+    assert value_entry.disabled_by is er.RegistryEntryDisabler.INTEGRATION
+    assert value_entry.config_subentry_id == METER_SUBENTRY_ID
+    assert hass.states.get(METER_TIME).state == STATE_UNKNOWN  # type: ignore[union-attr]
+
+    source = entity_registry.async_get_or_create(
+        "sensor", "test", "solar", suggested_object_id="solar"
+    )
+    hass.states.async_set(
+        source.entity_id,
+        "10.0",
+        {"unit_of_measurement": "kWh", "state_class": "total_increasing"},
+    )
+    subentry = ConfigSubentry(
+        data={
+            CONF_ENTITY_REGISTRY_ID: source.id,
+            CONF_ENTITY_ID: source.entity_id,
+            CONF_DEVICE_REF: "Roof",
+            CONF_REGISTER_REF: "Solar",
+        },
+        subentry_type=SUBENTRY_TYPE_METER,
+        title="Roof \u2013 Solar",
+        unique_id=source.id,
+    )
+    # A subentry of another kind is not a meter.
+    other = ConfigSubentry(data={}, subentry_type="other", title="x", unique_id="x")
+    hass.config_entries.async_add_subentry(entry, other)
+    hass.config_entries.async_add_subentry(entry, subentry)
+    await hass.async_block_till_done()
+
+    roof_time = "sensor.roof_solar_time_of_last_delivered_reading"
+    time_entry = entity_registry.async_get(roof_time)
+    assert time_entry is not None
+    assert time_entry.config_subentry_id == subentry.subentry_id
+    device = device_registry.async_get(time_entry.device_id)  # type: ignore[arg-type]
+    assert device is not None
+    assert device.name == "Roof \u2013 Solar"
+    account = device_registry.async_get_device(identifiers={(DOMAIN, entry.unique_id)})  # type: ignore[arg-type]
+    assert account is not None
+    assert device.via_device_id == account.id
+
+    await _tick(hass, freezer, START + timedelta(minutes=10))
+    assert hass.states.get(roof_time).state == "2026-11-26T12:15:00+00:00"  # type: ignore[union-attr]
+    assert hass.states.get(METER_TIME).state == "2026-11-26T12:15:00+00:00"  # type: ignore[union-attr]
+
+    # Renamed: the device follows the title.
+    hass.config_entries.async_update_subentry(entry, subentry, title="Roof \u2013 PV")
+    await hass.async_block_till_done()
+    device = device_registry.async_get(device.id)
+    assert device is not None
+    assert device.name == "Roof \u2013 PV"
+
+    # Removed: its entities and device go.
+    hass.config_entries.async_remove_subentry(entry, subentry.subentry_id)
+    await hass.async_block_till_done()
+    assert entity_registry.async_get(roof_time) is None
+    assert hass.states.get(roof_time) is None
+    assert device_registry.async_get(device.id) is None
+    assert entity_registry.async_get(METER_TIME) is not None
