@@ -97,7 +97,32 @@ def onboard(
         },
         token=access,
     )
+    _remove_online_integrations(base_url, access)
     return tokens
+
+
+# Set up by onboarding's core_config step; they need the internet (and packages
+# that --skip-pip does not install), so offline they only show "Failed to set up".
+ONLINE_INTEGRATIONS = ("google_translate", "met", "radio_browser")
+
+
+def _remove_online_integrations(base_url: str, token: str, wait: float = 3.0) -> None:
+    """Delete the config entries onboarding created for online integrations."""
+    deadline = time.monotonic() + wait
+    while True:
+        entries = _request(
+            "GET", f"{base_url}/api/config/config_entries/entry", token=token
+        )
+        found = [e for e in entries if e["domain"] in ONLINE_INTEGRATIONS]
+        for entry in found:
+            _request(
+                "DELETE",
+                f"{base_url}/api/config/config_entries/entry/{entry['entry_id']}",
+                token=token,
+            )
+        if found or time.monotonic() > deadline:
+            return
+        time.sleep(0.3)
 
 
 def refresh(base_url: str, refresh_token: str) -> dict[str, Any]:

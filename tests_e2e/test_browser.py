@@ -1,0 +1,183 @@
+"""The real web UI: a person adds zevvy in Home Assistant with Chromium.
+
+Playwright drives Debian's Chromium (/usr/bin/chromium, no browser download):
+log in, add the integration, open the approval link, approve on the sandbox's
+page, accept the suggested meters and look at the zevvy devices. Every step
+leaves a screenshot in artifacts/e2e/test_add_zevvy_in_the_browser/.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+import re
+from urllib.parse import urlsplit
+
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+import pytest
+
+from .harness import (
+    CLIENT_ID,
+    CLIENT_SECRET,
+    HA_PASSWORD,
+    HA_USER,
+    HomeAssistantProcess,
+    SandboxProcess,
+    wait_for,
+)
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TIMEOUT_MS = 30_000
+
+
+@pytest.fixture
+def browser() -> Iterator[Browser]:
+    """Start Chromium through Playwright; close it (and the driver) afterwards."""
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=CHROMIUM_FLAGS
+        )
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class Screenshots:
+    """Numbered screenshots of one test."""
+
+    def __init__(self, folder: Path) -> None:
+        """Write into folder."""
+        self.folder = folder
+        self.count = 0
+
+    def take(self, page: Page, name: str) -> None:
+        """Save the page as NN-name.png."""
+        self.count += 1
+        page.screenshot(path=self.folder / f"{self.count:02d}-{name}.png")
+
+
+def test_add_zevvy_in_the_browser(
+    browser: Browser,
+    home_assistant: HomeAssistantProcess,
+    sandbox: SandboxProcess,
+    artifacts: Path,
+) -> None:
+    """Log in, add zevvy, approve on the sandbox, choose meters, see the devices."""
+    shots = Screenshots(artifacts)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    try:
+        add_zevvy_in_the_browser(page, home_assistant, sandbox, shots)
+    except Exception:
+        for number, open_page in enumerate(context.pages):
+            shots.take(open_page, f"failure-{number}")
+        raise
+
+
+def add_zevvy_in_the_browser(
+    page: Page,
+    home_assistant: HomeAssistantProcess,
+    sandbox: SandboxProcess,
+    shots: Screenshots,
+) -> None:
+    """The steps of test_add_zevvy_in_the_browser."""
+    context = page.context
+
+    # Log in to Home Assistant. The login form renders a moment after the page
+    # loads and may render again: check the fields kept what was typed.
+    page.goto(home_assistant.url)
+    username = page.get_by_label("Username")
+    password = page.get_by_label("Password", exact=True)
+    expect(page.get_by_role("button", name="Log in")).to_be_visible()
+    page.wait_for_load_state("networkidle")
+    username.fill(HA_USER)
+    password.fill(HA_PASSWORD)
+    expect(username).to_have_value(HA_USER)
+    expect(password).to_have_value(HA_PASSWORD)
+    shots.take(page, "login")
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(lambda url: urlsplit(url).path.startswith("/lovelace"))
+    expect(page.get_by_text("Overview")).to_be_visible()
+
+    # Settings > Devices & services > Add integration > zevvy.
+    page.goto(f"{home_assistant.url}/config/integrations/dashboard")
+    page.get_by_role("button", name="Add integration").click()
+    page.get_by_label("Search for a brand name").fill("zevvy")
+    page.get_by_text("zevvy", exact=True).click()
+
+    flow = page.locator("dialog-data-entry-flow")
+    expect(flow.get_by_text("Connect to zevvy")).to_be_visible()
+    flow.get_by_label("Client ID").fill(CLIENT_ID)
+    flow.get_by_label("Client secret").fill(CLIENT_SECRET)
+    flow.get_by_text("Advanced").click()
+    flow.get_by_label("Login server address").fill(sandbox.issuer)
+    flow.get_by_label("Data server address").fill(sandbox.api_url)
+    shots.take(page, "credentials")
+    flow.get_by_role("button", name="Submit").click()
+
+    # The progress step: a link to the sandbox's approval page and the code.
+    expect(flow.get_by_text("Confirm the connection on zevvy")).to_be_visible()
+    link = flow.get_by_role("link", name="the zevvy login page")
+    url = link.get_attribute("href")
+    assert url is not None
+    assert url.startswith(f"{sandbox.url}/device")
+    shots.take(page, "waiting-for-approval")
+
+    # The person opens the link (a new tab) and approves.
+    approval = context.new_page()
+    approval.goto(url)
+    expect(approval.get_by_text("Grant access?")).to_be_visible()
+    shots.take(approval, "sandbox-approve")
+    approval.get_by_role("button", name="Approve").click()
+    shots.take(approval, "sandbox-approved")
+    approval.close()
+
+    # Home Assistant moves on by itself: choose meters (Energy dashboard ones
+    # preselected), then confirm the names of each.
+    expect(flow.get_by_text("Choose meters")).to_be_visible()
+    shots.take(page, "choose-meters")
+    flow.get_by_role("button", name="Submit").click()
+    # Seven preselected meters (config/.storage_seed/energy): seven steps.
+    for position in range(1, 8):
+        expect(flow.get_by_text(f"Names on zevvy ({position} of 7)")).to_be_visible()
+        if position == 1:
+            shots.take(page, "meter-names")
+        flow.get_by_role("button", name="Submit").click()
+    expect(flow.get_by_text("Success")).to_be_visible()
+    shots.take(page, "created")
+    flow.get_by_role("button", name="Finish").click()
+
+    entries = home_assistant.config_entries("zevvy")
+    assert [entry["title"] for entry in entries] == ["demo"]
+    wait_for(
+        lambda: home_assistant.config_entries("zevvy")[0]["state"] == "loaded",
+        timeout=30,
+        message="the zevvy entry to load",
+    )
+
+    # The integration's page lists the account and its devices.
+    page.goto(f"{home_assistant.url}/config/integrations/integration/zevvy")
+    expect(page.get_by_text("demo").first).to_be_visible()
+    page.wait_for_timeout(500)
+    shots.take(page, "integration-page")
+
+    # The account's device "zevvy" with its diagnostic entities.
+    page.get_by_text(re.compile(r"^\d+ services$")).first.click()
+    # The meters are devices of model "Meter"; the account's is the other one.
+    page.get_by_role("row").filter(has_text="zevvy").filter(
+        has_not_text="Meter"
+    ).get_by_role("cell", name="zevvy", exact=True).first.click()
+    for name in ("Upload now", "Connection", "Readings waiting"):
+        expect(page.get_by_text(name, exact=True).first).to_be_visible()
+    page.wait_for_timeout(500)
+    shots.take(page, "zevvy-device")
