@@ -23,8 +23,9 @@ from .const import (
     CONF_REFRESH_TOKEN,
     DOMAIN,
 )
-from .coordinator import ZevvyConfigEntry, ZevvyRuntimeData
+from .coordinator import ZevvyConfigEntry, ZevvyCoordinator, ZevvyRuntimeData
 from .meters import async_setup_meters
+from .outbox import Outbox
 
 PLATFORMS: list[Platform] = []
 
@@ -65,14 +66,26 @@ async def async_setup_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> boo
             translation_domain=DOMAIN, translation_key="cannot_connect"
         ) from err
 
+    client = ZevvyClient(session, tokens, entry.data[CONF_API_URL])
+    # Delivery: the persisted outbox and the quarter-hour collector and sender.
+    outbox = Outbox(hass, entry.entry_id)
+    await outbox.async_load()
+    coordinator = ZevvyCoordinator(hass, entry, client, outbox)
+    await coordinator.async_config_entry_first_refresh()
+
     entry.runtime_data = ZevvyRuntimeData(
         auth=auth,
         tokens=tokens,
-        client=ZevvyClient(session, tokens, entry.data[CONF_API_URL]),
+        client=client,
         # The access token normally names the account; fall back to the entry.
         account=tokens.account
         or Account(sub=entry.unique_id or "", username=entry.title, email=None),
+        outbox=outbox,
+        coordinator=coordinator,
     )
+    coordinator.async_start()
+    # Meters removed as subentries: drop their readings (no reload).
+    entry.async_on_unload(entry.add_update_listener(_async_entry_updated))
 
     # Meters: repair issues for vanished or ineligible entities, now and
     # whenever the entity registry, the subentries or a meter's unit change.
@@ -82,6 +95,20 @@ async def async_setup_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> boo
     return True
 
 
+async def _async_entry_updated(hass: HomeAssistant, entry: ZevvyConfigEntry) -> None:
+    """Let the coordinator drop the readings of meters that were removed."""
+    entry.runtime_data.coordinator.async_subentries_changed()
+
+
 async def async_unload_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> bool:
     """Unload a zevvy config entry."""
-    return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+    unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+    if unloaded:
+        # Stop ticks, retries and uploads; write the outbox.
+        await entry.runtime_data.coordinator.async_stop()
+    return unloaded
+
+
+async def async_remove_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> None:
+    """Delete the entry's outbox (readings not yet delivered) and its issues."""
+    await Outbox(hass, entry.entry_id).async_remove()

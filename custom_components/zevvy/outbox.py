@@ -51,6 +51,19 @@ SAVE_DELAY = 1.0
 ISSUE_READING_HELD = "reading_held"
 ISSUE_BATCH_REJECTED = "batch_rejected"
 ISSUE_OUTBOX_OVERFLOW = "outbox_overflow"
+# Queue keys of readings without a meter subentry (manual readings) start with
+# this; every other key is a meter's subentry id.
+MANUAL_KEY_PREFIX = "ref:"
+
+
+def manual_key(device_ref: str, register_ref: str) -> str:
+    """Return the queue key for readings of a device/register without a meter."""
+    return f"{MANUAL_KEY_PREFIX}{device_ref}/{register_ref}"
+
+
+def is_meter_key(key: str) -> bool:
+    """Return whether a queue key is a meter's subentry id."""
+    return not key.startswith(MANUAL_KEY_PREFIX)
 
 
 def _issue_id(kind: str, entry_id: str, key: str | None = None) -> str:
@@ -341,6 +354,16 @@ class Outbox:
         self._dirty = False
         self._queues.clear()
         await self._store.async_remove()
+        for domain, issue_id in list(ir.async_get(self.hass).issues):
+            if domain == DOMAIN and any(
+                issue_id.startswith(_issue_id(kind, self.entry_id))
+                for kind in (
+                    ISSUE_READING_HELD,
+                    ISSUE_BATCH_REJECTED,
+                    ISSUE_OUTBOX_OVERFLOW,
+                )
+            ):
+                ir.async_delete_issue(self.hass, DOMAIN, issue_id)
 
     # --- listeners ----------------------------------------------------------
 
