@@ -7,6 +7,7 @@ from typing import Any
 from unittest.mock import patch
 
 from freezegun.api import FrozenDateTimeFactory
+from homeassistant.const import EVENT_HOMEASSISTANT_FINAL_WRITE
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
 import pytest
@@ -276,3 +277,21 @@ def test_series_remove_non_contiguous() -> None:
     assert series.times.tolist() == [2, 4]
     assert series.values.tolist() == [2.0, 4.0]
     assert Series.from_json({"t": [5, 1], "v": [5, 1]}).times.tolist() == [1, 5]
+
+
+async def test_delayed_save_is_written_when_home_assistant_stops(
+    hass: HomeAssistant,
+) -> None:
+    """A confirmation waiting for the delayed save is written on final write."""
+    box = Outbox(hass, ENTRY_ID)
+    await box.async_add("m1", "D", "R", [(_at(0), 1.0)])
+    batch = box.next_batch("m1", 10)
+    assert batch is not None
+    box.confirm(batch)
+    assert _stored(hass)["data"]["queues"]["m1"]["pending"] is not None
+
+    hass.bus.async_fire(EVENT_HOMEASSISTANT_FINAL_WRITE)
+    await hass.async_block_till_done()
+    raw = _stored(hass)["data"]["queues"]["m1"]
+    assert raw["pending"] is None
+    assert raw["last"] == [int(_at(0).timestamp()), 1.0]

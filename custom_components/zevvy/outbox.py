@@ -19,10 +19,13 @@ A queue has four parts:
   drop check and for gap filling.
 
 Saving: ``async_add`` awaits the write (a crash right after a tick loses
-nothing); confirmations are saved with a short delay (``SAVE_DELAY``) because a
-lost confirmation only means that a reading is sent again and zevvy answers 409
-(already present). The event loop only copies the arrays; encoding runs in the
-executor and the result is handed to ``Store`` as ``orjson.Fragment``.
+nothing); confirmations are saved with ``Store.async_delay_save`` and a short
+delay (``SAVE_DELAY``): several coalesce, Home Assistant writes a pending one
+when it stops, and a confirmation lost in a crash only means that a reading is
+sent again and zevvy answers 409 (already present). Taking a snapshot only
+copies the arrays (under a lock, because ``Store`` may call the delayed save's
+data function in the executor); encoding runs in the executor and is handed to
+``Store`` as ``orjson.Fragment``.
 """
 
 from __future__ import annotations
@@ -34,11 +37,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 import heapq
+import threading
 from typing import Any, TypedDict
 
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.helpers import issue_registry as ir
-from homeassistant.helpers.event import async_call_later
 from homeassistant.helpers.storage import Store
 import orjson
 
@@ -242,7 +245,8 @@ class Outbox:
         self._overflow_dropped = 0
         self._save_lock = asyncio.Lock()
         self._dirty = False
-        self._unsub_save: CALLBACK_TYPE | None = None
+        # Guards the queues against a snapshot taken in the executor.
+        self._lock = threading.RLock()
         self._listeners: list[Callable[[], None]] = []
 
     # --- persistence -------------------------------------------------------
@@ -312,47 +316,41 @@ class Outbox:
             }
         return {"queues": queues, "overflow_dropped": snapshot["overflow_dropped"]}
 
+    def _take_snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            self._dirty = False
+            return self._snapshot()
+
+    def _data_func(self) -> dict[str, Any]:
+        """Return the data to write; Store may call this in the executor."""
+        return self._encode(self._take_snapshot())
+
     async def async_save(self) -> None:
         """Write the outbox now; return when the current state is on disk."""
         self._dirty = True
         async with self._save_lock:
             if not self._dirty:
                 return  # a save that started after our change wrote it
-            self._dirty = False
-            self._cancel_delayed_save()
-            snapshot = self._snapshot()
+            snapshot = self._take_snapshot()
             data = await self.hass.async_add_executor_job(self._encode, snapshot)
             await self._store.async_save(data)
 
     @callback
     def async_schedule_save(self) -> None:
-        """Write the outbox within ``SAVE_DELAY`` seconds."""
+        """Write the outbox within ``SAVE_DELAY`` seconds (and when HA stops)."""
         self._dirty = True
-        if self._unsub_save is None:
-            self._unsub_save = async_call_later(
-                self.hass, SAVE_DELAY, self._async_delayed_save
-            )
-
-    async def _async_delayed_save(self, _now: datetime) -> None:
-        self._unsub_save = None
-        await self.async_save()
-
-    def _cancel_delayed_save(self) -> None:
-        if self._unsub_save is not None:
-            self._unsub_save()
-            self._unsub_save = None
+        self._store.async_delay_save(self._data_func, SAVE_DELAY)
 
     async def async_flush(self) -> None:
-        """Write pending changes (on unload) and stop the delayed save."""
-        self._cancel_delayed_save()
+        """Write pending changes now (on unload)."""
         if self._dirty:
             await self.async_save()
 
     async def async_remove(self) -> None:
         """Delete the stored outbox (the config entry is being removed)."""
-        self._cancel_delayed_save()
-        self._dirty = False
-        self._queues.clear()
+        with self._lock:
+            self._dirty = False
+            self._queues.clear()
         await self._store.async_remove()
         for domain, issue_id in list(ir.async_get(self.hass).issues):
             if domain == DOMAIN and any(
@@ -445,6 +443,16 @@ class Outbox:
         readings: Iterable[tuple[datetime, float]],
     ) -> AddResult:
         """Queue readings (drop check, duplicates, bound); does not save."""
+        with self._lock:
+            return self._add(key, device_ref, register_ref, readings)
+
+    def _add(
+        self,
+        key: str,
+        device_ref: str,
+        register_ref: str,
+        readings: Iterable[tuple[datetime, float]],
+    ) -> AddResult:
         queue = self._queue_for(key, device_ref, register_ref)
         result = AddResult()
         newly_held = False
@@ -574,11 +582,12 @@ class Outbox:
         queue = self._queues.get(batch.key)
         if queue is None or not batch:
             return
-        queue.pending.remove_times(batch.times)
         newest = len(batch) - 1
-        if queue.last_time is None or batch.times[newest] >= queue.last_time:
-            queue.last_time = batch.times[newest]
-            queue.last_value = batch.values[newest]
+        with self._lock:
+            queue.pending.remove_times(batch.times)
+            if queue.last_time is None or batch.times[newest] >= queue.last_time:
+                queue.last_time = batch.times[newest]
+                queue.last_value = batch.values[newest]
         self.async_schedule_save()
         self._changed()
 
@@ -588,11 +597,12 @@ class Outbox:
         queue = self._queues.get(batch.key)
         if queue is None:
             return
-        queue.pending.remove_times(batch.times)
-        for when, value in zip(batch.times, batch.values, strict=True):
-            if queue.parked.index(when) < 0:
-                queue.parked.insert(when, value)
-        queue.parked_message = message
+        with self._lock:
+            queue.pending.remove_times(batch.times)
+            for when, value in zip(batch.times, batch.values, strict=True):
+                if queue.parked.index(when) < 0:
+                    queue.parked.insert(when, value)
+            queue.parked_message = message
         ir.async_create_issue(
             self.hass,
             DOMAIN,
@@ -648,11 +658,12 @@ class Outbox:
         if queue is None:
             return 0
         accepted = 0
-        for when, value in zip(queue.held.times, queue.held.values, strict=True):
-            if queue.pending.index(when) < 0:
-                queue.pending.insert(when, value)
-                accepted += 1
-        queue.held.clear()
+        with self._lock:
+            for when, value in zip(queue.held.times, queue.held.values, strict=True):
+                if queue.pending.index(when) < 0:
+                    queue.pending.insert(when, value)
+                    accepted += 1
+            queue.held.clear()
         ir.async_delete_issue(
             self.hass, DOMAIN, _issue_id(ISSUE_READING_HELD, self.entry_id, key)
         )
@@ -666,7 +677,8 @@ class Outbox:
         if queue is None:
             return 0
         count = len(queue.held)
-        queue.held.clear()
+        with self._lock:
+            queue.held.clear()
         ir.async_delete_issue(
             self.hass, DOMAIN, _issue_id(ISSUE_READING_HELD, self.entry_id, key)
         )
@@ -680,12 +692,15 @@ class Outbox:
         if queue is None:
             return 0
         count = 0
-        for when, value in zip(queue.parked.times, queue.parked.values, strict=True):
-            if queue.pending.index(when) < 0:
-                queue.pending.insert(when, value)
-                count += 1
-        queue.parked.clear()
-        queue.parked_message = None
+        with self._lock:
+            for when, value in zip(
+                queue.parked.times, queue.parked.values, strict=True
+            ):
+                if queue.pending.index(when) < 0:
+                    queue.pending.insert(when, value)
+                    count += 1
+            queue.parked.clear()
+            queue.parked_message = None
         ir.async_delete_issue(
             self.hass, DOMAIN, _issue_id(ISSUE_BATCH_REJECTED, self.entry_id, key)
         )
@@ -699,8 +714,9 @@ class Outbox:
         if queue is None:
             return 0
         count = len(queue.parked)
-        queue.parked.clear()
-        queue.parked_message = None
+        with self._lock:
+            queue.parked.clear()
+            queue.parked_message = None
         ir.async_delete_issue(
             self.hass, DOMAIN, _issue_id(ISSUE_BATCH_REJECTED, self.entry_id, key)
         )
@@ -712,7 +728,8 @@ class Outbox:
 
     async def async_remove_queue(self, key: str) -> int:
         """A meter was removed: drop everything it still had (and its issues)."""
-        queue = self._queues.pop(key, None)
+        with self._lock:
+            queue = self._queues.pop(key, None)
         if queue is None:
             return 0
         for kind in (ISSUE_READING_HELD, ISSUE_BATCH_REJECTED):
