@@ -604,7 +604,8 @@ async def test_repair_removed_entity(hass: HomeAssistant) -> None:
         "entity_id": "sensor.grid",
     }
     assert issue.severity is ir.IssueSeverity.WARNING
-    assert not issue.is_fixable
+    # Fixable: the fix flow offers to delete the meter (test_meter_repairs.py).
+    assert issue.is_fixable
 
     # Re-adding the same entity restores its registry id.
     restored = make_sensor(hass, "grid")

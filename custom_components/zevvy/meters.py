@@ -357,10 +357,12 @@ def _async_set_issue(
                 hass,
                 DOMAIN,
                 issue_id,
-                is_fixable=False,
+                # The fix flow offers to delete the meter (repairs.py).
+                is_fixable=True,
                 severity=ir.IssueSeverity.WARNING,
                 translation_key=issue_key,
                 translation_placeholders=placeholders,
+                data={"kind": issue_key, "subentry_id": subentry_id},
             )
         else:
             ir.async_delete_issue(hass, DOMAIN, issue_id)

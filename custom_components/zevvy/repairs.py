@@ -7,6 +7,9 @@
   fixing the cause) or discard them.
 * ``outbox_overflow``: the outbox was full and the oldest readings were dropped;
   the user acknowledges.
+* ``meter_missing`` / ``meter_not_eligible`` (raised by meters.py): a meter's
+  entity is gone or has no meter reading any more. The user restores the entity
+  (the issue goes by itself) or deletes the meter here.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from homeassistant.helpers import issue_registry as ir
 import voluptuous as vol
 
 from .const import DOMAIN
+from .meters import ISSUE_METER_MISSING, ISSUE_METER_NOT_ELIGIBLE
 from .outbox import ISSUE_BATCH_REJECTED, ISSUE_OUTBOX_OVERFLOW, ISSUE_READING_HELD
 
 if TYPE_CHECKING:
@@ -145,6 +149,47 @@ class OverflowRepairFlow(_OutboxRepairFlow):
         )
 
 
+class MeterRepairFlow(RepairsFlow):
+    """A meter's entity is gone or not a meter any more: delete the meter."""
+
+    def __init__(self, data: IssueData) -> None:
+        """Remember which meter (subentry) the issue is about."""
+        self._subentry_id = str((data or {}).get("subentry_id", ""))
+
+    async def async_step_init(
+        self, user_input: dict[str, str] | None = None
+    ) -> data_entry_flow.FlowResult:
+        """Start: the repairs manager passes the issue id as input here."""
+        return await self.async_step_confirm()
+
+    async def async_step_confirm(
+        self, user_input: dict[str, str] | None = None
+    ) -> data_entry_flow.FlowResult:
+        """Explain; on confirm, delete the meter's subentry."""
+        entry = next(
+            (
+                entry
+                for entry in self.hass.config_entries.async_entries(DOMAIN)
+                if self._subentry_id in entry.subentries
+            ),
+            None,
+        )
+        if entry is None:
+            return self.async_abort(reason="meter_gone")
+        if user_input is not None:
+            # Its entities, device, readings and issues go with it.
+            self.hass.config_entries.async_remove_subentry(entry, self._subentry_id)
+            return self.async_create_entry(data={})
+        issue = ir.async_get(self.hass).async_get_issue(DOMAIN, self.issue_id)
+        return self.async_show_form(
+            step_id="confirm",
+            data_schema=vol.Schema({}),
+            description_placeholders=dict(issue.translation_placeholders or {})
+            if issue
+            else None,
+        )
+
+
 async def async_create_fix_flow(
     hass: HomeAssistant, issue_id: str, data: IssueData
 ) -> RepairsFlow:
@@ -156,4 +201,6 @@ async def async_create_fix_flow(
         return RejectedBatchRepairFlow(data)
     if kind == ISSUE_OUTBOX_OVERFLOW:
         return OverflowRepairFlow(data)
+    if kind in (ISSUE_METER_MISSING, ISSUE_METER_NOT_ELIGIBLE):
+        return MeterRepairFlow(data)
     raise ValueError(f"No fix flow for issue {issue_id}")
