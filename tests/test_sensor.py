@@ -8,12 +8,13 @@ from unittest.mock import patch
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.config_entries import ConfigSubentry
 from homeassistant.const import STATE_UNKNOWN, Platform
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, State
 from homeassistant.helpers import device_registry as dr, entity_registry as er
 import pytest
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
     async_fire_time_changed,
+    mock_restore_cache_with_extra_data,
     snapshot_platform,
 )
 from syrupy.assertion import SnapshotAssertion
@@ -143,3 +144,39 @@ async def test_meters_added_renamed_removed(
     assert hass.states.get(roof_time) is None
     assert device_registry.async_get(device.id) is None
     assert entity_registry.async_get(METER_TIME) is not None
+
+
+async def test_last_upload_survives_a_restart(
+    hass: HomeAssistant,
+    meter_config_entry: MockConfigEntry,
+    freezer: FrozenDateTimeFactory,
+    sandbox: ZevvySandbox,
+) -> None:
+    """The last upload before a restart shows until the next one."""
+    mock_restore_cache_with_extra_data(
+        hass,
+        [
+            (
+                State(LAST_UPLOAD, "2026-11-26T11:45:00+00:00"),
+                {
+                    "native_value": {
+                        "__type": "<class 'datetime.datetime'>",
+                        "isoformat": "2026-11-26T11:45:00+00:00",
+                    },
+                    "native_unit_of_measurement": None,
+                },
+            ),
+            (
+                State(WAITING, "7"),
+                {"native_value": 7, "native_unit_of_measurement": None},
+            ),
+        ],
+    )
+    freezer.move_to(START)
+    await _setup(hass, meter_config_entry)
+    assert hass.states.get(LAST_UPLOAD).state == "2026-11-26T11:45:00+00:00"  # type: ignore[union-attr]
+    # Readings waiting is the outbox's count, never an old value.
+    assert hass.states.get(WAITING).state == "0"  # type: ignore[union-attr]
+
+    await _tick(hass, freezer, START + timedelta(minutes=10))
+    assert hass.states.get(LAST_UPLOAD).state == "2026-11-26T12:15:00+00:00"  # type: ignore[union-attr]

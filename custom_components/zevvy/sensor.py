@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from homeassistant.components.sensor import (
+    RestoreSensor,
     SensorDeviceClass,
     SensorEntity,
     SensorEntityDescription,
@@ -36,6 +37,8 @@ class ZevvySensorEntityDescription(SensorEntityDescription):
     """A sensor of the account."""
 
     value_fn: Callable[[ZevvyStatus], datetime | int | None]
+    # Show the value from before a restart until there is a new one.
+    restore: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -52,6 +55,7 @@ ACCOUNT_SENSORS: tuple[ZevvySensorEntityDescription, ...] = (
         device_class=SensorDeviceClass.TIMESTAMP,
         entity_category=EntityCategory.DIAGNOSTIC,
         value_fn=lambda status: status.last_success,
+        restore=True,
     ),
     ZevvySensorEntityDescription(
         key="readings_waiting",
@@ -135,15 +139,27 @@ async def async_setup_entry(
     entry.async_on_unload(entry.add_update_listener(_async_entry_updated))
 
 
-class ZevvySensorEntity(ZevvyEntity, SensorEntity):
+class ZevvySensorEntity(ZevvyEntity, RestoreSensor):
     """A sensor of the account."""
 
     entity_description: ZevvySensorEntityDescription
+    _restored: datetime | None = None
+
+    async def async_added_to_hass(self) -> None:
+        """Restore the last upload time: the coordinator only knows its own."""
+        await super().async_added_to_hass()
+        if not self.entity_description.restore:
+            return
+        if (data := await self.async_get_last_sensor_data()) is not None and (
+            isinstance(data.native_value, datetime)
+        ):
+            self._restored = data.native_value
 
     @property
     def native_value(self) -> datetime | int | None:
         """Return the value from the coordinator's status."""
-        return self.entity_description.value_fn(self.coordinator.data)
+        value = self.entity_description.value_fn(self.coordinator.data)
+        return self._restored if value is None else value
 
 
 class ZevvyMeterSensorEntity(ZevvyMeterEntity, SensorEntity):
