@@ -176,6 +176,10 @@ async def test_upload_now_unknown_and_unloaded_entries(
     _check_translation(err.value, "entry_not_loaded")
 
     assert await hass.config_entries.async_unload(entry.entry_id)
+    # A meter of an account that is not loaded.
+    with pytest.raises(ServiceValidationError) as err:
+        await _call(hass, "send_reading", {"meter": METER_ENTITY_ID, "value": 1})
+    _check_translation(err.value, "entry_not_loaded")
     assert entry.state is ConfigEntryState.NOT_LOADED
     with pytest.raises(ServiceValidationError) as err:
         await _call(hass, "upload_now", {})

@@ -172,7 +172,7 @@ def _find_meter(
     entries = (
         [async_get_loaded_entry(hass, entry_id)]
         if entry_id
-        else hass.config_entries.async_loaded_entries(DOMAIN)
+        else hass.config_entries.async_entries(DOMAIN)
     )
     for entry in entries:
         for subentry in entry.subentries.values():
@@ -183,7 +183,8 @@ def _find_meter(
                 registry_id is None and data[CONF_ENTITY_ID] == entity_id
             ):
                 return (
-                    entry,
+                    # The meter's account must be loaded.
+                    async_get_loaded_entry(hass, entry.entry_id),
                     subentry.subentry_id,
                     data[CONF_DEVICE_REF],
                     data[CONF_REGISTER_REF],
