@@ -87,6 +87,16 @@ def wait_for(
         time.sleep(interval)
 
 
+def _with_parent_death_signal(args: list[str]) -> list[str]:
+    """Return args run so that the child gets SIGTERM if the test process dies.
+
+    Even a SIGKILLed pytest then leaves no Home Assistant or sandbox behind
+    (util-linux setpriv sets PR_SET_PDEATHSIG, kept across exec).
+    """
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", *args] if setpriv else args
+
+
 class ManagedProcess:
     """A subprocess in its own process group, logging to a file."""
 
@@ -102,7 +112,7 @@ class ManagedProcess:
             log.write(f"\n=== {self.name}: {' '.join(args)}\n".encode())
             log.flush()
             self.process = subprocess.Popen(
-                args,
+                _with_parent_death_signal(args),
                 cwd=ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
