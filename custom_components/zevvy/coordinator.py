@@ -46,6 +46,9 @@ from .const import (
 from .meters import resolve_meters, state_to_kwh
 from .outbox import AddResult, Batch, Outbox, is_meter_key
 
+# Seconds between two status updates while the outbox changes (confirmations).
+PUBLISH_DELAY = 1.0
+
 
 @dataclass
 class ZevvyRuntimeData:
@@ -146,6 +149,7 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
         self._unsub_tick: CALLBACK_TYPE | None = None
         self._unsub_retry: CALLBACK_TYPE | None = None
         self._unsub_outbox: CALLBACK_TYPE | None = None
+        self._unsub_publish: CALLBACK_TYPE | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._send_lock = asyncio.Lock()
         self._backoff = 0.0
@@ -196,8 +200,34 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
 
     @callback
     def _async_publish(self) -> None:
+        """Hand the current status to the entities now."""
+        if self._unsub_publish is not None:
+            self._unsub_publish()
+            self._unsub_publish = None
         if not self._stopped:
             self.async_set_updated_data(self._status())
+
+    @callback
+    def async_update_status(self) -> None:
+        """Publish the status now (e.g. after a repair flow changed the outbox)."""
+        self._async_publish()
+
+    @callback
+    def _async_outbox_changed(self) -> None:
+        """Publish at most every PUBLISH_DELAY seconds while batches confirm.
+
+        A round of 1000 confirmations must not rebuild the status (and write
+        every entity's state) 1000 times.
+        """
+        if not self._stopped and self._unsub_publish is None:
+            self._unsub_publish = async_call_later(
+                self.hass, PUBLISH_DELAY, self._async_delayed_publish
+            )
+
+    @callback
+    def _async_delayed_publish(self, _now: datetime) -> None:
+        self._unsub_publish = None
+        self._async_publish()
 
     # --- life cycle -------------------------------------------------------------
 
@@ -205,7 +235,7 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
     def async_start(self) -> None:
         """Start the quarter-hour schedule and send what waits from before."""
         self._stopped = False
-        self._unsub_outbox = self.outbox.async_add_listener(self._async_publish)
+        self._unsub_outbox = self.outbox.async_add_listener(self._async_outbox_changed)
         self._schedule_tick()
         if self.outbox.pending_count:
             self._async_start_send()
@@ -213,10 +243,16 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
     async def async_stop(self) -> None:
         """Stop timers and uploads and write the outbox (entry unload)."""
         self._stopped = True
-        for unsub in (self._unsub_tick, self._unsub_retry, self._unsub_outbox):
+        for unsub in (
+            self._unsub_tick,
+            self._unsub_retry,
+            self._unsub_outbox,
+            self._unsub_publish,
+        ):
             if unsub is not None:
                 unsub()
-        self._unsub_tick = self._unsub_retry = self._unsub_outbox = None
+        self._unsub_tick = self._unsub_retry = None
+        self._unsub_outbox = self._unsub_publish = None
         tasks = [task for task in self._tasks if not task.done()]
         for task in tasks:
             task.cancel()
@@ -257,22 +293,21 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
     async def async_collect(self, read_at: datetime) -> AddResult:
         """Queue the current state of every meter as its reading at ``read_at``."""
         await self._async_prune_removed_meters()
-        total = AddResult()
+        items: list[tuple[str, str, str, tuple[tuple[datetime, float], ...]]] = []
         for meter in resolve_meters(self.hass, self.config_entry):
             value = state_to_kwh(self.hass.states.get(meter.entity_id))
             if value is None:
                 LOGGER.debug("No reading for %s at %s", meter.entity_id, read_at)
                 continue
-            result = self.outbox.add(
-                meter.subentry_id,
-                meter.device_ref,
-                meter.register_ref,
-                ((read_at, value),),
+            items.append(
+                (
+                    meter.subentry_id,
+                    meter.device_ref,
+                    meter.register_ref,
+                    ((read_at, value),),
+                )
             )
-            total.queued += result.queued
-            total.duplicates += result.duplicates
-            total.held += result.held
-            total.dropped += result.dropped
+        total = self.outbox.add_many(items)
         if total.queued or total.held or total.dropped:
             await self.outbox.async_save()
         self._last_collect = read_at
@@ -282,9 +317,13 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
     async def _async_prune_removed_meters(self) -> None:
         """Drop the queues of meters whose subentry was deleted."""
         subentries = self.config_entry.subentries
+        removed = False
         for key in self.outbox.keys:
             if is_meter_key(key) and key not in subentries:
                 await self.outbox.async_remove_queue(key)
+                removed = True
+        if removed:
+            self._async_publish()
 
     @callback
     def async_subentries_changed(self) -> None:

@@ -50,6 +50,8 @@ from .const import DOMAIN, LOGGER, OUTBOX_MAX_READINGS, READING_DECIMALS
 STORAGE_VERSION = 1
 # Seconds a confirmation may wait before it is written (several coalesce).
 SAVE_DELAY = 1.0
+# Dropped readings (outbox full) between two warnings in the log.
+OVERFLOW_LOG_EVERY = 10_000
 
 ISSUE_READING_HELD = "reading_held"
 ISSUE_BATCH_REJECTED = "batch_rejected"
@@ -444,7 +446,33 @@ class Outbox:
     ) -> AddResult:
         """Queue readings (drop check, duplicates, bound); does not save."""
         with self._lock:
-            return self._add(key, device_ref, register_ref, readings)
+            result = self._add(key, device_ref, register_ref, readings)
+            result.dropped = self._enforce_bound()
+        if result.queued or result.held or result.dropped:
+            self._changed()
+        return result
+
+    @callback
+    def add_many(
+        self,
+        items: Iterable[tuple[str, str, str, Iterable[tuple[datetime, float]]]],
+    ) -> AddResult:
+        """Queue readings of many queues at once: (key, device, register, readings).
+
+        The bound is checked and listeners are told once, not per queue (a tick
+        of 1000 meters stays linear).
+        """
+        total = AddResult()
+        with self._lock:
+            for key, device_ref, register_ref, readings in items:
+                result = self._add(key, device_ref, register_ref, readings)
+                total.queued += result.queued
+                total.duplicates += result.duplicates
+                total.held += result.held
+            total.dropped = self._enforce_bound()
+        if total.queued or total.held or total.dropped:
+            self._changed()
+        return total
 
     def _add(
         self,
@@ -486,9 +514,6 @@ class Outbox:
             result.queued += 1
         if newly_held:
             self._async_update_held_issue(key, queue)
-        result.dropped = self._enforce_bound()
-        if result.queued or result.held:
-            self._changed()
         return result
 
     async def async_add(
@@ -530,8 +555,17 @@ class Outbox:
                 series.drop_first(count)
         if not dropped:
             return 0
+        # Warn when the outbox starts dropping, then every OVERFLOW_LOG_EVERY
+        # readings, so a long outage does not flood the log (debug otherwise).
+        before = self._overflow_dropped
+        log = (
+            LOGGER.warning
+            if before == 0
+            or before // OVERFLOW_LOG_EVERY != (before + dropped) // OVERFLOW_LOG_EVERY
+            else LOGGER.debug
+        )
         self._overflow_dropped += dropped
-        LOGGER.warning(
+        log(
             "The zevvy outbox is full (%s readings): dropped the %s oldest readings "
             "(from %s); %s dropped so far",
             OUTBOX_MAX_READINGS,

@@ -64,6 +64,7 @@ class _OutboxRepairFlow(RepairsFlow):
     def _done(
         self, coordinator: ZevvyCoordinator, send: bool
     ) -> data_entry_flow.FlowResult:
+        coordinator.async_update_status()
         if send:
             coordinator.async_request_send()
         return self.async_create_entry(data={})
