@@ -41,11 +41,13 @@ def _request(
 
 
 def wait_until_up(base_url: str, timeout: float = 120.0) -> None:
-    """Wait until Home Assistant answers GET /api/onboarding."""
+    """Wait until Home Assistant's HTTP server answers (any status will do)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            _request("GET", f"{base_url}/api/onboarding", timeout=5)
+            _request("GET", f"{base_url}/api/", timeout=5)
+        except urllib.error.HTTPError:
+            return  # 401 without a token: it is up
         except (OSError, urllib.error.URLError):
             if time.monotonic() > deadline:
                 raise
@@ -56,7 +58,12 @@ def wait_until_up(base_url: str, timeout: float = 120.0) -> None:
 
 def is_onboarded(base_url: str) -> bool:
     """Return True when every onboarding step is done."""
-    steps = _request("GET", f"{base_url}/api/onboarding")
+    try:
+        steps = _request("GET", f"{base_url}/api/onboarding")
+    except urllib.error.HTTPError as err:
+        if err.code == 404:
+            return True  # started after onboarding: the onboarding API is gone
+        raise
     return all(step["done"] for step in steps)
 
 
