@@ -26,7 +26,7 @@ from pytest_homeassistant_custom_component.common import (
     async_fire_time_changed,
 )
 
-from custom_components.zevvy import outbox as outbox_module
+from custom_components.zevvy import outbox as outbox_module, repairs as repairs_module
 from custom_components.zevvy.api import Reading, ZevvyAuth
 from custom_components.zevvy.const import (
     BACKOFF_INITIAL,
@@ -634,3 +634,82 @@ async def test_expired_login_starts_reauth_and_keeps_collecting(
     assert await hass.config_entries.async_reload(meters.entry.entry_id)
     await hass.async_block_till_done()
     assert len(sandbox.readings()) == 3
+
+
+async def test_fix_flow_needs_a_loaded_entry(
+    hass: HomeAssistant, meters: Meters, sandbox: ZevvySandbox
+) -> None:
+    """A held reading's issue cannot be fixed while the entry is not loaded."""
+    one = meters.add("one")
+    await meters.setup()
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1), grow=False
+    )
+    meters.set(one, 10.0)
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 31, tzinfo=UTC), timedelta(minutes=1), grow=False
+    )
+    issue_id = f"reading_held_{meters.entry.entry_id}_{one}"
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is not None
+    # Flows opened before the entry was unloaded abort at the choice.
+    opened = [await _fix_flow(hass, issue_id) for _ in range(2)]
+    assert await hass.config_entries.async_unload(meters.entry.entry_id)
+    await hass.async_block_till_done()
+    for flow, choice in zip(opened, ("replaced", "discard"), strict=True):
+        result = await _choose(hass, flow["flow_id"], choice)
+        assert result["type"] is FlowResultType.ABORT
+        assert result["reason"] == "not_loaded"
+    result = await _fix_flow(hass, issue_id)
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "not_loaded"
+
+    # Held readings survive the reload and the issue can then be fixed.
+    coordinator = await meters.setup()
+    assert coordinator.data.held == 1
+    result = await _fix_flow(hass, issue_id)
+    result = await _choose(hass, result["flow_id"], "discard")
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert coordinator.data.held == 0
+
+
+async def test_unknown_issue_kind_has_no_fix_flow(hass: HomeAssistant) -> None:
+    """Only the outbox's issues have fix flows here."""
+    with pytest.raises(ValueError, match="No fix flow"):
+        await repairs_module.async_create_fix_flow(hass, "other", {"kind": "other"})
+
+
+async def test_upload_now_sends_at_once_despite_backoff(
+    hass: HomeAssistant, meters: Meters, sandbox: ZevvySandbox
+) -> None:
+    """upload_now ignores a pending retry timer and reports what it did."""
+    meters.add("one")
+    meters.add("two")
+    coordinator = await meters.setup()
+    sandbox.inject_fault(status=503, count=100_000)
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1)
+    )
+    assert coordinator.data.next_retry is not None
+    result = await coordinator.async_collect_and_send()
+    assert (result.sent, result.waiting) == (0, 2)
+    assert result.error == "unreachable"
+    sandbox.clear_faults()
+    result = await coordinator.async_upload_now()
+    assert (result.sent, result.waiting, result.held, result.parked) == (2, 0, 0, 0)
+    assert result.error is None
+    assert coordinator.data.next_retry is None
+    # Other errors (here 403) are retried like an outage, with the message kept.
+    sandbox.inject_fault(status=403, count=1)
+    meters.grow()
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 30, 10, tzinfo=UTC),
+        timedelta(minutes=1),
+        grow=False,
+    )
+    assert coordinator.data.last_error == "error"
+    assert coordinator.last_error_detail is not None
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 32, tzinfo=UTC), timedelta(seconds=10), grow=False
+    )
+    assert coordinator.data.pending == 0
+    assert len(sandbox.readings()) == 4

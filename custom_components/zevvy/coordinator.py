@@ -482,7 +482,10 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
         if self._connected:
             LOGGER.warning(
                 "zevvy is unreachable (%s); %s readings wait in the outbox, "
-                "retrying in %.0f s",
+                "retrying in %.0f s"
+                if isinstance(error, ZevvyConnectionError)
+                else "zevvy refused the upload (%s); %s readings wait in the "
+                "outbox, retrying in %.0f s",
                 error,
                 self.outbox.pending_count,
                 delay,
