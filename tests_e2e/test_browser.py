@@ -145,6 +145,7 @@ def add_zevvy_in_the_browser(
     flow.get_by_text("Advanced").click()
     flow.get_by_label("Login server address").fill(sandbox.issuer)
     flow.get_by_label("Data server address").fill(sandbox.api_url)
+    page.wait_for_timeout(500)  # the section's opening animation
     shots.take(page, "credentials")
     flow.get_by_role("button", name="Submit").click()
 

@@ -128,6 +128,18 @@ def set_manual_meter(home_assistant: HomeAssistantProcess, value: float) -> None
     )
 
 
+def wait_for_state(
+    home_assistant: HomeAssistantProcess, entity_id: str, expected: str
+) -> None:
+    """Wait until an entity shows a state."""
+    wait_for(
+        lambda: (state := home_assistant.state(entity_id))
+        and state["state"] == expected,
+        timeout=15,
+        message=f"{entity_id} to be {expected}",
+    )
+
+
 def bulk_create_statuses(sandbox: SandboxProcess) -> list[int]:
     """Return the statuses of every bulk-create request so far."""
     return [
@@ -200,6 +212,9 @@ def test_delivery_exactly_once_across_outage_and_restarts(
     response = home_assistant.call_service("zevvy", "upload_now")
     assert response.status_code >= 400, response.text
     assert len(stored(sandbox)) == len(CHOSEN_METERS)
+    # The account device's entities tell the user.
+    wait_for_state(home_assistant, "sensor.zevvy_readings_waiting", "3")
+    wait_for_state(home_assistant, "binary_sensor.zevvy_connection", "off")
 
     # --- zevvy is back: everything waiting arrives, once. --------------------
     sandbox.admin("DELETE", "faults")
@@ -217,6 +232,13 @@ def test_delivery_exactly_once_across_outage_and_restarts(
         device, register = CHOSEN_METERS[entity_id]
         value = readings[(device, register, read_at(second))]
         assert abs(value - formula_kwh(entity_id, second)) < 0.01, (entity_id, value)
+    wait_for_state(home_assistant, "sensor.zevvy_readings_waiting", "0")
+    wait_for_state(home_assistant, "binary_sensor.zevvy_connection", "on")
+    wait_for_state(
+        home_assistant,
+        "sensor.manual_meter_energy_time_of_last_delivered_reading",
+        second.isoformat(),
+    )
     # A reading sent again would have been answered 409: none was.
     assert 409 not in bulk_create_statuses(sandbox)
     assert not home_assistant.errors_in_log("custom_components.zevvy")
