@@ -9,6 +9,7 @@ leaves a screenshot in artifacts/e2e/test_add_zevvy_in_the_browser/.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 import re
 from urllib.parse import urlsplit
@@ -30,6 +31,7 @@ from .harness import (
     HA_USER,
     HomeAssistantProcess,
     SandboxProcess,
+    next_quarter,
     wait_for,
 )
 
@@ -206,3 +208,18 @@ def add_zevvy_in_the_browser(
         expect(page.get_by_text(name, exact=True).first).to_be_visible()
     page.wait_for_timeout(500)
     shots.take(page, "zevvy-device")
+
+    # The next quarter hour (Home Assistant's clock moved to just before it):
+    # the readings show up on the sandbox's overview.
+    quarter = next_quarter(home_assistant.now())
+    home_assistant.restart(clock=quarter - timedelta(seconds=15))
+    wait_for(
+        lambda: len(sandbox.readings()) == 7,
+        timeout=60,
+        message="the readings of seven meters",
+    )
+    overview = context.new_page()
+    overview.goto(sandbox.url)
+    for device in ("Apartment 1", "Apartment 3", "Grid export", "PV system"):
+        expect(overview.get_by_text(device).first).to_be_visible()
+    shots.take(overview, "sandbox-readings")
