@@ -45,9 +45,9 @@ def wait_until_up(base_url: str, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            _request("GET", f"{base_url}/api/", timeout=5)
+            _request("GET", f"{base_url}/auth/providers", timeout=5)
         except urllib.error.HTTPError:
-            return  # 401 without a token: it is up
+            return  # 400 before onboarding: it is up
         except (OSError, urllib.error.URLError):
             if time.monotonic() > deadline:
                 raise

@@ -287,9 +287,9 @@ class HomeAssistantProcess(ManagedProcess):
         def up() -> bool:
             if not self.running:
                 raise RuntimeError(f"Home Assistant exited:\n{self.log_tail()}")
-            # Any answer will do (401 without a token; /api/onboarding is gone
-            # once onboarding is done).
-            self.http.get(f"{self.url}/api/", timeout=5)
+            # Any answer will do (400 before onboarding). Not /api/: a request
+            # without a token there counts as a failed login (a notification).
+            self.http.get(f"{self.url}/auth/providers", timeout=5)
             return True
 
         wait_for(up, timeout=90, message="Home Assistant's HTTP server")
