@@ -73,6 +73,10 @@ def add_zevvy(
         "sensor.apartment_3",
         "sensor.ev_charger",
     }
+    # Offered with a warning, not preselected: restarts at 0 every session.
+    assert (
+        "sensor.ev_charger_session" in result["description_placeholders"]["resetting"]
+    )
     result = flow.submit({"entities": list(CHOSEN_METERS)})
     seen: dict[str, tuple[str, str]] = {}
     while result["type"] == "form" and result["step_id"] == "meter_names":
