@@ -26,6 +26,7 @@ from .const import (
     DOMAIN,
 )
 from .coordinator import ZevvyConfigEntry, ZevvyCoordinator, ZevvyRuntimeData
+from .history import async_start_gap_fill
 from .meters import async_setup_meters
 from .outbox import Outbox
 from .services import async_setup_services
@@ -103,6 +104,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> boo
     async_setup_meters(hass, entry)
 
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    # Quarter hours missed while the entry was not loaded, from the recorder's
+    # statistics; in the background so that it never delays the setup.
+    async_start_gap_fill(hass, entry)
     return True
 
 

@@ -41,6 +41,11 @@ from .const import (
     SUBENTRY_TYPE_METER,
 )
 from .coordinator import UploadResult, ZevvyConfigEntry, quarter_floor
+from .history import (
+    SERVICE_UPLOAD_HISTORY,
+    UPLOAD_HISTORY_SCHEMA,
+    async_handle_upload_history,
+)
 from .meters import ENERGY_UNITS
 from .outbox import manual_key, to_epoch
 
@@ -302,5 +307,12 @@ def async_setup_services(hass: HomeAssistant) -> None:
         SERVICE_SEND_READING,
         _async_send_reading,
         schema=SEND_READING_SCHEMA,
+        supports_response=SupportsResponse.OPTIONAL,
+    )
+    hass.services.async_register(
+        DOMAIN,
+        SERVICE_UPLOAD_HISTORY,
+        async_handle_upload_history,
+        schema=UPLOAD_HISTORY_SCHEMA,
         supports_response=SupportsResponse.OPTIONAL,
     )

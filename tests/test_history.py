@@ -1,0 +1,500 @@
+"""Backfill (zevvy.upload_history) and gap fill from the recorder's statistics.
+
+The recorder runs for real (in-memory SQLite). Statistics are imported into its
+hourly and 5-minute tables through the recorder's own import job (the same code
+path as ``async_import_statistics``; the 5-minute table is passed explicitly,
+which the public helper does not offer). Readings travel to the sandbox over HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+import logging
+from typing import Any
+
+from freezegun.api import FrozenDateTimeFactory
+from homeassistant.components.recorder import Recorder
+from homeassistant.components.recorder.db_schema import (
+    Statistics,
+    StatisticsShortTerm,
+)
+from homeassistant.components.recorder.models import (
+    StatisticData,
+    StatisticMeanType,
+    StatisticMetaData,
+)
+from homeassistant.config_entries import ConfigEntryState, ConfigSubentry
+from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ServiceValidationError
+from homeassistant.helpers import entity_registry as er, issue_registry as ir
+from homeassistant.helpers.recorder import get_instance
+import pytest
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.components.recorder.common import (
+    async_wait_recording_done,
+)
+
+from custom_components.zevvy.const import (
+    CONF_DEVICE_REF,
+    CONF_ENTITY_ID,
+    CONF_ENTITY_REGISTRY_ID,
+    CONF_REGISTER_REF,
+    DOMAIN,
+    SUBENTRY_TYPE_METER,
+)
+from custom_components.zevvy.coordinator import ZevvyCoordinator
+from custom_components.zevvy.history import SERVICE_UPLOAD_HISTORY
+from custom_components.zevvy.meters import meter_title
+from zevvy_sandbox import ZevvySandbox
+
+NOW = datetime(2026, 11, 26, 12, 7, tzinfo=UTC)
+# kWh a test meter counts per hour.
+RATE = 0.5
+BASE = datetime(2026, 10, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def mock_recorder_before_hass(async_test_recorder: Any) -> None:
+    """Prepare the recorder's database before hass (recorder_mock needs it)."""
+
+
+def _value(moment: datetime, offset: float = 1000.0) -> float:
+    """The meter reading (kWh) of a test meter at ``moment``."""
+    return round(offset + (moment - BASE).total_seconds() / 3600 * RATE, 3)
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def _add_meter(
+    hass: HomeAssistant, entry: MockConfigEntry, name: str, unit: str = "kWh"
+) -> tuple[str, str]:
+    """Add a meter sensor and its subentry; return (entity id, subentry id)."""
+    entity = er.async_get(hass).async_get_or_create(
+        "sensor", "test", f"uid_{name}", suggested_object_id=name
+    )
+    hass.states.async_set(
+        entity.entity_id,
+        "1",
+        {"unit_of_measurement": unit, "state_class": "total_increasing"},
+    )
+    subentry = ConfigSubentry(
+        data={
+            CONF_ENTITY_REGISTRY_ID: entity.id,
+            CONF_ENTITY_ID: entity.entity_id,
+            CONF_DEVICE_REF: f"Device {name}",
+            CONF_REGISTER_REF: "Energy",
+        },
+        subentry_type=SUBENTRY_TYPE_METER,
+        title=meter_title(f"Device {name}", "Energy"),
+        unique_id=entity.id,
+    )
+    hass.config_entries.async_add_subentry(entry, subentry)
+    return entity.entity_id, subentry.subentry_id
+
+
+def _rows(
+    first: datetime, last: datetime, step: timedelta, value: Any = _value
+) -> list[tuple[datetime, float]]:
+    """(row start, state) for rows starting at first..last (exclusive).
+
+    A row's state is the reading at the end of its period.
+    """
+    rows = []
+    moment = first
+    while moment < last:
+        rows.append((moment, value(moment + step)))
+        moment += step
+    return rows
+
+
+async def _import(
+    hass: HomeAssistant,
+    entity_id: str,
+    *,
+    hourly: Iterable[tuple[datetime, float]] = (),
+    short: Iterable[tuple[datetime, float]] = (),
+    unit: str = "kWh",
+) -> None:
+    """Write statistics of an entity into the recorder's tables."""
+    metadata = StatisticMetaData(
+        has_mean=False,
+        mean_type=StatisticMeanType.NONE,
+        has_sum=True,
+        name=None,
+        source="recorder",
+        statistic_id=entity_id,
+        unit_of_measurement=unit,
+    )
+    instance = get_instance(hass)
+    for table, rows in ((Statistics, hourly), (StatisticsShortTerm, short)):
+        data = [
+            StatisticData(start=start, state=state, sum=state) for start, state in rows
+        ]
+        if data:
+            instance.async_import_statistics(metadata, data, table)
+    await async_wait_recording_done(hass)
+
+
+async def _setup(hass: HomeAssistant, entry: MockConfigEntry) -> ZevvyCoordinator:
+    if entry.entry_id not in {e.entry_id for e in hass.config_entries.async_entries()}:
+        entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    coordinator: ZevvyCoordinator = entry.runtime_data.coordinator
+    return coordinator
+
+
+async def _upload_history(hass: HomeAssistant, **data: Any) -> dict[str, Any]:
+    response = await hass.services.async_call(
+        DOMAIN, SERVICE_UPLOAD_HISTORY, data, blocking=True, return_response=True
+    )
+    assert isinstance(response, dict)
+    return response
+
+
+def _bulk_requests(sandbox: ZevvySandbox) -> int:
+    return sum(1 for r in sandbox.requests if r.path.endswith("_bulk_create"))
+
+
+async def test_backfill_quarter_hours_then_hours(
+    recorder_mock: Recorder,
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """20 days: quarter hours where 5-minute statistics exist, full hours before."""
+    freezer.move_to(NOW)
+    mock_config_entry.add_to_hass(hass)
+    entity_id, _ = _add_meter(hass, mock_config_entry, "a")
+    hour = NOW.replace(minute=0)
+    short_from = hour - timedelta(days=4)
+    # Hourly statistics exist for the whole time (as in a real recorder), the
+    # 5-minute ones only for the last 4 days.
+    await _import(
+        hass,
+        entity_id,
+        hourly=_rows(hour - timedelta(days=25), hour, timedelta(hours=1)),
+        short=_rows(short_from, NOW.replace(minute=5), timedelta(minutes=5)),
+    )
+    coordinator = await _setup(hass, mock_config_entry)
+    start = hour - timedelta(days=20)
+
+    response = await _upload_history(
+        hass, config_entry_id=mock_config_entry.entry_id, start=start
+    )
+
+    # Hours up to the end of the first 5-minute row (short_from itself
+    # included), quarter hours after it.
+    hours = 16 * 24 + 1
+    quarters = 4 * 24 * 4
+    assert response["no_statistics"] == []
+    assert response["meters"][entity_id] == {
+        "device_ref": "Device a",
+        "register_ref": "Energy",
+        "quarter_hour_readings": quarters,
+        "hourly_readings": hours,
+        "queued": hours + quarters,
+        "already_queued": 0,
+        "already_delivered": 0,
+        "held": 0,
+    }
+    assert response["queued"] == hours + quarters
+    # The readings-waiting count shows the backlog.
+    assert coordinator.data.pending == hours + quarters
+
+    await coordinator.async_send()
+    readings = sandbox.readings("Device a", "Energy")
+    expected = [start + timedelta(hours=i) for i in range(hours)] + [
+        short_from + timedelta(minutes=15 * i) for i in range(1, quarters + 1)
+    ]
+    assert [r.read_at for r in readings] == [_stamp(m) for m in expected]
+    assert [r.value for r in readings] == [_value(m) for m in expected]
+    assert expected[-1] == hour
+    assert coordinator.outbox.pending_count == 0
+
+
+async def test_backfill_twice_stores_nothing_twice(
+    recorder_mock: Recorder,
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A second run resends older readings; zevvy keeps one of each."""
+    freezer.move_to(NOW)
+    mock_config_entry.add_to_hass(hass)
+    entity_id, _ = _add_meter(hass, mock_config_entry, "a")
+    hour = NOW.replace(minute=0)
+    await _import(
+        hass,
+        entity_id,
+        short=_rows(hour - timedelta(hours=2), hour, timedelta(minutes=5)),
+    )
+    coordinator = await _setup(hass, mock_config_entry)
+    start = hour - timedelta(hours=3)
+
+    # zevvy is down: the readings wait in the outbox.
+    sandbox.inject_fault(status=503, count=100)
+    first = await _upload_history(hass, start=start, meters=[entity_id])
+    assert first["queued"] == 8
+    await hass.async_block_till_done()
+    assert coordinator.outbox.pending_count == 8
+    # Already waiting in the outbox: not queued twice.
+    again = await _upload_history(hass, start=start)
+    assert again["queued"] == 0
+    assert again["meters"][entity_id]["already_queued"] == 8
+    sandbox.clear_faults()
+    await coordinator.async_upload_now()
+    stored = sandbox.readings()
+    assert len(stored) == 8
+
+    # Delivered: the newest is recognized, the older ones go again and zevvy
+    # answers that it has them.
+    third = await _upload_history(hass, start=start)
+    assert third["meters"][entity_id]["already_delivered"] == 1
+    assert third["queued"] == 7
+    await hass.async_block_till_done()
+    assert sandbox.readings() == stored
+    assert coordinator.outbox.pending_count == 0
+
+
+async def test_gap_fill_after_outage(
+    recorder_mock: Recorder,
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """Three days unloaded: the missed quarter hours arrive after the setup."""
+    freezer.move_to(NOW)
+    mock_config_entry.add_to_hass(hass)
+    entity_id, subentry_id = _add_meter(hass, mock_config_entry, "a")
+    coordinator = await _setup(hass, mock_config_entry)
+    delivered_at = NOW.replace(minute=0)
+    await coordinator.outbox.async_add(
+        subentry_id, "Device a", "Energy", [(delivered_at, _value(delivered_at))]
+    )
+    await coordinator.async_send()
+    assert len(sandbox.readings()) == 1
+    assert await hass.config_entries.async_unload(mock_config_entry.entry_id)
+
+    back = NOW + timedelta(days=3)
+    freezer.move_to(back)
+    await _import(
+        hass,
+        entity_id,
+        short=_rows(
+            delivered_at - timedelta(hours=1),
+            back.replace(minute=5),
+            timedelta(minutes=5),
+        ),
+    )
+    requests = _bulk_requests(sandbox)
+    coordinator = await _setup(hass, mock_config_entry)
+    await hass.async_block_till_done(wait_background_tasks=True)
+
+    quarters = [delivered_at + timedelta(minutes=15 * i) for i in range(3 * 96 + 1)]
+    readings = sandbox.readings("Device a", "Energy")
+    assert [r.read_at for r in readings] == [_stamp(m) for m in quarters]
+    assert [r.value for r in readings] == [_value(m) for m in quarters]
+    assert _bulk_requests(sandbox) > requests
+
+    # Idempotent: another setup finds nothing missing and sends nothing.
+    requests = _bulk_requests(sandbox)
+    assert await hass.config_entries.async_reload(mock_config_entry.entry_id)
+    await hass.async_block_till_done(wait_background_tasks=True)
+    assert _bulk_requests(sandbox) == requests
+    assert len(sandbox.readings()) == len(quarters)
+
+
+async def test_gap_fill_skips_queued_and_new_meters(
+    recorder_mock: Recorder,
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """Readings the collector queued are kept; never-delivered meters are left alone."""
+    freezer.move_to(NOW)
+    mock_config_entry.add_to_hass(hass)
+    entity_a, sub_a = _add_meter(hass, mock_config_entry, "a")
+    entity_b, _ = _add_meter(hass, mock_config_entry, "b")
+    coordinator = await _setup(hass, mock_config_entry)
+    t0 = NOW.replace(minute=0) - timedelta(hours=2)
+    await coordinator.outbox.async_add(sub_a, "Device a", "Energy", [(t0, _value(t0))])
+    await coordinator.async_send()
+    assert await hass.config_entries.async_unload(mock_config_entry.entry_id)
+    # The collector's own reading of 11:00 (slightly different value) waits.
+    sandbox.inject_fault(status=503, count=100)
+    coordinator = await _setup(hass, mock_config_entry)
+    eleven = t0 + timedelta(hours=1)
+    collected = _value(eleven) + 0.123
+    await coordinator.outbox.async_add(
+        sub_a, "Device a", "Energy", [(eleven, collected)]
+    )
+    assert await hass.config_entries.async_unload(mock_config_entry.entry_id)
+    sandbox.clear_faults()
+
+    for entity_id in (entity_a, entity_b):
+        await _import(
+            hass,
+            entity_id,
+            short=_rows(t0, NOW.replace(minute=5), timedelta(minutes=5)),
+        )
+    coordinator = await _setup(hass, mock_config_entry)
+    await hass.async_block_till_done(wait_background_tasks=True)
+
+    stamps = {r.read_at: r.value for r in sandbox.readings("Device a", "Energy")}
+    assert stamps[_stamp(eleven)] == collected
+    assert len(stamps) == 9  # 10:00 .. 12:00
+    assert sandbox.readings("Device b", "Energy") == []
+
+
+async def test_backfill_meter_reset_is_held(
+    recorder_mock: Recorder,
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A meter reset inside the period is held back with a repair issue."""
+    freezer.move_to(NOW)
+    mock_config_entry.add_to_hass(hass)
+    entity_id, subentry_id = _add_meter(hass, mock_config_entry, "a")
+    hour = NOW.replace(minute=0)
+    reset = hour - timedelta(hours=1)
+
+    def value(moment: datetime) -> float:
+        # A new meter starts from 0 right after the reset.
+        if moment <= reset:
+            return _value(moment)
+        return round((moment - reset).total_seconds() / 3600 * RATE, 3)
+
+    await _import(
+        hass,
+        entity_id,
+        short=_rows(hour - timedelta(hours=2), hour, timedelta(minutes=5), value),
+    )
+    coordinator = await _setup(hass, mock_config_entry)
+
+    response = await _upload_history(hass, start=hour - timedelta(hours=2))
+
+    assert response["meters"][entity_id]["queued"] == 4  # 10:15 .. 11:00
+    assert response["meters"][entity_id]["held"] == 4  # 11:15 .. 12:00
+    issue = ir.async_get(hass).async_get_issue(
+        DOMAIN, f"reading_held_{mock_config_entry.entry_id}_{subentry_id}"
+    )
+    assert issue is not None
+    await coordinator.async_send()
+    assert [r.read_at for r in sandbox.readings()][-1] == _stamp(reset)
+    assert coordinator.outbox.held_count == 4
+
+
+async def test_backfill_converts_wh_statistics(
+    recorder_mock: Recorder,
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """Statistics in Wh become kWh readings rounded to Wh."""
+    freezer.move_to(NOW)
+    mock_config_entry.add_to_hass(hass)
+    entity_id, _ = _add_meter(hass, mock_config_entry, "a", unit="Wh")
+    hour = NOW.replace(minute=0)
+    await _import(
+        hass,
+        entity_id,
+        hourly=[(hour - timedelta(hours=3), 1_234_567.4)],
+        short=[(hour - timedelta(minutes=5), 1_235_000.6)],
+        unit="Wh",
+    )
+    coordinator = await _setup(hass, mock_config_entry)
+
+    await _upload_history(hass, start=hour - timedelta(hours=3))
+    await coordinator.async_send()
+
+    assert [(r.read_at, r.value) for r in sandbox.readings()] == [
+        (_stamp(hour - timedelta(hours=2)), 1234.567),
+        (_stamp(hour), 1235.001),
+    ]
+
+
+async def test_backfill_reports_meters_without_statistics(
+    recorder_mock: Recorder,
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """Meters without (energy) statistics are listed, not an error."""
+    freezer.move_to(NOW)
+    mock_config_entry.add_to_hass(hass)
+    entity_a, _ = _add_meter(hass, mock_config_entry, "a")
+    entity_b, _ = _add_meter(hass, mock_config_entry, "b")
+    entity_c, _ = _add_meter(hass, mock_config_entry, "c")
+    hour = NOW.replace(minute=0)
+    await _import(hass, entity_a, short=[(hour - timedelta(minutes=5), 5.0)])
+    # Statistics in a unit that is not energy are not meter readings.
+    await _import(hass, entity_c, short=[(hour - timedelta(minutes=5), 5.0)], unit="m³")
+    await _setup(hass, mock_config_entry)
+
+    response = await _upload_history(hass, start=hour - timedelta(hours=1))
+
+    assert list(response["meters"]) == [entity_a]
+    assert response["no_statistics"] == [entity_b, entity_c]
+    # Without a response the action still queues.
+    await hass.services.async_call(
+        DOMAIN,
+        SERVICE_UPLOAD_HISTORY,
+        {"start": hour - timedelta(hours=1), "meters": entity_a},
+        blocking=True,
+    )
+
+
+async def test_upload_history_invalid_calls(
+    recorder_mock: Recorder,
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """Unknown meters and empty periods are translated errors."""
+    freezer.move_to(NOW)
+    mock_config_entry.add_to_hass(hass)
+    _add_meter(hass, mock_config_entry, "a")
+    await _setup(hass, mock_config_entry)
+
+    with pytest.raises(ServiceValidationError) as err:
+        await _upload_history(hass, start=NOW - timedelta(days=1), meters=["sensor.x"])
+    assert err.value.translation_key == "history_unknown_meter"
+    with pytest.raises(ServiceValidationError) as err:
+        await _upload_history(hass, start=NOW, end=NOW - timedelta(hours=1))
+    assert err.value.translation_key == "history_invalid_period"
+    # Local time without a zone (the UI's picker), in the future: empty period.
+    with pytest.raises(ServiceValidationError) as err:
+        await _upload_history(
+            hass, start=(NOW + timedelta(days=1)).replace(tzinfo=None)
+        )
+    assert err.value.translation_key == "history_invalid_period"
+
+
+async def test_without_recorder(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No recorder: the setup skips the gap fill, the action explains why not."""
+    caplog.set_level(logging.DEBUG, logger="custom_components.zevvy")
+    mock_config_entry.add_to_hass(hass)
+    _add_meter(hass, mock_config_entry, "a")
+    await _setup(hass, mock_config_entry)
+    assert "Recorder not loaded: no gap fill" in caplog.text
+
+    with pytest.raises(ServiceValidationError) as err:
+        await _upload_history(hass, start=datetime.now(UTC) - timedelta(days=1))
+    assert err.value.translation_key == "history_no_recorder"
