@@ -498,3 +498,4 @@ async def test_without_recorder(
     with pytest.raises(ServiceValidationError) as err:
         await _upload_history(hass, start=datetime.now(UTC) - timedelta(days=1))
     assert err.value.translation_key == "history_no_recorder"
+    assert "needs the recorder" in str(err.value)
