@@ -16,6 +16,7 @@ from typing import Any
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.components.recorder import Recorder
 from homeassistant.components.recorder.db_schema import (
+    RecorderRuns,
     Statistics,
     StatisticsShortTerm,
 )
@@ -28,12 +29,13 @@ from homeassistant.config_entries import ConfigEntryState, ConfigSubentry
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import entity_registry as er, issue_registry as ir
-from homeassistant.helpers.recorder import get_instance
+from homeassistant.helpers.recorder import get_instance, session_scope
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.components.recorder.common import (
     async_wait_recording_done,
 )
+from sqlalchemy import update
 
 from custom_components.zevvy.const import (
     CONF_DEVICE_REF,
@@ -310,6 +312,70 @@ async def test_gap_fill_after_outage(
     await hass.async_block_till_done(wait_background_tasks=True)
     assert _bulk_requests(sandbox) == requests
     assert len(sandbox.readings()) == len(quarters)
+
+
+def _set_runs(hass: HomeAssistant, stopped: datetime, started: datetime) -> None:
+    """Pretend Home Assistant was off from ``stopped`` to ``started``."""
+    with session_scope(hass=hass) as session:
+        session.execute(
+            update(RecorderRuns)
+            .where(RecorderRuns.end.is_(None))
+            .values(start=started.replace(tzinfo=None))
+        )
+        session.add(
+            RecorderRuns(
+                start=(stopped - timedelta(days=1)).replace(tzinfo=None),
+                end=stopped.replace(tzinfo=None),
+                created=stopped.replace(tzinfo=None),
+            )
+        )
+
+
+async def test_gap_fill_skips_home_assistant_downtime(
+    recorder_mock: Recorder,
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """Statistics of a time Home Assistant was off repeat an old state: not sent."""
+    freezer.move_to(NOW)
+    mock_config_entry.add_to_hass(hass)
+    entity_id, subentry_id = _add_meter(hass, mock_config_entry, "a")
+    coordinator = await _setup(hass, mock_config_entry)
+    delivered_at = NOW.replace(minute=0)
+    await coordinator.outbox.async_add(
+        subentry_id, "Device a", "Energy", [(delivered_at, _value(delivered_at))]
+    )
+    await coordinator.async_send()
+    assert await hass.config_entries.async_unload(mock_config_entry.entry_id)
+
+    back = NOW + timedelta(days=3)
+    freezer.move_to(back)
+    stopped = delivered_at + timedelta(hours=1, minutes=2)
+    started = back - timedelta(minutes=10)
+    await get_instance(hass).async_add_executor_job(_set_runs, hass, stopped, started)
+    # What the recorder compiles for the downtime: the last state before it.
+    await _import(
+        hass,
+        entity_id,
+        short=_rows(
+            delivered_at,
+            back.replace(minute=5),
+            timedelta(minutes=5),
+            lambda m: _value(min(m, stopped)),
+        ),
+    )
+    await _setup(hass, mock_config_entry)
+    await hass.async_block_till_done(wait_background_tasks=True)
+
+    # 12:15 .. 13:00 (periods that began before the stop at 13:02), then only
+    # 12:00 three days later (its period ended after the start at 11:57).
+    expected = [delivered_at + timedelta(minutes=15 * i) for i in range(5)] + [
+        back.replace(minute=0)
+    ]
+    readings = sandbox.readings("Device a", "Energy")
+    assert [r.read_at for r in readings] == [_stamp(m) for m in expected]
 
 
 async def test_gap_fill_skips_queued_and_new_meters(

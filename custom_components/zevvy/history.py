@@ -19,6 +19,10 @@ hour it ends on.
   missed are queued from the 5-minute statistics, where the recorder has them.
   Readings at or before the last delivered one are never queued by gap fill.
 
+Statistics of a time Home Assistant was off (between two recorder runs) are
+left out: the recorder compiles them at the next start from the last state it
+had, so they repeat the reading from before the stop.
+
 Both go through the outbox like live readings: readings already waiting are
 not queued twice, and a reading lower than the one before it is held back with
 a repair issue (a meter reset inside the period) instead of being sent.
@@ -37,6 +41,8 @@ from datetime import datetime, timedelta
 import math
 from typing import Any, Final
 
+from homeassistant.components.recorder.db_schema import RecorderRuns
+from homeassistant.components.recorder.models import process_timestamp
 from homeassistant.components.recorder.statistics import (
     get_metadata,
     statistics_during_period,
@@ -45,9 +51,10 @@ from homeassistant.const import UnitOfEnergy
 from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, callback
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import config_validation as cv
-from homeassistant.helpers.recorder import get_instance
+from homeassistant.helpers.recorder import get_instance, session_scope
 from homeassistant.util import dt as dt_util
 from homeassistant.util.unit_conversion import EnergyConverter
+from sqlalchemy import select
 import voluptuous as vol
 
 from .const import COLLECT_INTERVAL_MINUTES, DOMAIN, LOGGER, READING_DECIMALS
@@ -122,14 +129,47 @@ class MeterResult:
 # --- reading the recorder (runs in the recorder's executor) ----------------------
 
 
+def recorder_gaps(hass: HomeAssistant) -> list[tuple[float, float]]:
+    """Return the times (epoch) between the recorder's runs: Home Assistant was off.
+
+    For such a time the recorder compiles statistics at the next start from the
+    last state it had, so they repeat the reading from before the stop: they are
+    not meter readings of that time. Runs older than the recorder keeps are
+    unknown (nothing is excluded there). Must run in the recorder's executor.
+    """
+    with session_scope(hass=hass, read_only=True) as session:
+        runs = session.execute(
+            select(RecorderRuns.start, RecorderRuns.end).order_by(RecorderRuns.start)
+        ).all()
+    gaps: list[tuple[float, float]] = []
+    covered: float | None = None
+    for run_start, run_end in runs:
+        start = process_timestamp(run_start).timestamp()
+        if covered is not None and start > covered:
+            gaps.append((covered, start))
+        end = math.inf if run_end is None else process_timestamp(run_end).timestamp()
+        covered = end if covered is None else max(covered, end)
+    return gaps
+
+
 def _readings_from_rows(
-    rows: Sequence[Any], first: int, last: int, *, quarter_only: bool
+    rows: Sequence[Any],
+    first: int,
+    last: int,
+    gaps: Sequence[tuple[float, float]] = (),
 ) -> Pairs:
-    """Return (end of period, kWh) of rows ending within [first, last]."""
+    """Return (end of period, kWh) of quarter-hour rows ending within [first, last].
+
+    Rows whose whole period lies in a gap between recorder runs are left out.
+    """
     pairs: Pairs = []
     for row in rows:
         end = int(row["end"])
-        if end < first or end > last or (quarter_only and end % QUARTER_SECONDS):
+        if end < first or end > last or end % QUARTER_SECONDS:
+            continue
+        if any(
+            gap_start <= row["start"] and end <= gap_end for gap_start, gap_end in gaps
+        ):
             continue
         value = row.get("state")
         if value is None or not math.isfinite(value) or value < 0:
@@ -168,7 +208,8 @@ def read_statistics(
         _UNITS,
         {"state"},
     ).get(statistic_id, [])
-    result.quarter_hours = _readings_from_rows(short, first, last, quarter_only=True)
+    gaps = recorder_gaps(hass)
+    result.quarter_hours = _readings_from_rows(short, first, last, gaps)
     result.found = bool(short)
     if not hourly:
         return result
@@ -186,7 +227,7 @@ def read_statistics(
             _UNITS,
             {"state"},
         ).get(statistic_id, [])
-        result.hours = _readings_from_rows(long, first, long_last, quarter_only=True)
+        result.hours = _readings_from_rows(long, first, long_last, gaps)
         result.found = result.found or bool(long)
     return result
 
