@@ -26,7 +26,8 @@ from homeassistant.components.recorder.models import (
     StatisticMetaData,
 )
 from homeassistant.config_entries import ConfigEntryState, ConfigSubentry
-from homeassistant.core import HomeAssistant
+from homeassistant.const import EVENT_HOMEASSISTANT_STARTED
+from homeassistant.core import CoreState, HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import entity_registry as er, issue_registry as ir
 from homeassistant.helpers.recorder import get_instance, session_scope
@@ -37,6 +38,7 @@ from pytest_homeassistant_custom_component.components.recorder.common import (
 )
 from sqlalchemy import update
 
+from custom_components.zevvy import history
 from custom_components.zevvy.const import (
     CONF_DEVICE_REF,
     CONF_ENTITY_ID,
@@ -265,14 +267,21 @@ async def test_backfill_twice_stores_nothing_twice(
     assert coordinator.outbox.pending_count == 0
 
 
+@pytest.mark.parametrize("at_start", [False, True])
 async def test_gap_fill_after_outage(
     recorder_mock: Recorder,
     hass: HomeAssistant,
     mock_config_entry: MockConfigEntry,
     sandbox: ZevvySandbox,
     freezer: FrozenDateTimeFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    at_start: bool,
 ) -> None:
-    """Three days unloaded: the missed quarter hours arrive after the setup."""
+    """Three days unloaded: the missed quarter hours arrive after the setup.
+
+    While Home Assistant starts, the gap fill waits until it has started (and
+    the recorder compiled what it missed).
+    """
     freezer.move_to(NOW)
     mock_config_entry.add_to_hass(hass)
     entity_id, subentry_id = _add_meter(hass, mock_config_entry, "a")
@@ -297,7 +306,16 @@ async def test_gap_fill_after_outage(
         ),
     )
     requests = _bulk_requests(sandbox)
-    coordinator = await _setup(hass, mock_config_entry)
+    if at_start:
+        monkeypatch.setattr(history, "GAP_FILL_STARTUP_DELAY", 0)
+        hass.set_state(CoreState.starting)
+        await _setup(hass, mock_config_entry)
+        await hass.async_block_till_done()
+        assert _bulk_requests(sandbox) == requests
+        hass.set_state(CoreState.running)
+        hass.bus.async_fire(EVENT_HOMEASSISTANT_STARTED)
+    else:
+        await _setup(hass, mock_config_entry)
     await hass.async_block_till_done(wait_background_tasks=True)
 
     quarters = [delivered_at + timedelta(minutes=15 * i) for i in range(3 * 96 + 1)]

@@ -53,3 +53,7 @@ OUTBOX_MAX_READINGS: Final = 60 * 96 * 100
 # Retry backoff for transient zevvy errors, in seconds.
 BACKOFF_INITIAL: Final = 30.0
 BACKOFF_MAX: Final = 30 * 60.0
+
+# Gap fill at Home Assistant start: seconds to wait after the start so that the
+# recorder has compiled the statistics it missed (it does so once started).
+GAP_FILL_STARTUP_DELAY: Final = 120.0

@@ -48,16 +48,29 @@ from homeassistant.components.recorder.statistics import (
     statistics_during_period,
 )
 from homeassistant.const import UnitOfEnergy
-from homeassistant.core import HomeAssistant, ServiceCall, ServiceResponse, callback
+from homeassistant.core import (
+    CoreState,
+    HomeAssistant,
+    ServiceCall,
+    ServiceResponse,
+    callback,
+)
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers.recorder import get_instance, session_scope
+from homeassistant.helpers.start import async_at_started
 from homeassistant.util import dt as dt_util
 from homeassistant.util.unit_conversion import EnergyConverter
 from sqlalchemy import select
 import voluptuous as vol
 
-from .const import COLLECT_INTERVAL_MINUTES, DOMAIN, LOGGER, READING_DECIMALS
+from .const import (
+    COLLECT_INTERVAL_MINUTES,
+    DOMAIN,
+    GAP_FILL_STARTUP_DELAY,
+    LOGGER,
+    READING_DECIMALS,
+)
 from .coordinator import ZevvyConfigEntry
 from .meters import ENERGY_UNITS, Meter, resolve_meters
 from .outbox import AddResult, Outbox, from_epoch, to_epoch
@@ -345,6 +358,22 @@ async def async_gap_fill(hass: HomeAssistant, entry: ZevvyConfigEntry) -> None:
     if not recorder_loaded(hass):
         LOGGER.debug("Recorder not loaded: no gap fill for %s", entry.title)
         return
+    if hass.state is not CoreState.running:
+        # The recorder compiles the statistics it missed once Home Assistant
+        # has started: wait for that.
+        started: asyncio.Future[None] = hass.loop.create_future()
+
+        @callback
+        def _started(_hass: HomeAssistant) -> None:
+            if not started.done():
+                started.set_result(None)
+
+        unsub = async_at_started(hass, _started)
+        try:
+            await started
+        finally:
+            unsub()
+        await asyncio.sleep(GAP_FILL_STARTUP_DELAY)
     instance = get_instance(hass)
     if not await instance.async_db_ready:
         LOGGER.debug("Recorder database not ready: no gap fill for %s", entry.title)
