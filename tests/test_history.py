@@ -14,7 +14,7 @@ import logging
 from typing import Any
 
 from freezegun.api import FrozenDateTimeFactory
-from homeassistant.components.recorder import Recorder
+from homeassistant.components.recorder import Recorder, db_schema
 from homeassistant.components.recorder.db_schema import (
     RecorderRuns,
     Statistics,
@@ -394,6 +394,43 @@ async def test_gap_fill_skips_home_assistant_downtime(
     ]
     readings = sandbox.readings("Device a", "Energy")
     assert [r.read_at for r in readings] == [_stamp(m) for m in expected]
+
+
+async def test_gap_fill_without_recorder_runs_table(
+    recorder_mock: Recorder,
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A recorder without its runs table (a future schema) still fills gaps."""
+    freezer.move_to(NOW)
+    mock_config_entry.add_to_hass(hass)
+    entity_id, subentry_id = _add_meter(hass, mock_config_entry, "a")
+    coordinator = await _setup(hass, mock_config_entry)
+    delivered_at = NOW.replace(minute=0)
+    await coordinator.outbox.async_add(
+        subentry_id, "Device a", "Energy", [(delivered_at, _value(delivered_at))]
+    )
+    await coordinator.async_send()
+    assert await hass.config_entries.async_unload(mock_config_entry.entry_id)
+
+    back = delivered_at + timedelta(hours=2)
+    freezer.move_to(back)
+    await _import(
+        hass,
+        entity_id,
+        short=_rows(delivered_at, back, timedelta(minutes=5), _value),
+    )
+    monkeypatch.delattr(db_schema, "RecorderRuns")
+    await _setup(hass, mock_config_entry)
+    await hass.async_block_till_done(wait_background_tasks=True)
+
+    expected = [delivered_at + timedelta(minutes=15 * i) for i in range(9)]
+    readings = sandbox.readings("Device a", "Energy")
+    assert [r.read_at for r in readings] == [_stamp(m) for m in expected]
+    assert [r.value for r in readings] == [_value(m) for m in expected]
 
 
 async def test_gap_fill_skips_queued_and_new_meters(

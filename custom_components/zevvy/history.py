@@ -41,7 +41,6 @@ from datetime import datetime, timedelta
 import math
 from typing import Any, Final
 
-from homeassistant.components.recorder.db_schema import RecorderRuns
 from homeassistant.components.recorder.models import process_timestamp
 from homeassistant.components.recorder.statistics import (
     get_metadata,
@@ -62,6 +61,7 @@ from homeassistant.helpers.start import async_at_started
 from homeassistant.util import dt as dt_util
 from homeassistant.util.unit_conversion import EnergyConverter
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 import voluptuous as vol
 
 from .const import (
@@ -150,10 +150,22 @@ def recorder_gaps(hass: HomeAssistant) -> list[tuple[float, float]]:
     not meter readings of that time. Runs older than the recorder keeps are
     unknown (nothing is excluded there). Must run in the recorder's executor.
     """
-    with session_scope(hass=hass, read_only=True) as session:
-        runs = session.execute(
-            select(RecorderRuns.start, RecorderRuns.end).order_by(RecorderRuns.start)
-        ).all()
+    try:
+        # The recorder's own table of runs: an internal of the recorder, so a
+        # future schema without it only costs the downtime detection.
+        from homeassistant.components.recorder.db_schema import (
+            RecorderRuns,
+        )
+
+        with session_scope(hass=hass, read_only=True) as session:
+            runs = session.execute(
+                select(RecorderRuns.start, RecorderRuns.end).order_by(
+                    RecorderRuns.start
+                )
+            ).all()
+    except (ImportError, SQLAlchemyError):
+        LOGGER.debug("Recorder runs unavailable; not excluding downtime")
+        return []
     gaps: list[tuple[float, float]] = []
     covered: float | None = None
     for run_start, run_end in runs:
