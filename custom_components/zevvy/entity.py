@@ -29,6 +29,7 @@ def account_device_info(entry: ZevvyConfigEntry) -> DeviceInfo:
         identifiers={account_identifier(entry)},
         entry_type=DeviceEntryType.SERVICE,
         manufacturer=MANUFACTURER,
+        model="Meter-reading gateway",
         name="zevvy",
     )
 
