@@ -26,6 +26,7 @@ from .const import (
     DOMAIN,
 )
 from .coordinator import ZevvyConfigEntry, ZevvyCoordinator, ZevvyRuntimeData
+from .helpers import async_on_entry_updated
 from .history import async_start_gap_fill
 from .meters import async_setup_meters
 from .outbox import Outbox
@@ -97,7 +98,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> boo
     )
     coordinator.async_start()
     # Meters removed as subentries: drop their readings (no reload).
-    entry.async_on_unload(entry.add_update_listener(_async_entry_updated))
+    async_on_entry_updated(hass, entry, coordinator.async_subentries_changed)
 
     # Meters: repair issues for vanished or ineligible entities, now and
     # whenever the entity registry, the subentries or a meter's unit change.
@@ -108,11 +109,6 @@ async def async_setup_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> boo
     # statistics; in the background so that it never delays the setup.
     async_start_gap_fill(hass, entry)
     return True
-
-
-async def _async_entry_updated(hass: HomeAssistant, entry: ZevvyConfigEntry) -> None:
-    """Let the coordinator drop the readings of meters that were removed."""
-    entry.runtime_data.coordinator.async_subentries_changed()
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> bool:

@@ -64,6 +64,7 @@ from .const import (
     READING_DECIMALS,
     SUBENTRY_TYPE_METER,
 )
+from .helpers import async_on_entry_updated
 
 # Units Home Assistant can convert to kWh (Wh, kWh, MWh, GJ, ... in the running HA).
 ENERGY_UNITS: Final[frozenset[str]] = frozenset(
@@ -223,20 +224,28 @@ def _dashboard_stat_ids(preferences: Mapping[str, Any]) -> set[str]:
 
     Grid import and export, solar production, battery in and out, and individual
     devices; gas and water are not electricity meters.
+    The preferences are the energy integration's stored data, whose shape changes
+    between Home Assistant versions: read them leniently (a missing key only means
+    fewer preselected meters, never a broken config flow).
     """
-    stat_ids: set[str] = set()
-    for source in preferences.get("energy_sources", []):
+    found: list[object] = []
+    for source in preferences.get("energy_sources") or []:
         source_type = source.get("type")
         if source_type == "grid":
-            stat_ids.update(flow["stat_energy_from"] for flow in source["flow_from"])
-            stat_ids.update(flow["stat_energy_to"] for flow in source["flow_to"])
-        for key in _ENERGY_SOURCE_KEYS.get(source_type, ()):
-            stat_ids.add(source[key])
-    stat_ids.update(
-        device["stat_consumption"]
-        for device in preferences.get("device_consumption", [])
+            found.extend(
+                flow.get("stat_energy_from") for flow in source.get("flow_from") or []
+            )
+            found.extend(
+                flow.get("stat_energy_to") for flow in source.get("flow_to") or []
+            )
+        found.extend(
+            source.get(key) for key in _ENERGY_SOURCE_KEYS.get(source_type, ())
+        )
+    found.extend(
+        device.get("stat_consumption")
+        for device in preferences.get("device_consumption") or []
     )
-    return stat_ids
+    return {stat_id for stat_id in found if isinstance(stat_id, str) and stat_id}
 
 
 async def async_energy_dashboard_entity_ids(hass: HomeAssistant) -> set[str]:
@@ -496,11 +505,6 @@ class _MeterWatcher:
         LOGGER.debug("Entity registry changed (%s): checking meters", event.data)
         self.async_check()
 
-    async def _async_entry_updated(
-        self, hass: HomeAssistant, entry: ConfigEntry[Any]
-    ) -> None:
-        self.async_check()
-
     @callback
     def async_start(self) -> None:
         """Check now and subscribe."""
@@ -510,7 +514,7 @@ class _MeterWatcher:
                 er.EVENT_ENTITY_REGISTRY_UPDATED, self._async_registry_updated
             )
         )
-        entry.async_on_unload(entry.add_update_listener(self._async_entry_updated))
+        async_on_entry_updated(self._hass, entry, self.async_check)
         entry.async_on_unload(self._async_stop)
         self.async_check()
 

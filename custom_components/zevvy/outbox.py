@@ -23,9 +23,10 @@ nothing); confirmations are saved with ``Store.async_delay_save`` and a short
 delay (``SAVE_DELAY``): several coalesce, Home Assistant writes a pending one
 when it stops, and a confirmation lost in a crash only means that a reading is
 sent again and zevvy answers 409 (already present). Taking a snapshot only
-copies the arrays (under a lock, because ``Store`` may call the delayed save's
+copies the arrays (under a lock, because ``Store`` calls the delayed save's
 data function in the executor); encoding runs in the executor and is handed to
-``Store`` as ``orjson.Fragment``.
+``Store`` as ``orjson.Fragment``. Newer Home Assistant versions need
+``serialize_in_event_loop=False`` for that (``store_kwargs``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 import heapq
+import inspect
 import threading
 from typing import Any, TypedDict
 
@@ -84,6 +86,20 @@ def to_epoch(moment: datetime) -> int:
 def from_epoch(seconds: int) -> datetime:
     """Return the aware UTC datetime of epoch seconds."""
     return datetime.fromtimestamp(seconds, UTC)
+
+
+def store_kwargs() -> dict[str, Any]:
+    """Return the ``Store`` options that keep our encoding off the event loop.
+
+    Newer Home Assistant versions call a delayed save's data function and
+    serialize the data on the event loop unless the store is created with
+    ``serialize_in_event_loop=False`` (which 2025.4 does not know; it always
+    does both in the executor). Our data function is thread-safe (it takes the
+    snapshot under ``Outbox._lock``).
+    """
+    if "serialize_in_event_loop" in inspect.signature(Store.__init__).parameters:
+        return {"serialize_in_event_loop": False}
+    return {}
 
 
 def _times() -> array[int]:
@@ -241,7 +257,7 @@ class Outbox:
         self.hass = hass
         self.entry_id = entry_id
         self._store: Store[dict[str, Any]] = Store(
-            hass, STORAGE_VERSION, f"{DOMAIN}.{entry_id}.outbox"
+            hass, STORAGE_VERSION, f"{DOMAIN}.{entry_id}.outbox", **store_kwargs()
         )
         self._queues: dict[str, Queue] = {}
         self._overflow_dropped = 0

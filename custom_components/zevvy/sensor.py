@@ -27,6 +27,7 @@ from .entity import (
     account_device_info,
     meter_identifier,
 )
+from .helpers import async_on_entry_updated
 
 # Coordinator entities: the coordinator does the work, entities only read.
 PARALLEL_UPDATES = 0
@@ -130,13 +131,8 @@ async def async_setup_entry(
         # Removing a subentry removes its entities and device (Home Assistant).
         known.intersection_update(entry.subentries)
 
-    async def _async_entry_updated(
-        hass: HomeAssistant, updated_entry: ZevvyConfigEntry
-    ) -> None:
-        _async_sync_meters()
-
     _async_sync_meters()
-    entry.async_on_unload(entry.add_update_listener(_async_entry_updated))
+    async_on_entry_updated(hass, entry, _async_sync_meters)
 
 
 class ZevvySensorEntity(ZevvyEntity, RestoreSensor):
