@@ -132,6 +132,9 @@ async def _import(
         statistic_id=entity_id,
         unit_of_measurement=unit,
     )
+    if "unit_class" in StatisticMetaData.__annotations__:
+        # Required in newer Home Assistant versions (not in 2025.4).
+        metadata["unit_class"] = "energy"  # type: ignore[typeddict-unknown-key]
     instance = get_instance(hass)
     for table, rows in ((Statistics, hourly), (StatisticsShortTerm, short)):
         data = [
