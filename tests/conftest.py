@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Generator
+import socket
 from unittest.mock import PropertyMock, patch
 
 import aiohttp
@@ -51,6 +52,20 @@ def entity_registry_enabled_by_default() -> Generator[None]:
         new_callable=PropertyMock,
     ):
         yield
+
+
+@pytest.fixture
+def closed_port_url(socket_enabled: None) -> Generator[str]:
+    """Return an http://127.0.0.1 URL on which nothing listens, for one test.
+
+    The port stays bound (without listening) until the test ends: connecting is
+    refused, and nothing else (another test suite on the machine, this test's
+    sandbox) can start listening on it in the meantime.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        yield f"http://127.0.0.1:{port}/realms/zevvy"
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 import json
-import socket
 from zoneinfo import ZoneInfo
 
 import aiohttp
 from aiohttp import web
+from freezegun.api import FrozenDateTimeFactory
 import pytest
 
 from custom_components.zevvy import api
@@ -285,13 +285,10 @@ async def test_discover_connection_errors(
 
 
 async def test_unreachable_server(
-    session: aiohttp.ClientSession, socket_enabled: None
+    session: aiohttp.ClientSession, closed_port_url: str
 ) -> None:
     """A closed port is a connection error."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    auth = ZevvyAuth(session, "id", "secret", f"http://127.0.0.1:{port}/realms/x")
+    auth = ZevvyAuth(session, "id", "secret", closed_port_url)
     with pytest.raises(ZevvyConnectionError, match="ClientConnectorError"):
         await auth.discover()
 
@@ -418,15 +415,32 @@ async def test_device_flow_expired_at_server(
 
 
 async def test_device_flow_expires_locally(
-    sandbox: ZevvySandbox, auth: ZevvyAuth
+    sandbox: ZevvySandbox,
+    session: aiohttp.ClientSession,
+    freezer: FrozenDateTimeFactory,
 ) -> None:
-    """wait_for_tokens gives up once expires_in has passed."""
+    """wait_for_tokens gives up once expires_in has passed.
+
+    The clock is frozen and each wait moves it by exactly the interval, so a busy
+    machine cannot change how many polls fit into expires_in.
+    """
+
+    async def sleep(delay: float) -> None:
+        freezer.tick(timedelta(seconds=delay))
+
+    auth = ZevvyAuth(
+        session,
+        sandbox.config.client_id,
+        sandbox.config.client_secret,
+        sandbox.issuer,
+        sleep=sleep,
+    )
     authorization = await auth.request_device_authorization()
     short = replace(authorization, expires_in=0.12)
     with pytest.raises(ZevvyExpiredToken, match="expired before the login"):
         await auth.wait_for_tokens(short)
-    assert 2 <= len(token_statuses(sandbox)) <= 4
-    assert set(token_statuses(sandbox)) == {400}
+    # Polls at 0.05, 0.10 and 0.15 s; the last one is past expires_in.
+    assert token_statuses(sandbox) == [400, 400, 400]
 
 
 @pytest.mark.parametrize(

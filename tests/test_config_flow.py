@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-import socket
 import time
 from typing import Any
 from unittest.mock import patch
@@ -36,12 +35,8 @@ from zevvy_sandbox import ZevvySandbox
 OTHER_SUB = "0b7e4a3c-1f2d-4e5a-8b9c-7d6e5f4a3b2c"
 
 
-def closed_port_url() -> str:
-    """Return an http://127.0.0.1 URL on which nothing listens."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/realms/zevvy"
+# Stands for the `closed_port_url` fixture in parameters (known only in the test).
+CLOSED_PORT_URL = "closed-port-url"
 
 
 def user_input(sandbox: ZevvySandbox, **changes: Any) -> dict[str, Any]:
@@ -256,17 +251,22 @@ async def test_expired_then_restart(hass: HomeAssistant, sandbox: ZevvySandbox) 
     [
         ({CONF_CLIENT_SECRET: "wrong-secret"}, "invalid_auth"),
         ({CONF_CLIENT_ID: "unknown-client"}, "invalid_auth"),
-        ({CONF_ISSUER: closed_port_url()}, "cannot_connect"),
+        ({CONF_ISSUER: CLOSED_PORT_URL}, "cannot_connect"),
     ],
     ids=["wrong_secret", "wrong_client_id", "unreachable"],
 )
 async def test_user_step_errors(
     hass: HomeAssistant,
     sandbox: ZevvySandbox,
+    closed_port_url: str,
     changes: dict[str, Any],
     error: str,
 ) -> None:
     """Errors are shown on the form; the user can correct them and go on."""
+    changes = {
+        key: closed_port_url if value == CLOSED_PORT_URL else value
+        for key, value in changes.items()
+    }
     result = await hass.config_entries.flow.async_init(
         DOMAIN, context={"source": SOURCE_USER}
     )

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-
 from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.zevvy.const import CONF_ISSUER, CONF_REFRESH_TOKEN, DOMAIN
 from zevvy_sandbox import ZevvySandbox
-
-
-def closed_port_url() -> str:
-    """Return an http://127.0.0.1 URL on which nothing listens."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/realms/zevvy"
 
 
 async def test_setup_and_unload(
@@ -81,14 +71,17 @@ async def test_stored_token_survives_restart(
 
 
 async def test_not_ready_when_unreachable(
-    hass: HomeAssistant, sandbox: ZevvySandbox, mock_config_entry: MockConfigEntry
+    hass: HomeAssistant,
+    sandbox: ZevvySandbox,
+    mock_config_entry: MockConfigEntry,
+    closed_port_url: str,
 ) -> None:
     """An unreachable identity server makes Home Assistant retry later."""
     entry = MockConfigEntry(
         domain=DOMAIN,
         title=mock_config_entry.title,
         unique_id=mock_config_entry.unique_id,
-        data={**mock_config_entry.data, CONF_ISSUER: closed_port_url()},
+        data={**mock_config_entry.data, CONF_ISSUER: closed_port_url},
     )
     entry.add_to_hass(hass)
     await hass.config_entries.async_setup(entry.entry_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+from datetime import timedelta
 import json
 from pathlib import Path
 import re
@@ -14,6 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+from freezegun.api import FrozenDateTimeFactory
 import pytest
 from yarl import URL
 
@@ -318,8 +320,16 @@ async def test_device_page_unknown_and_expired_codes(
     assert (status, body["error"]) == (400, "expired_token")
 
 
-async def test_slow_down(sandbox: ZevvySandbox, session: aiohttp.ClientSession) -> None:
-    """Polling faster than the interval answers slow_down."""
+async def test_slow_down(
+    sandbox: ZevvySandbox,
+    session: aiohttp.ClientSession,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """Polling faster than the interval answers slow_down.
+
+    The clock is frozen and moved by hand: on a busy machine two requests can be
+    further apart than an interval, and a real sleep can last longer than asked.
+    """
     sandbox.config.interval = 0.3
     flow = await start_device_flow(session, sandbox)
     assert flow["interval"] == 0.3
@@ -327,7 +337,7 @@ async def test_slow_down(sandbox: ZevvySandbox, session: aiohttp.ClientSession) 
     assert (status, body["error"]) == (400, "authorization_pending")
     status, body = await poll(session, sandbox, flow["device_code"])
     assert (status, body["error"]) == (400, "slow_down")
-    await asyncio.sleep(0.3)
+    freezer.tick(timedelta(seconds=0.3))
     status, body = await poll(session, sandbox, flow["device_code"])
     assert (status, body["error"]) == (400, "authorization_pending")
 
@@ -337,7 +347,7 @@ async def test_slow_down(sandbox: ZevvySandbox, session: aiohttp.ClientSession) 
     assert body["error"] == "slow_down"
     (code,) = sandbox.device_codes()
     assert code.interval == pytest.approx(0.5)
-    await asyncio.sleep(0.35)
+    freezer.tick(timedelta(seconds=0.35))
     sandbox.approve(flow["user_code"])
     status, body = await poll(session, sandbox, flow["device_code"])
     assert body["error"] == "slow_down"
@@ -481,16 +491,18 @@ async def test_revoke_and_expire(
 
 
 async def test_short_access_token_lifetime(
-    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+    sandbox: ZevvySandbox,
+    session: aiohttp.ClientSession,
+    freezer: FrozenDateTimeFactory,
 ) -> None:
-    """An access token stops working after its lifetime."""
+    """An access token stops working after its lifetime (a frozen clock moved by hand)."""
     sandbox.config.access_token_lifetime = 0.5
     tokens = await login(session, sandbox)
     assert tokens["expires_in"] == 0.5
     url = bulk_url(sandbox, "Car", "Energy")
     status, _ = await bulk_create(session, url, tokens["access_token"], READINGS[:1])
     assert status == 201
-    await asyncio.sleep(0.5)
+    freezer.tick(timedelta(seconds=0.5))
     status, body = await bulk_create(session, url, tokens["access_token"], READINGS[1:])
     assert (status, body["message"]) == (401, "Bearer token expired")
 
