@@ -704,72 +704,44 @@ class Outbox:
 
     async def async_accept_held(self, key: str) -> int:
         """The meter was replaced: queue the held readings (new baseline)."""
-        queue = self._queues.get(key)
-        if queue is None:
-            return 0
-        accepted = 0
-        with self._lock:
-            for when, value in zip(queue.held.times, queue.held.values, strict=True):
-                if queue.pending.index(when) < 0:
-                    queue.pending.insert(when, value)
-                    accepted += 1
-            queue.held.clear()
-        ir.async_delete_issue(
-            self.hass, DOMAIN, _issue_id(ISSUE_READING_HELD, self.entry_id, key)
-        )
-        await self.async_save()
-        self._changed()
-        return accepted
+        return await self._async_settle(key, ISSUE_READING_HELD, requeue=True)
 
     async def async_discard_held(self, key: str) -> int:
         """The held readings are wrong: drop them."""
-        queue = self._queues.get(key)
-        if queue is None:
-            return 0
-        count = len(queue.held)
-        with self._lock:
-            queue.held.clear()
-        ir.async_delete_issue(
-            self.hass, DOMAIN, _issue_id(ISSUE_READING_HELD, self.entry_id, key)
-        )
-        await self.async_save()
-        self._changed()
-        return count
+        return await self._async_settle(key, ISSUE_READING_HELD, requeue=False)
 
     async def async_retry_parked(self, key: str) -> int:
         """Put rejected readings back into the pending queue."""
-        queue = self._queues.get(key)
-        if queue is None:
-            return 0
-        count = 0
-        with self._lock:
-            for when, value in zip(
-                queue.parked.times, queue.parked.values, strict=True
-            ):
-                if queue.pending.index(when) < 0:
-                    queue.pending.insert(when, value)
-                    count += 1
-            queue.parked.clear()
-            queue.parked_message = None
-        ir.async_delete_issue(
-            self.hass, DOMAIN, _issue_id(ISSUE_BATCH_REJECTED, self.entry_id, key)
-        )
-        await self.async_save()
-        self._changed()
-        return count
+        return await self._async_settle(key, ISSUE_BATCH_REJECTED, requeue=True)
 
     async def async_discard_parked(self, key: str) -> int:
         """Forget rejected readings."""
+        return await self._async_settle(key, ISSUE_BATCH_REJECTED, requeue=False)
+
+    async def _async_settle(self, key: str, kind: str, *, requeue: bool) -> int:
+        """Empty a queue's held or parked readings once the user decided.
+
+        ``kind`` names the repair issue and so the series: held readings for
+        ISSUE_READING_HELD, parked ones for ISSUE_BATCH_REJECTED. With
+        ``requeue`` they go back to pending (except quarter hours already
+        pending) and the number requeued is returned; otherwise they are dropped
+        and the number dropped is returned.
+        """
         queue = self._queues.get(key)
         if queue is None:
             return 0
-        count = len(queue.parked)
+        series = queue.held if kind == ISSUE_READING_HELD else queue.parked
+        count = 0 if requeue else len(series)
         with self._lock:
-            queue.parked.clear()
-            queue.parked_message = None
-        ir.async_delete_issue(
-            self.hass, DOMAIN, _issue_id(ISSUE_BATCH_REJECTED, self.entry_id, key)
-        )
+            if requeue:
+                for when, value in zip(series.times, series.values, strict=True):
+                    if queue.pending.index(when) < 0:
+                        queue.pending.insert(when, value)
+                        count += 1
+            series.clear()
+            if kind == ISSUE_BATCH_REJECTED:
+                queue.parked_message = None
+        ir.async_delete_issue(self.hass, DOMAIN, _issue_id(kind, self.entry_id, key))
         await self.async_save()
         self._changed()
         return count
