@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from homeassistant import data_entry_flow
@@ -25,7 +26,12 @@ import voluptuous as vol
 
 from .const import DOMAIN
 from .meters import ISSUE_METER_MISSING, ISSUE_METER_NOT_ELIGIBLE
-from .outbox import ISSUE_BATCH_REJECTED, ISSUE_OUTBOX_OVERFLOW, ISSUE_READING_HELD
+from .outbox import (
+    ISSUE_BATCH_REJECTED,
+    ISSUE_OUTBOX_OVERFLOW,
+    ISSUE_READING_HELD,
+    Outbox,
+)
 
 if TYPE_CHECKING:
     from .coordinator import ZevvyCoordinator
@@ -61,9 +67,16 @@ class _OutboxRepairFlow(RepairsFlow):
             description_placeholders=self._placeholders(),
         )
 
-    def _done(
-        self, coordinator: ZevvyCoordinator, send: bool
+    async def _async_settle(
+        self,
+        decide: Callable[[Outbox, str], Awaitable[int]],
+        *,
+        send: bool,
     ) -> data_entry_flow.FlowResult:
+        """Apply the user's decision to the queue, then send if asked."""
+        if (coordinator := self._coordinator()) is None:
+            return self.async_abort(reason="not_loaded")
+        await decide(coordinator.outbox, self._key)
         coordinator.async_update_status()
         if send:
             coordinator.async_request_send()
@@ -83,19 +96,13 @@ class HeldReadingRepairFlow(_OutboxRepairFlow):
         self, user_input: dict[str, str] | None = None
     ) -> data_entry_flow.FlowResult:
         """The meter was replaced: queue the held readings."""
-        if (coordinator := self._coordinator()) is None:
-            return self.async_abort(reason="not_loaded")
-        await coordinator.outbox.async_accept_held(self._key)
-        return self._done(coordinator, send=True)
+        return await self._async_settle(Outbox.async_accept_held, send=True)
 
     async def async_step_discard(
         self, user_input: dict[str, str] | None = None
     ) -> data_entry_flow.FlowResult:
         """The held readings are wrong: drop them."""
-        if (coordinator := self._coordinator()) is None:
-            return self.async_abort(reason="not_loaded")
-        await coordinator.outbox.async_discard_held(self._key)
-        return self._done(coordinator, send=False)
+        return await self._async_settle(Outbox.async_discard_held, send=False)
 
 
 class RejectedBatchRepairFlow(_OutboxRepairFlow):
@@ -111,19 +118,13 @@ class RejectedBatchRepairFlow(_OutboxRepairFlow):
         self, user_input: dict[str, str] | None = None
     ) -> data_entry_flow.FlowResult:
         """Queue the rejected readings again."""
-        if (coordinator := self._coordinator()) is None:
-            return self.async_abort(reason="not_loaded")
-        await coordinator.outbox.async_retry_parked(self._key)
-        return self._done(coordinator, send=True)
+        return await self._async_settle(Outbox.async_retry_parked, send=True)
 
     async def async_step_discard(
         self, user_input: dict[str, str] | None = None
     ) -> data_entry_flow.FlowResult:
         """Forget the rejected readings."""
-        if (coordinator := self._coordinator()) is None:
-            return self.async_abort(reason="not_loaded")
-        await coordinator.outbox.async_discard_parked(self._key)
-        return self._done(coordinator, send=False)
+        return await self._async_settle(Outbox.async_discard_parked, send=False)
 
 
 class OverflowRepairFlow(_OutboxRepairFlow):
