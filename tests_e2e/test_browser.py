@@ -200,10 +200,10 @@ def add_zevvy_in_the_browser(
 
     # The account's device "zevvy" with its diagnostic entities.
     page.get_by_text(re.compile(r"^\d+ services$")).first.click()
-    # The meters are devices of model "Meter"; the account's is the other one.
-    page.get_by_role("row").filter(has_text="zevvy").filter(
-        has_not_text="Meter"
-    ).get_by_role("cell", name="zevvy", exact=True).first.click()
+    # The account's device is the "Meter-reading gateway"; meters are "Meter".
+    page.get_by_role("row").filter(has_text="Meter-reading gateway").get_by_role(
+        "cell", name="zevvy", exact=True
+    ).first.click()
     for name in ("Upload now", "Connection", "Readings waiting"):
         expect(page.get_by_text(name, exact=True).first).to_be_visible()
     page.wait_for_timeout(500)
