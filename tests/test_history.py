@@ -270,6 +270,26 @@ async def test_backfill_twice_stores_nothing_twice(
     assert coordinator.outbox.pending_count == 0
 
 
+async def _deliver_one_then_unload(
+    hass: HomeAssistant, entry: MockConfigEntry, freezer: FrozenDateTimeFactory
+) -> tuple[str, datetime]:
+    """Meter "a" delivers its NOW-hour reading, then the entry is unloaded.
+
+    Returns the meter's entity id and the time of its last delivered reading.
+    """
+    freezer.move_to(NOW)
+    entry.add_to_hass(hass)
+    entity_id, subentry_id = _add_meter(hass, entry, "a")
+    coordinator = await _setup(hass, entry)
+    delivered_at = NOW.replace(minute=0)
+    await coordinator.outbox.async_add(
+        subentry_id, "Device a", "Energy", [(delivered_at, _value(delivered_at))]
+    )
+    await coordinator.async_send()
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    return entity_id, delivered_at
+
+
 @pytest.mark.parametrize("at_start", [False, True])
 async def test_gap_fill_after_outage(
     recorder_mock: Recorder,
@@ -285,17 +305,10 @@ async def test_gap_fill_after_outage(
     While Home Assistant starts, the gap fill waits until it has started (and
     the recorder compiled what it missed).
     """
-    freezer.move_to(NOW)
-    mock_config_entry.add_to_hass(hass)
-    entity_id, subentry_id = _add_meter(hass, mock_config_entry, "a")
-    coordinator = await _setup(hass, mock_config_entry)
-    delivered_at = NOW.replace(minute=0)
-    await coordinator.outbox.async_add(
-        subentry_id, "Device a", "Energy", [(delivered_at, _value(delivered_at))]
+    entity_id, delivered_at = await _deliver_one_then_unload(
+        hass, mock_config_entry, freezer
     )
-    await coordinator.async_send()
     assert len(sandbox.readings()) == 1
-    assert await hass.config_entries.async_unload(mock_config_entry.entry_id)
 
     back = NOW + timedelta(days=3)
     freezer.move_to(back)
@@ -360,16 +373,9 @@ async def test_gap_fill_skips_home_assistant_downtime(
     freezer: FrozenDateTimeFactory,
 ) -> None:
     """Statistics of a time Home Assistant was off repeat an old state: not sent."""
-    freezer.move_to(NOW)
-    mock_config_entry.add_to_hass(hass)
-    entity_id, subentry_id = _add_meter(hass, mock_config_entry, "a")
-    coordinator = await _setup(hass, mock_config_entry)
-    delivered_at = NOW.replace(minute=0)
-    await coordinator.outbox.async_add(
-        subentry_id, "Device a", "Energy", [(delivered_at, _value(delivered_at))]
+    entity_id, delivered_at = await _deliver_one_then_unload(
+        hass, mock_config_entry, freezer
     )
-    await coordinator.async_send()
-    assert await hass.config_entries.async_unload(mock_config_entry.entry_id)
 
     back = NOW + timedelta(days=3)
     freezer.move_to(back)
@@ -408,16 +414,9 @@ async def test_gap_fill_without_recorder_runs_table(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A recorder without its runs table (a future schema) still fills gaps."""
-    freezer.move_to(NOW)
-    mock_config_entry.add_to_hass(hass)
-    entity_id, subentry_id = _add_meter(hass, mock_config_entry, "a")
-    coordinator = await _setup(hass, mock_config_entry)
-    delivered_at = NOW.replace(minute=0)
-    await coordinator.outbox.async_add(
-        subentry_id, "Device a", "Energy", [(delivered_at, _value(delivered_at))]
+    entity_id, delivered_at = await _deliver_one_then_unload(
+        hass, mock_config_entry, freezer
     )
-    await coordinator.async_send()
-    assert await hass.config_entries.async_unload(mock_config_entry.entry_id)
 
     back = delivered_at + timedelta(hours=2)
     freezer.move_to(back)
