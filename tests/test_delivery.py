@@ -690,7 +690,7 @@ async def test_upload_now_sends_at_once_despite_backoff(
         datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1)
     )
     assert coordinator.data.next_retry is not None
-    result = await coordinator.async_collect_and_send()
+    result = await coordinator.async_upload_now()
     assert (result.sent, result.waiting) == (0, 2)
     assert result.error == "unreachable"
     sandbox.clear_faults()

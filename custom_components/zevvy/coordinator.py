@@ -344,7 +344,11 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
             self._async_start_send()
 
     async def async_upload_now(self) -> UploadResult:
-        """Send everything that waits now, ignoring a pending retry timer."""
+        """Send everything that waits now, ignoring a pending retry timer.
+
+        Nothing is collected here: a state read between quarter hours is not
+        the meter reading of any quarter hour.
+        """
         self._cancel_retry()
         self._auth_failed = False
         sent = await self.async_send()
@@ -355,15 +359,6 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
             parked=self.outbox.parked_count,
             error=self._last_error,
         )
-
-    async def async_collect_and_send(self) -> UploadResult:
-        """Upload now (for the upload_now action and button).
-
-        Readings are only collected on the quarter hours: a state read at another
-        time is not the meter reading of any quarter hour, so nothing is
-        collected here; everything waiting is sent.
-        """
-        return await self.async_upload_now()
 
     def _cancel_retry(self) -> None:
         if self._unsub_retry is not None:
