@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 import json
 
+from aiohttp.test_utils import TestClient
 from freezegun.api import FrozenDateTimeFactory
 
 # The diagnostics download imports hassio lazily; importing it while the clock
@@ -13,9 +14,9 @@ from homeassistant.components import hassio  # noqa: F401
 from homeassistant.config_entries import ConfigSubentry
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
-from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
+    MockUser,
     async_fire_time_changed,
 )
 from pytest_homeassistant_custom_component.components.diagnostics import (
@@ -35,14 +36,13 @@ START = datetime(2026, 11, 26, 12, 5, tzinfo=UTC)
 async def test_diagnostics(
     hass: HomeAssistant,
     hass_client: ClientSessionGenerator,
+    hass_admin_user: MockUser,
     meter_config_entry: MockConfigEntry,
     sandbox: ZevvySandbox,
     freezer: FrozenDateTimeFactory,
     snapshot: SnapshotAssertion,
 ) -> None:
     """A delivered reading, a manual one waiting while zevvy is down, a held one."""
-    # hass_client's access token is valid for 30 minutes from now.
-    token_time = dt_util.utcnow()
     freezer.move_to(START)
     entry = meter_config_entry
     entry.add_to_hass(hass)
@@ -95,8 +95,15 @@ async def test_diagnostics(
     )
     await hass.async_block_till_done()
 
-    freezer.move_to(token_time)
-    diagnostics = await get_diagnostics_for_config_entry(hass, hass_client, entry)
+    # hass_client's own access token was made before the clock was frozen at
+    # START (it lives 30 minutes): download with one made at the frozen now.
+    refresh_token = next(iter(hass_admin_user.refresh_tokens.values()))
+    access_token = hass.auth.async_create_access_token(refresh_token)
+
+    async def client() -> TestClient:
+        return await hass_client(access_token)
+
+    diagnostics = await get_diagnostics_for_config_entry(hass, client, entry)
 
     text = json.dumps(diagnostics)
     for secret in (
