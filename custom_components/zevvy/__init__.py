@@ -28,7 +28,7 @@ from .const import (
 from .coordinator import ZevvyConfigEntry, ZevvyCoordinator, ZevvyRuntimeData
 from .helpers import async_on_entry_updated
 from .history import async_start_gap_fill
-from .meters import async_setup_meters
+from .issues import async_delete_entry_issues, async_setup_meter_issues
 from .outbox import Outbox
 from .services import async_setup_services
 
@@ -102,7 +102,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> boo
 
     # Meters: repair issues for vanished or ineligible entities, now and
     # whenever the entity registry, the subentries or a meter's unit change.
-    async_setup_meters(hass, entry)
+    async_setup_meter_issues(hass, entry)
 
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     # Quarter hours missed while the entry was not loaded, from the recorder's
@@ -123,3 +123,4 @@ async def async_unload_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> bo
 async def async_remove_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> None:
     """Delete the entry's outbox (readings not yet delivered) and its issues."""
     await Outbox(hass, entry.entry_id).async_remove()
+    async_delete_entry_issues(hass, entry.entry_id)

@@ -12,7 +12,7 @@ from typing import Any
 from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.const import ATTR_UNIT_OF_MEASUREMENT
 from homeassistant.core import HomeAssistant
-from homeassistant.helpers import entity_registry as er, issue_registry as ir
+from homeassistant.helpers import entity_registry as er
 
 from .const import (
     CONF_CLIENT_ID,
@@ -21,11 +21,11 @@ from .const import (
     CONF_ENTITY_REGISTRY_ID,
     CONF_REFRESH_TOKEN,
     CONF_REGISTER_REF,
-    DOMAIN,
     OUTBOX_MAX_READINGS,
     SUBENTRY_TYPE_METER,
 )
 from .coordinator import ZevvyConfigEntry
+from .issues import entry_issues
 from .meters import entity_eligibility
 from .outbox import from_epoch
 
@@ -101,23 +101,14 @@ def _outbox(entry: ZevvyConfigEntry) -> dict[str, Any]:
 
 def _issues(hass: HomeAssistant, entry: ZevvyConfigEntry) -> list[dict[str, Any]]:
     """Return the open repair issues of this entry (by kind, without ids)."""
-    subentry_ids = set(entry.subentries)
-    issues: list[dict[str, Any]] = []
-    for (domain, issue_id), issue in ir.async_get(hass).issues.items():
-        if domain != DOMAIN:
-            continue
-        data = issue.data or {}
-        if data.get("entry_id") != entry.entry_id and not any(
-            issue_id.endswith(f"_{subentry_id}") for subentry_id in subentry_ids
-        ):
-            continue
-        issues.append(
-            {
-                "translation_key": issue.translation_key,
-                "severity": issue.severity,
-                "placeholders": issue.translation_placeholders,
-            }
-        )
+    issues = [
+        {
+            "translation_key": issue.translation_key,
+            "severity": issue.severity,
+            "placeholders": issue.translation_placeholders,
+        }
+        for issue in entry_issues(hass, entry.entry_id).values()
+    ]
     return sorted(issues, key=lambda item: str(item["translation_key"]))
 
 

@@ -43,11 +43,11 @@ import threading
 from typing import Any, TypedDict
 
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
-from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.storage import Store
 import orjson
 
 from .const import DOMAIN, LOGGER, OUTBOX_MAX_READINGS, READING_DECIMALS
+from .issues import IssueKind, async_create_issue, async_delete_issue
 
 STORAGE_VERSION = 1
 # Seconds a confirmation may wait before it is written (several coalesce).
@@ -55,9 +55,6 @@ SAVE_DELAY = 1.0
 # Dropped readings (outbox full) between two warnings in the log.
 OVERFLOW_LOG_EVERY = 10_000
 
-ISSUE_READING_HELD = "reading_held"
-ISSUE_BATCH_REJECTED = "batch_rejected"
-ISSUE_OUTBOX_OVERFLOW = "outbox_overflow"
 # Queue keys of readings without a meter subentry (manual readings) start with
 # this; every other key is a meter's subentry id.
 MANUAL_KEY_PREFIX = "ref:"
@@ -71,11 +68,6 @@ def manual_key(device_ref: str, register_ref: str) -> str:
 def is_meter_key(key: str) -> bool:
     """Return whether a queue key is a meter's subentry id."""
     return not key.startswith(MANUAL_KEY_PREFIX)
-
-
-def _issue_id(kind: str, entry_id: str, key: str | None = None) -> str:
-    """Return the repair issue id for one kind of outbox issue."""
-    return f"{kind}_{entry_id}" if key is None else f"{kind}_{entry_id}_{key}"
 
 
 def to_epoch(moment: datetime) -> int:
@@ -370,16 +362,6 @@ class Outbox:
             self._dirty = False
             self._queues.clear()
         await self._store.async_remove()
-        for domain, issue_id in list(ir.async_get(self.hass).issues):
-            if domain == DOMAIN and any(
-                issue_id.startswith(_issue_id(kind, self.entry_id))
-                for kind in (
-                    ISSUE_READING_HELD,
-                    ISSUE_BATCH_REJECTED,
-                    ISSUE_OUTBOX_OVERFLOW,
-                )
-            ):
-                ir.async_delete_issue(self.hass, DOMAIN, issue_id)
 
     # --- listeners ----------------------------------------------------------
 
@@ -589,19 +571,15 @@ class Outbox:
             from_epoch(oldest).isoformat() if oldest is not None else "?",
             self._overflow_dropped,
         )
-        ir.async_create_issue(
+        async_create_issue(
             self.hass,
-            DOMAIN,
-            _issue_id(ISSUE_OUTBOX_OVERFLOW, self.entry_id),
-            is_fixable=True,
-            is_persistent=False,
-            severity=ir.IssueSeverity.ERROR,
-            translation_key=ISSUE_OUTBOX_OVERFLOW,
-            translation_placeholders={
+            IssueKind.OUTBOX_OVERFLOW,
+            self.entry_id,
+            None,
+            {
                 "dropped": str(self._overflow_dropped),
                 "limit": str(OUTBOX_MAX_READINGS),
             },
-            data={"entry_id": self.entry_id, "kind": ISSUE_OUTBOX_OVERFLOW},
         )
         return dropped
 
@@ -653,24 +631,16 @@ class Outbox:
                 if queue.parked.index(when) < 0:
                     queue.parked.insert(when, value)
             queue.parked_message = message
-        ir.async_create_issue(
+        async_create_issue(
             self.hass,
-            DOMAIN,
-            _issue_id(ISSUE_BATCH_REJECTED, self.entry_id, batch.key),
-            is_fixable=True,
-            is_persistent=False,
-            severity=ir.IssueSeverity.ERROR,
-            translation_key=ISSUE_BATCH_REJECTED,
-            translation_placeholders={
+            IssueKind.BATCH_REJECTED,
+            self.entry_id,
+            batch.key,
+            {
                 "device": queue.device_ref,
                 "register": queue.register_ref,
                 "message": message,
                 "count": str(len(queue.parked)),
-            },
-            data={
-                "entry_id": self.entry_id,
-                "kind": ISSUE_BATCH_REJECTED,
-                "key": batch.key,
             },
         )
         self.async_schedule_save()
@@ -681,15 +651,12 @@ class Outbox:
     def _async_update_held_issue(self, key: str, queue: Queue) -> None:
         last_value = queue.held.values[-1]
         baseline = queue.baseline(queue.held.times[0])
-        ir.async_create_issue(
+        async_create_issue(
             self.hass,
-            DOMAIN,
-            _issue_id(ISSUE_READING_HELD, self.entry_id, key),
-            is_fixable=True,
-            is_persistent=False,
-            severity=ir.IssueSeverity.WARNING,
-            translation_key=ISSUE_READING_HELD,
-            translation_placeholders={
+            IssueKind.READING_HELD,
+            self.entry_id,
+            key,
+            {
                 "device": queue.device_ref,
                 "register": queue.register_ref,
                 "value": f"{last_value:.{READING_DECIMALS}f}",
@@ -699,30 +666,29 @@ class Outbox:
                 "count": str(len(queue.held)),
                 "time": from_epoch(queue.held.times[0]).isoformat(),
             },
-            data={"entry_id": self.entry_id, "kind": ISSUE_READING_HELD, "key": key},
         )
 
     async def async_accept_held(self, key: str) -> int:
         """The meter was replaced: queue the held readings (new baseline)."""
-        return await self._async_settle(key, ISSUE_READING_HELD, requeue=True)
+        return await self._async_settle(key, IssueKind.READING_HELD, requeue=True)
 
     async def async_discard_held(self, key: str) -> int:
         """The held readings are wrong: drop them."""
-        return await self._async_settle(key, ISSUE_READING_HELD, requeue=False)
+        return await self._async_settle(key, IssueKind.READING_HELD, requeue=False)
 
     async def async_retry_parked(self, key: str) -> int:
         """Put rejected readings back into the pending queue."""
-        return await self._async_settle(key, ISSUE_BATCH_REJECTED, requeue=True)
+        return await self._async_settle(key, IssueKind.BATCH_REJECTED, requeue=True)
 
     async def async_discard_parked(self, key: str) -> int:
         """Forget rejected readings."""
-        return await self._async_settle(key, ISSUE_BATCH_REJECTED, requeue=False)
+        return await self._async_settle(key, IssueKind.BATCH_REJECTED, requeue=False)
 
-    async def _async_settle(self, key: str, kind: str, *, requeue: bool) -> int:
+    async def _async_settle(self, key: str, kind: IssueKind, *, requeue: bool) -> int:
         """Empty a queue's held or parked readings once the user decided.
 
         ``kind`` names the repair issue and so the series: held readings for
-        ISSUE_READING_HELD, parked ones for ISSUE_BATCH_REJECTED. With
+        ``READING_HELD``, parked ones for ``BATCH_REJECTED``. With
         ``requeue`` they go back to pending (except quarter hours already
         pending) and the number requeued is returned; otherwise they are dropped
         and the number dropped is returned.
@@ -730,7 +696,7 @@ class Outbox:
         queue = self._queues.get(key)
         if queue is None:
             return 0
-        series = queue.held if kind == ISSUE_READING_HELD else queue.parked
+        series = queue.held if kind is IssueKind.READING_HELD else queue.parked
         count = 0 if requeue else len(series)
         with self._lock:
             if requeue:
@@ -739,9 +705,9 @@ class Outbox:
                         queue.pending.insert(when, value)
                         count += 1
             series.clear()
-            if kind == ISSUE_BATCH_REJECTED:
+            if kind is IssueKind.BATCH_REJECTED:
                 queue.parked_message = None
-        ir.async_delete_issue(self.hass, DOMAIN, _issue_id(kind, self.entry_id, key))
+        async_delete_issue(self.hass, kind, self.entry_id, key)
         await self.async_save()
         self._changed()
         return count
@@ -754,10 +720,8 @@ class Outbox:
             queue = self._queues.pop(key, None)
         if queue is None:
             return 0
-        for kind in (ISSUE_READING_HELD, ISSUE_BATCH_REJECTED):
-            ir.async_delete_issue(
-                self.hass, DOMAIN, _issue_id(kind, self.entry_id, key)
-            )
+        for kind in (IssueKind.READING_HELD, IssueKind.BATCH_REJECTED):
+            async_delete_issue(self.hass, kind, self.entry_id, key)
         dropped = len(queue.pending) + len(queue.held) + len(queue.parked)
         if dropped:
             LOGGER.info(

@@ -7,7 +7,7 @@
   fixing the cause) or discard them.
 * ``outbox_overflow``: the outbox was full and the oldest readings were dropped;
   the user acknowledges.
-* ``meter_missing`` / ``meter_not_eligible`` (raised by meters.py): a meter's
+* ``meter_missing`` / ``meter_not_eligible``: a meter's
   entity is gone or has no meter reading any more. The user restores the entity
   (the issue goes by itself) or deletes the meter here.
 """
@@ -25,13 +25,8 @@ from homeassistant.helpers import issue_registry as ir
 import voluptuous as vol
 
 from .const import DOMAIN
-from .meters import ISSUE_METER_MISSING, ISSUE_METER_NOT_ELIGIBLE
-from .outbox import (
-    ISSUE_BATCH_REJECTED,
-    ISSUE_OUTBOX_OVERFLOW,
-    ISSUE_READING_HELD,
-    Outbox,
-)
+from .issues import METER_KINDS, IssueKind
+from .outbox import Outbox
 
 if TYPE_CHECKING:
     from .coordinator import ZevvyCoordinator
@@ -156,7 +151,7 @@ class MeterRepairFlow(RepairsFlow):
 
     def __init__(self, data: IssueData) -> None:
         """Remember which meter (subentry) the issue is about."""
-        self._subentry_id = str((data or {}).get("subentry_id", ""))
+        self._subentry_id = str((data or {}).get("key", ""))
 
     async def async_step_init(
         self, user_input: dict[str, str] | None = None
@@ -197,12 +192,12 @@ async def async_create_fix_flow(
 ) -> RepairsFlow:
     """Return the fix flow of one of our issues."""
     kind = (data or {}).get("kind")
-    if kind == ISSUE_READING_HELD:
+    if kind == IssueKind.READING_HELD:
         return HeldReadingRepairFlow(data)
-    if kind == ISSUE_BATCH_REJECTED:
+    if kind == IssueKind.BATCH_REJECTED:
         return RejectedBatchRepairFlow(data)
-    if kind == ISSUE_OUTBOX_OVERFLOW:
+    if kind == IssueKind.OUTBOX_OVERFLOW:
         return OverflowRepairFlow(data)
-    if kind in (ISSUE_METER_MISSING, ISSUE_METER_NOT_ELIGIBLE):
+    if kind in METER_KINDS:
         return MeterRepairFlow(data)
     raise ValueError(f"No fix flow for issue {issue_id}")
