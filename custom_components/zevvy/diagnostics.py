@@ -27,7 +27,6 @@ from .const import (
 from .coordinator import ZevvyConfigEntry
 from .issues import entry_issues
 from .meters import entity_eligibility
-from .outbox import from_epoch
 
 TO_REDACT = {
     CONF_CLIENT_ID,
@@ -71,29 +70,26 @@ def _meters(hass: HomeAssistant, entry: ZevvyConfigEntry) -> dict[str, Any]:
 def _outbox(entry: ZevvyConfigEntry) -> dict[str, Any]:
     """Return counts and, per queue, its delivery state."""
     outbox = entry.runtime_data.outbox
-    queues: dict[str, Any] = {}
-    for key in sorted(outbox.keys):
-        queue = outbox.queue(key)
-        if queue is None:  # pragma: no cover - keys come from the outbox
-            continue
-        last = outbox.last_delivered(key)
-        queues[key] = {
-            "device_ref": queue.device_ref,
-            "register_ref": queue.register_ref,
-            "pending": len(queue.pending),
-            "oldest_pending": _iso(from_epoch(queue.pending.times[0]))
-            if queue.pending
-            else None,
-            "held": len(queue.held),
-            "parked": len(queue.parked),
-            "parked_message": queue.parked_message,
-            "last_delivered_at": _iso(last[0]) if last else None,
-            "last_delivered_value": last[1] if last else None,
+    views = outbox.views()
+    # "parked" is the rejected readings' name in diagnostics (and in storage).
+    queues = {
+        key: {
+            "device_ref": view.device_ref,
+            "register_ref": view.register_ref,
+            "pending": view.pending,
+            "oldest_pending": _iso(view.oldest_pending),
+            "held": view.held,
+            "parked": view.rejected,
+            "parked_message": view.rejected_message,
+            "last_delivered_at": _iso(view.last_delivered_at),
+            "last_delivered_value": view.last_delivered_value,
         }
+        for key, view in sorted(views.items())
+    }
     return {
         "pending": outbox.pending_count,
         "held": outbox.held_count,
-        "parked": outbox.parked_count,
+        "parked": outbox.rejected_count,
         "limit": OUTBOX_MAX_READINGS,
         "queues": queues,
     }

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from homeassistant import data_entry_flow
@@ -25,8 +24,8 @@ from homeassistant.helpers import issue_registry as ir
 import voluptuous as vol
 
 from .const import DOMAIN
+from .coordinator import Decision
 from .issues import METER_KINDS, IssueKind
-from .outbox import Outbox
 
 if TYPE_CHECKING:
     from .coordinator import ZevvyCoordinator
@@ -62,19 +61,11 @@ class _OutboxRepairFlow(RepairsFlow):
             description_placeholders=self._placeholders(),
         )
 
-    async def _async_settle(
-        self,
-        decide: Callable[[Outbox, str], Awaitable[int]],
-        *,
-        send: bool,
-    ) -> data_entry_flow.FlowResult:
-        """Apply the user's decision to the queue, then send if asked."""
+    async def _async_decide(self, decision: Decision) -> data_entry_flow.FlowResult:
+        """Apply the user's decision to the queue (the coordinator sends)."""
         if (coordinator := self._coordinator()) is None:
             return self.async_abort(reason="not_loaded")
-        await decide(coordinator.outbox, self._key)
-        coordinator.async_update_status()
-        if send:
-            coordinator.async_request_send()
+        await coordinator.async_decide(self._key, decision)
         return self.async_create_entry(data={})
 
 
@@ -91,13 +82,13 @@ class HeldReadingRepairFlow(_OutboxRepairFlow):
         self, user_input: dict[str, str] | None = None
     ) -> data_entry_flow.FlowResult:
         """The meter was replaced: queue the held readings."""
-        return await self._async_settle(Outbox.async_accept_held, send=True)
+        return await self._async_decide(Decision.ACCEPT_HELD)
 
     async def async_step_discard(
         self, user_input: dict[str, str] | None = None
     ) -> data_entry_flow.FlowResult:
         """The held readings are wrong: drop them."""
-        return await self._async_settle(Outbox.async_discard_held, send=False)
+        return await self._async_decide(Decision.DISCARD_HELD)
 
 
 class RejectedBatchRepairFlow(_OutboxRepairFlow):
@@ -113,13 +104,13 @@ class RejectedBatchRepairFlow(_OutboxRepairFlow):
         self, user_input: dict[str, str] | None = None
     ) -> data_entry_flow.FlowResult:
         """Queue the rejected readings again."""
-        return await self._async_settle(Outbox.async_retry_parked, send=True)
+        return await self._async_decide(Decision.RETRY_REJECTED)
 
     async def async_step_discard(
         self, user_input: dict[str, str] | None = None
     ) -> data_entry_flow.FlowResult:
         """Forget the rejected readings."""
-        return await self._async_settle(Outbox.async_discard_parked, send=False)
+        return await self._async_decide(Decision.DISCARD_REJECTED)
 
 
 class OverflowRepairFlow(_OutboxRepairFlow):
