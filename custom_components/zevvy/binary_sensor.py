@@ -13,7 +13,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .coordinator import ZevvyConfigEntry
 from .entity import ZevvyEntity
-from .sender import DeliveryError
+from .sender import SendError
 
 PARALLEL_UPDATES = 0
 
@@ -45,6 +45,4 @@ class ZevvyConnectionEntity(ZevvyEntity, BinarySensorEntity):
     def is_on(self) -> bool:
         """Return whether the last delivery attempt reached zevvy."""
         status = self.coordinator.data
-        return (
-            status.connected and status.last_error is not DeliveryError.AUTHENTICATION
-        )
+        return status.connected and status.last_error is not SendError.AUTHENTICATION

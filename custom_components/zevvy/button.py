@@ -1,4 +1,4 @@
-"""Diagnostic button: deliver the waiting readings now."""
+"""Diagnostic button: send the pending readings now."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ from .api import Reading, TokenManager, ZevvyClient
 from .const import COLLECT_INTERVAL_MINUTES, DOMAIN, LOGGER
 from .meters import resolve_meters, state_to_kwh
 from .outbox import AddResult, Destination, Outbox, QueueView, is_meter_key
-from .sender import DeliveryError, Sender
+from .sender import Sender, SendError
 
 # Seconds between two status updates while the outbox changes (confirmations).
 PUBLISH_DELAY = 1.0
@@ -72,7 +72,7 @@ class ZevvyStatus:
     connected: bool
     last_success: datetime | None
     last_collect: datetime | None
-    last_error: DeliveryError | None
+    last_error: SendError | None
     next_retry: datetime | None
     pending: int
     # Per queue key (a meter's subentry id): what its queue holds.
@@ -87,7 +87,7 @@ class SendResult:
     pending: int
     held: int
     rejected: int
-    error: DeliveryError | None
+    error: SendError | None
 
 
 class Decision(StrEnum):
@@ -336,11 +336,6 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
     async def async_send(self) -> int:
         """Send the pending readings; return how many zevvy confirmed."""
         return await self.sender.async_send()
-
-    @callback
-    def async_request_send(self) -> None:
-        """Send soon, unless a retry timer will or a new login is needed."""
-        self.sender.async_request_send()
 
     async def async_send_now(self) -> SendResult:
         """Send everything pending now, ignoring a retry timer or a failed login.

@@ -8,9 +8,10 @@ therefore dated ``start + period``: the 5-minute row ending on a quarter hour
 gives that quarter hour's reading, an hourly row gives the reading of the full
 hour it ends on.
 
-* Backfill (the ``zevvy.upload_history`` action in services.py): for a period and some or all meters,
-  queue quarter-hour readings where 5-minute statistics exist and hourly
-  readings from the long-term statistics before that. Readings older than a
+* Backfill (the ``zevvy.upload_history`` action in services.py): for a period
+  and some or all meters, queue quarter-hour readings where 5-minute statistics
+  exist and hourly readings from the long-term statistics before that.
+  Readings older than a
   meter's last delivered reading are queued too: the integration only remembers
   the newest reading zevvy confirmed, not which older ones it has, and zevvy
   answers "already present" (409) for those it has, so nothing is stored twice.
@@ -23,9 +24,10 @@ Statistics of a time Home Assistant was off (between two recorder runs) are
 left out: the recorder compiles them at the next start from the last state it
 had, so they repeat the reading from before the stop.
 
-Both go into the outbox like live readings (through the coordinator): readings already waiting are
-not queued twice, and a reading lower than the one before it is held back with
-a repair issue (a meter reset inside the period) instead of being sent.
+Both go into the outbox like live readings, through the coordinator: readings
+already pending are not queued twice, and a reading lower than the one before
+it is held back with a repair issue (a meter reset inside the period) instead
+of being sent.
 
 Recorder queries run in the recorder's executor, one meter at a time, and the
 readings are added to the outbox in chunks so that a large backfill never

@@ -35,7 +35,7 @@ from .const import BACKOFF_INITIAL, BACKOFF_MAX, LOGGER, MAX_BATCH, PARALLEL_UPL
 from .outbox import Batch, Outbox
 
 
-class DeliveryError(StrEnum):
+class SendError(StrEnum):
     """Why the last round stopped (the status' ``last_error``)."""
 
     AUTHENTICATION = "authentication"  # the login is no longer accepted
@@ -44,7 +44,7 @@ class DeliveryError(StrEnum):
     ERROR = "error"  # any other error zevvy answered
 
     @classmethod
-    def of(cls, error: ZevvyError) -> DeliveryError:
+    def of(cls, error: ZevvyError) -> SendError:
         """Return the kind of an error of the API client."""
         if isinstance(error, ZevvyAuthenticationError):
             return cls.AUTHENTICATION
@@ -86,7 +86,7 @@ class Sender:
         self.auth_failed = False
         self.connected = True
         self.last_success: datetime | None = None
-        self.last_error: DeliveryError | None = None
+        self.last_error: SendError | None = None
         self.next_retry: datetime | None = None
         # The last zevvy error (time, type and message) for diagnostics; kept
         # after recovery. Messages of the API client's errors carry no secrets.
@@ -201,8 +201,8 @@ class Sender:
             self.next_retry = None
         else:
             self.last_error_detail = (now, f"{type(error).__name__}: {error}")
-            self.last_error = DeliveryError.of(error)
-            if self.last_error is DeliveryError.AUTHENTICATION:
+            self.last_error = SendError.of(error)
+            if self.last_error is SendError.AUTHENTICATION:
                 if not self.auth_failed:
                     LOGGER.warning(
                         "zevvy needs a new login; readings keep waiting in the "

@@ -51,7 +51,7 @@ from .helpers import (
 from .history import MeterResult, async_fill_meter, log_result, recorder_loaded
 from .meters import ENERGY_UNITS, Meter, resolve_meters, to_kwh
 from .outbox import Destination
-from .sender import DeliveryError
+from .sender import SendError
 
 SERVICE_UPLOAD_NOW: Final = "upload_now"
 SERVICE_SEND_READING: Final = "send_reading"
@@ -96,7 +96,7 @@ def _raise_for_send(result: SendResult, entry: ZevvyConfigEntry) -> None:
     """Turn a send that stopped at a zevvy error into a translated error."""
     if result.error is None:
         return
-    if result.error is DeliveryError.AUTHENTICATION:
+    if result.error is SendError.AUTHENTICATION:
         raise HomeAssistantError(
             translation_domain=DOMAIN, translation_key="authentication_failed"
         )
