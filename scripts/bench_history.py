@@ -52,8 +52,7 @@ from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import async_test_home_assistant
 from sqlalchemy import insert
 
-from custom_components.zevvy import history
-from custom_components.zevvy.api import Account
+from custom_components.zevvy import history, services
 from custom_components.zevvy.const import DOMAIN
 from custom_components.zevvy.coordinator import ZevvyRuntimeData
 from zevvy_sandbox import SandboxConfig, ZevvySandbox
@@ -182,10 +181,7 @@ async def run(
     coordinator = await setup_entry(hass, sandbox, session, METERS, "history")
     entry = coordinator.config_entry
     entry.runtime_data = ZevvyRuntimeData(
-        auth=None,  # type: ignore[arg-type]
         tokens=None,  # type: ignore[arg-type]
-        client=coordinator.client,
-        account=Account(sub="history", username=None, email=None),
         outbox=coordinator.outbox,
         coordinator=coordinator,
     )
@@ -199,15 +195,15 @@ async def run(
     call = ServiceCall(
         hass,
         DOMAIN,
-        history.SERVICE_UPLOAD_HISTORY,
+        services.SERVICE_UPLOAD_HISTORY,
         {"config_entry_id": entry.entry_id, "start": NOW - timedelta(days=DAYS)},
         return_response=True,
     )
     # No background sending while measuring the queueing.
-    with patch.object(coordinator, "async_request_send"):
+    with patch.object(coordinator.sender, "async_request_send"):
         began = time.perf_counter()
         with LoopWatch() as watch:
-            response = await history.async_handle_upload_history(call)
+            response = await services.async_upload_history(call)
         wall = time.perf_counter() - began
         rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     assert response is not None
@@ -232,11 +228,11 @@ async def run(
     # Gap fill: every meter last delivered three days ago.
     gap_start = NOW.replace(minute=0) - timedelta(days=3)
     for index, subentry_id in enumerate(entry.subentries):
-        queue = coordinator.outbox.queue(subentry_id)
+        queue = coordinator.outbox._queues.get(subentry_id)  # noqa: SLF001
         assert queue is not None, subentry_id
         queue.last_time = int(gap_start.timestamp())
         queue.last_value = round(_value(gap_start, index) / 1000, 3)
-    with patch.object(coordinator, "async_request_send"):
+    with patch.object(coordinator.sender, "async_request_send"):
         began = time.perf_counter()
         with LoopWatch() as watch:
             await history.async_gap_fill(hass, entry)
@@ -248,9 +244,9 @@ async def run(
         "loop_longest_block_ms": round(watch.longest * 1000, 1),
     }
     # Python memory of the action (traced separately: tracing slows it down).
-    with patch.object(coordinator, "async_request_send"):
+    with patch.object(coordinator.sender, "async_request_send"):
         tracemalloc.start()
-        await history.async_handle_upload_history(call)
+        await services.async_upload_history(call)
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     result["upload_history"]["python_peak_memory_mb"] = round(peak / 1e6, 1)

@@ -33,7 +33,6 @@ from pytest_homeassistant_custom_component.common import (
     async_test_home_assistant,
 )
 
-from custom_components.zevvy import outbox as outbox_module
 from custom_components.zevvy.api import (
     Reading,
     TokenManager,
@@ -51,10 +50,15 @@ from custom_components.zevvy.const import (
     CONF_REFRESH_TOKEN,
     CONF_REGISTER_REF,
     DOMAIN,
+    OUTBOX_MAX_READINGS,
     SUBENTRY_TYPE_METER,
 )
 from custom_components.zevvy.coordinator import ZevvyCoordinator
-from custom_components.zevvy.outbox import Outbox
+from custom_components.zevvy.outbox import (
+    Destination,
+    Outbox,
+    format as outbox_format,
+)
 from zevvy_sandbox import SandboxConfig, ZevvySandbox
 
 QUARTER = timedelta(minutes=15)
@@ -156,10 +160,10 @@ async def _tick(coordinator: ZevvyCoordinator, read_at: datetime) -> dict[str, A
     outbox.async_save = real_save  # type: ignore[method-assign]
 
     start = time.perf_counter()
-    snapshot = outbox._take_snapshot()  # noqa: SLF001
+    snapshot = outbox.storage.take_snapshot()
     snapshot_loop = time.perf_counter() - start
     start = time.perf_counter()
-    outbox._encode(snapshot)  # noqa: SLF001
+    outbox_format.encode(snapshot)
     encode = time.perf_counter() - start
     start = time.perf_counter()
     await outbox.async_save()
@@ -188,10 +192,8 @@ async def _backlog(coordinator: ZevvyCoordinator, start: datetime) -> dict[str, 
     fill_start = time.perf_counter()
     for index, subentry_id in enumerate(coordinator.config_entry.subentries):
         outbox.add(
-            subentry_id,
-            f"backlog meter {index}",
-            "Energy",
-            ((start + i * QUARTER, 1000.0 + i * 0.25) for i in range(slots)),
+            Destination(subentry_id, f"backlog meter {index}", "Energy"),
+            (Reading(start + i * QUARTER, 1000.0 + i * 0.25) for i in range(slots)),
         )
     fill = time.perf_counter() - fill_start
     current, peak = tracemalloc.get_traced_memory()
@@ -200,7 +202,7 @@ async def _backlog(coordinator: ZevvyCoordinator, start: datetime) -> dict[str, 
     start_save = time.perf_counter()
     await outbox.async_save()
     save = time.perf_counter() - start_save
-    path = Path(coordinator.hass.config.path(".storage", outbox._store.key))  # noqa: SLF001
+    path = Path(coordinator.hass.config.path(".storage", outbox.storage.key))
     size = path.stat().st_size
 
     requests_before = len(coordinator.hass.data.get("bench_requests", []))
@@ -256,7 +258,7 @@ async def _naive(
 
 async def _outbox_at_bound(hass: Any) -> dict[str, Any]:
     """The outbox full (OUTBOX_MAX_READINGS): memory and save costs."""
-    limit = outbox_module.OUTBOX_MAX_READINGS
+    limit = OUTBOX_MAX_READINGS
     meters = 100
     per_meter = limit // meters
     outbox = Outbox(hass, "bench_bound")
@@ -265,18 +267,16 @@ async def _outbox_at_bound(hass: Any) -> dict[str, Any]:
     before, _ = tracemalloc.get_traced_memory()
     for meter in range(meters):
         outbox.add(
-            f"m{meter}",
-            f"bound meter {meter}",
-            "Energy",
-            ((start + i * QUARTER, 1000.0 + i * 0.25) for i in range(per_meter)),
+            Destination(f"m{meter}", f"bound meter {meter}", "Energy"),
+            (Reading(start + i * QUARTER, 1000.0 + i * 0.25) for i in range(per_meter)),
         )
     current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     begin = time.perf_counter()
-    snapshot = outbox._take_snapshot()  # noqa: SLF001
+    snapshot = outbox.storage.take_snapshot()
     snapshot_loop = time.perf_counter() - begin
     begin = time.perf_counter()
-    outbox._encode(snapshot)  # noqa: SLF001
+    outbox_format.encode(snapshot)
     encode = time.perf_counter() - begin
     begin = time.perf_counter()
     await outbox.async_save()
@@ -285,10 +285,8 @@ async def _outbox_at_bound(hass: Any) -> dict[str, Any]:
     begin = time.perf_counter()
     for meter in range(meters):
         outbox.add(
-            f"m{meter}",
-            f"bound meter {meter}",
-            "Energy",
-            ((start + per_meter * QUARTER, 5000.0),),
+            Destination(f"m{meter}", f"bound meter {meter}", "Energy"),
+            (Reading(start + per_meter * QUARTER, 5000.0),),
         )
     overflow = time.perf_counter() - begin
     path = Path(hass.config.path(".storage", f"{DOMAIN}.bench_bound.outbox"))
@@ -365,7 +363,7 @@ async def main() -> dict[str, Any]:
         "PARALLEL_UPLOADS": __import__(
             "custom_components.zevvy.const", fromlist=["PARALLEL_UPLOADS"]
         ).PARALLEL_UPLOADS,
-        "OUTBOX_MAX_READINGS": outbox_module.OUTBOX_MAX_READINGS,
+        "OUTBOX_MAX_READINGS": OUTBOX_MAX_READINGS,
     }
     summary["python"] = sys.version.split()[0]
     summary["cpus"] = os.cpu_count()

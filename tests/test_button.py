@@ -19,7 +19,9 @@ from pytest_homeassistant_custom_component.common import (
 )
 from syrupy.assertion import SnapshotAssertion
 
+from custom_components.zevvy.api import Reading
 from custom_components.zevvy.const import DOMAIN
+from custom_components.zevvy.outbox import Destination
 from zevvy_sandbox import ZevvySandbox
 
 START = datetime(2026, 11, 26, 12, 5, tzinfo=UTC)
@@ -127,7 +129,8 @@ async def test_press_when_login_rejected(
     """A rejected login: a translated error asking to log in again."""
     await _setup(hass, meter_config_entry)
     meter_config_entry.runtime_data.outbox.add(
-        "ref:a/b", "a", "b", [(datetime(2026, 11, 26, 12, tzinfo=UTC), 1.0)]
+        Destination("ref:a/b", "a", "b"),
+        [Reading(datetime(2026, 11, 26, 12, tzinfo=UTC), 1.0)],
     )
     sandbox.revoke_refresh_tokens()
     sandbox.expire_access_tokens()

@@ -11,11 +11,10 @@ from homeassistant.helpers.storage import Store
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.zevvy import outbox as outbox_module
 from custom_components.zevvy.const import DOMAIN
 from custom_components.zevvy.helpers import async_on_entry_updated
 from custom_components.zevvy.meters import _dashboard_stat_ids
-from custom_components.zevvy.outbox import Outbox, store_kwargs
+from custom_components.zevvy.outbox import Outbox, store as outbox_store, store_kwargs
 
 
 async def test_no_update_listeners(
@@ -78,7 +77,7 @@ async def test_outbox_store_serializes_off_the_loop(
             seen["serialize_in_event_loop"] = serialize_in_event_loop
             super().__init__(*args, **kwargs)
 
-    monkeypatch.setattr(outbox_module, "Store", NewerStore)
+    monkeypatch.setattr(outbox_store, "Store", NewerStore)
     Outbox(hass, "entry")
     assert seen == {"serialize_in_event_loop": False}
 

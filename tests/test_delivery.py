@@ -26,7 +26,7 @@ from pytest_homeassistant_custom_component.common import (
     async_fire_time_changed,
 )
 
-from custom_components.zevvy import outbox as outbox_module, repairs as repairs_module
+from custom_components.zevvy import repairs as repairs_module
 from custom_components.zevvy.api import Reading, ZevvyAuth
 from custom_components.zevvy.const import (
     BACKOFF_INITIAL,
@@ -39,6 +39,7 @@ from custom_components.zevvy.const import (
     SUBENTRY_TYPE_METER,
 )
 from custom_components.zevvy.coordinator import ZevvyCoordinator, next_quarter
+from custom_components.zevvy.outbox import policy as outbox_policy
 from zevvy_sandbox import ZevvySandbox
 
 START = datetime(2026, 11, 26, 12, 5, tzinfo=UTC)
@@ -328,7 +329,7 @@ async def test_backoff_doubles_up_to_the_maximum(
     assert delays[:3] == expected[:3]
     assert max(delays) == BACKOFF_MAX
     sandbox.clear_faults()
-    await coordinator.async_upload_now()
+    await coordinator.async_send_now()
     assert len(sandbox.readings()) >= 1
 
 
@@ -357,7 +358,7 @@ async def test_restart_with_pending_readings(
     ]
     assert coordinator.data.pending == 0
     # The delivered state survives too: the baseline is the 12:45 reading.
-    assert coordinator.outbox.last_delivered(next(iter(meters.entity_ids))) == (
+    assert coordinator.outbox.last_delivered(next(iter(meters.entity_ids))) == Reading(
         datetime(2026, 11, 26, 12, 45, tzinfo=UTC),
         1_000.75,
     )
@@ -395,7 +396,7 @@ async def test_already_present_readings_count_as_delivered(
     assert 409 in _bulk_requests(sandbox)
     assert [r.read_at for r in sandbox.readings()] == [_read_at(tick)]
     assert coordinator.data.pending == 0
-    assert coordinator.outbox.last_delivered(one) == (tick, 1000.0)
+    assert coordinator.outbox.last_delivered(one) == Reading(tick, 1000.0)
 
 
 async def _fix_flow(hass: HomeAssistant, issue_id: str) -> dict[str, Any]:
@@ -436,11 +437,11 @@ async def test_rejected_batch_is_parked_and_can_be_retried(
         datetime(2026, 11, 26, 12, 31, tzinfo=UTC), timedelta(minutes=1)
     )
     # One register's 12:15 batch was rejected; everything else arrived.
-    assert coordinator.data.parked == 1
+    assert coordinator.outbox.rejected_count == 1
     assert coordinator.data.pending == 0
     assert len(sandbox.readings()) == 3
     assert coordinator.data.connected
-    parked_key = next(k for k, m in coordinator.data.meters.items() if m.parked)
+    parked_key = next(k for k, m in coordinator.data.meters.items() if m.rejected)
     issue_id = f"batch_rejected_{meters.entry.entry_id}_{parked_key}"
     issue = ir.async_get(hass).async_get_issue(DOMAIN, issue_id)
     assert issue is not None
@@ -451,14 +452,14 @@ async def test_rejected_batch_is_parked_and_can_be_retried(
     await meters.advance(
         datetime(2026, 11, 26, 13, 1, tzinfo=UTC), timedelta(minutes=5)
     )
-    assert coordinator.data.parked == 1
+    assert coordinator.outbox.rejected_count == 1
 
     result = await _fix_flow(hass, issue_id)
     assert result["type"] is FlowResultType.MENU
     assert result["menu_options"] == ["retry", "discard"]
     result = await _choose(hass, result["flow_id"], "retry")
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert coordinator.data.parked == 0
+    assert coordinator.outbox.rejected_count == 0
     assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
     device = coordinator.data.meters[parked_key].device_ref
     assert [r.read_at for r in sandbox.readings(device)][
@@ -482,7 +483,7 @@ async def test_rejected_batch_can_be_discarded(
     result = await _fix_flow(hass, f"batch_rejected_{meters.entry.entry_id}_{key}")
     result = await _choose(hass, result["flow_id"], "discard")
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert coordinator.data.parked == 0
+    assert coordinator.outbox.rejected_count == 0
     assert sandbox.readings() == []
 
 
@@ -515,7 +516,7 @@ async def test_lower_reading_is_held_until_the_user_decides(
         datetime(2026, 11, 26, 12, 46, tzinfo=UTC), timedelta(minutes=1), grow=False
     )
     assert [r.value for r in sandbox.readings()] == [1000.0]
-    assert coordinator.data.held == 2
+    assert coordinator.outbox.held_count == 2
     issue_id = f"reading_held_{meters.entry.entry_id}_{one}"
     issue = ir.async_get(hass).async_get_issue(DOMAIN, issue_id)
     assert issue is not None
@@ -529,14 +530,14 @@ async def test_lower_reading_is_held_until_the_user_decides(
     result = await _choose(hass, result["flow_id"], choice)
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
-    assert coordinator.data.held == 0
+    assert coordinator.outbox.held_count == 0
 
     meters.set(one, 1000.0 if choice == "replaced" else 1_000_250.0)
     await meters.advance(
         datetime(2026, 11, 26, 13, 1, tzinfo=UTC), timedelta(minutes=1), grow=False
     )
     assert [r.value for r in sandbox.readings()] == delivered
-    assert coordinator.data.held == 0
+    assert coordinator.outbox.held_count == 0
 
 
 async def test_outbox_bound_drops_oldest(
@@ -549,7 +550,7 @@ async def test_outbox_bound_drops_oldest(
     meters.add("one")
     coordinator = await meters.setup()
     sandbox.inject_fault(status=503, count=100_000)
-    with patch.object(outbox_module, "OUTBOX_MAX_READINGS", 3):
+    with patch.object(outbox_policy, "OUTBOX_MAX_READINGS", 3):
         await meters.advance(
             datetime(2026, 11, 26, 13, 16, tzinfo=UTC), timedelta(minutes=1)
         )
@@ -560,7 +561,7 @@ async def test_outbox_bound_drops_oldest(
     assert issue is not None
     assert issue.translation_placeholders == {"dropped": "2", "limit": "3"}
     sandbox.clear_faults()
-    await coordinator.async_upload_now()
+    await coordinator.async_send_now()
     assert [r.read_at for r in sandbox.readings()] == [
         "2026-11-26T12:45:00.000Z",
         "2026-11-26T13:00:00.000Z",
@@ -665,11 +666,11 @@ async def test_fix_flow_needs_a_loaded_entry(
 
     # Held readings survive the reload and the issue can then be fixed.
     coordinator = await meters.setup()
-    assert coordinator.data.held == 1
+    assert coordinator.outbox.held_count == 1
     result = await _fix_flow(hass, issue_id)
     result = await _choose(hass, result["flow_id"], "discard")
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert coordinator.data.held == 0
+    assert coordinator.outbox.held_count == 0
 
 
 async def test_unknown_issue_kind_has_no_fix_flow(hass: HomeAssistant) -> None:
@@ -690,12 +691,12 @@ async def test_upload_now_sends_at_once_despite_backoff(
         datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1)
     )
     assert coordinator.data.next_retry is not None
-    result = await coordinator.async_upload_now()
-    assert (result.sent, result.waiting) == (0, 2)
+    result = await coordinator.async_send_now()
+    assert (result.sent, result.pending) == (0, 2)
     assert result.error == "unreachable"
     sandbox.clear_faults()
-    result = await coordinator.async_upload_now()
-    assert (result.sent, result.waiting, result.held, result.parked) == (2, 0, 0, 0)
+    result = await coordinator.async_send_now()
+    assert (result.sent, result.pending, result.held, result.rejected) == (2, 0, 0, 0)
     assert result.error is None
     assert coordinator.data.next_retry is None
     # Other errors (here 403) are retried like an outage, with the message kept.

@@ -39,6 +39,7 @@ from pytest_homeassistant_custom_component.components.recorder.common import (
 from sqlalchemy import update
 
 from custom_components.zevvy import history
+from custom_components.zevvy.api import Reading
 from custom_components.zevvy.const import (
     CONF_DEVICE_REF,
     CONF_ENTITY_ID,
@@ -48,8 +49,9 @@ from custom_components.zevvy.const import (
     SUBENTRY_TYPE_METER,
 )
 from custom_components.zevvy.coordinator import ZevvyCoordinator
-from custom_components.zevvy.history import SERVICE_UPLOAD_HISTORY
 from custom_components.zevvy.meters import meter_title
+from custom_components.zevvy.outbox import Destination
+from custom_components.zevvy.services import SERVICE_UPLOAD_HISTORY
 from zevvy_sandbox import ZevvySandbox
 
 NOW = datetime(2026, 11, 26, 12, 7, tzinfo=UTC)
@@ -256,7 +258,7 @@ async def test_backfill_twice_stores_nothing_twice(
     assert again["queued"] == 0
     assert again["meters"][entity_id]["already_queued"] == 8
     sandbox.clear_faults()
-    await coordinator.async_upload_now()
+    await coordinator.async_send_now()
     stored = sandbox.readings()
     assert len(stored) == 8
 
@@ -283,7 +285,8 @@ async def _deliver_one_then_unload(
     coordinator = await _setup(hass, entry)
     delivered_at = NOW.replace(minute=0)
     await coordinator.outbox.async_add(
-        subentry_id, "Device a", "Energy", [(delivered_at, _value(delivered_at))]
+        Destination(subentry_id, "Device a", "Energy"),
+        [Reading(delivered_at, _value(delivered_at))],
     )
     await coordinator.async_send()
     assert await hass.config_entries.async_unload(entry.entry_id)
@@ -449,7 +452,9 @@ async def test_gap_fill_skips_queued_and_new_meters(
     entity_b, _ = _add_meter(hass, mock_config_entry, "b")
     coordinator = await _setup(hass, mock_config_entry)
     t0 = NOW.replace(minute=0) - timedelta(hours=2)
-    await coordinator.outbox.async_add(sub_a, "Device a", "Energy", [(t0, _value(t0))])
+    await coordinator.outbox.async_add(
+        Destination(sub_a, "Device a", "Energy"), [Reading(t0, _value(t0))]
+    )
     await coordinator.async_send()
     assert await hass.config_entries.async_unload(mock_config_entry.entry_id)
     # The collector's own reading of 11:00 (slightly different value) waits.
@@ -458,7 +463,7 @@ async def test_gap_fill_skips_queued_and_new_meters(
     eleven = t0 + timedelta(hours=1)
     collected = _value(eleven) + 0.123
     await coordinator.outbox.async_add(
-        sub_a, "Device a", "Energy", [(eleven, collected)]
+        Destination(sub_a, "Device a", "Energy"), [Reading(eleven, collected)]
     )
     assert await hass.config_entries.async_unload(mock_config_entry.entry_id)
     sandbox.clear_faults()

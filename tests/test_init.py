@@ -21,9 +21,10 @@ async def test_setup_and_unload(
     assert mock_config_entry.state is ConfigEntryState.LOADED
 
     runtime = mock_config_entry.runtime_data
-    assert runtime.account.sub == sandbox.config.sub
-    assert runtime.account.title == "demo"
-    assert runtime.client.api_url == sandbox.api_url
+    assert runtime.tokens.account is not None
+    assert runtime.tokens.account.sub == sandbox.config.sub
+    assert runtime.tokens.account.title == "demo"
+    assert runtime.coordinator.client.api_url == sandbox.api_url
     # The sandbox rotates refresh tokens: the new one is stored at once.
     assert mock_config_entry.data[CONF_REFRESH_TOKEN] != first_token
     assert mock_config_entry.data[CONF_REFRESH_TOKEN] == runtime.tokens.refresh_token

@@ -57,7 +57,7 @@ async def test_delete_meter_from_repairs(
     assert hass.states.get(METER_TIME) is not None
     _break_meter(hass, kind)
     await hass.async_block_till_done()
-    issue_id = f"{kind}_{METER_SUBENTRY_ID}"
+    issue_id = f"{kind}_{entry.entry_id}_{METER_SUBENTRY_ID}"
     issue = ir.async_get(hass).async_get_issue(DOMAIN, issue_id)
     assert issue is not None
     assert issue.is_fixable
@@ -87,7 +87,7 @@ async def test_meter_already_deleted(
     """The meter went meanwhile: the flow aborts."""
     _break_meter(hass, "meter_missing")
     await hass.async_block_till_done()
-    issue_id = f"meter_missing_{METER_SUBENTRY_ID}"
+    issue_id = f"meter_missing_{entry.entry_id}_{METER_SUBENTRY_ID}"
     result = await _start(hass, issue_id)
     hass.config_entries.async_remove_subentry(entry, METER_SUBENTRY_ID)
     await hass.async_block_till_done()

@@ -26,6 +26,10 @@ from custom_components.zevvy.const import (
     DOMAIN,
     SUBENTRY_TYPE_METER,
 )
+from custom_components.zevvy.issues import (
+    async_setup_meter_issues,
+    async_update_meter_issues,
+)
 from custom_components.zevvy.meters import (
     ENERGY_UNITS,
     Eligibility,
@@ -33,7 +37,6 @@ from custom_components.zevvy.meters import (
     async_candidates,
     async_default_references,
     async_energy_dashboard_entity_ids,
-    async_setup_meters,
     async_suggested_entity_ids,
     entity_eligibility,
     meter_subentry_data,
@@ -512,8 +515,15 @@ def meter_issue(
     hass: HomeAssistant, key: str, subentry_id: str
 ) -> ir.IssueEntry | None:
     """Return the meter's issue ``key`` if it is active."""
-    issue = ir.async_get(hass).async_get_issue(DOMAIN, f"{key}_{subentry_id}")
-    return issue if issue is not None and issue.active else None
+    for (domain, issue_id), issue in ir.async_get(hass).issues.items():
+        if (
+            domain == DOMAIN
+            and issue_id.startswith(f"{key}_")
+            and issue_id.endswith(f"_{subentry_id}")
+            and issue.active
+        ):
+            return issue
+    return None
 
 
 async def test_meter_subentry_data(hass: HomeAssistant) -> None:
@@ -589,12 +599,12 @@ async def test_repair_removed_entity(hass: HomeAssistant) -> None:
         ],
     )
     subentry_id = subentry_id_of(entry, entity)
-    assert len(resolve_meters(hass, entry)) == 2
+    assert len(async_update_meter_issues(hass, entry)) == 2
     assert meter_issue(hass, "meter_missing", subentry_id) is None
 
     registry = er.async_get(hass)
     registry.async_remove(entity.entity_id)
-    meters = resolve_meters(hass, entry)
+    meters = async_update_meter_issues(hass, entry)
     assert [meter.entity_id for meter in meters] == ["sensor.pv"]
     issue = meter_issue(hass, "meter_missing", subentry_id)
     assert issue is not None
@@ -610,7 +620,7 @@ async def test_repair_removed_entity(hass: HomeAssistant) -> None:
     # Re-adding the same entity restores its registry id.
     restored = make_sensor(hass, "grid")
     assert restored.id == entity.id
-    assert len(resolve_meters(hass, entry)) == 2
+    assert len(async_update_meter_issues(hass, entry)) == 2
     assert meter_issue(hass, "meter_missing", subentry_id) is None
 
 
@@ -624,7 +634,7 @@ async def test_repair_unit_change(hass: HomeAssistant) -> None:
         "1500",
         {ATTR_UNIT_OF_MEASUREMENT: "W", "state_class": "total_increasing"},
     )
-    assert resolve_meters(hass, entry) == []
+    assert async_update_meter_issues(hass, entry) == []
     issue = meter_issue(hass, "meter_not_eligible", subentry_id)
     assert issue is not None
     assert issue.translation_placeholders == {
@@ -636,7 +646,7 @@ async def test_repair_unit_change(hass: HomeAssistant) -> None:
     # Removed while not eligible: one issue replaces the other.
     er.async_get(hass).async_remove(entity.entity_id)
     hass.states.async_remove(entity.entity_id)
-    assert resolve_meters(hass, entry) == []
+    assert async_update_meter_issues(hass, entry) == []
     assert meter_issue(hass, "meter_not_eligible", subentry_id) is None
     assert meter_issue(hass, "meter_missing", subentry_id) is not None
 
@@ -655,8 +665,8 @@ async def test_orphaned_issues_are_deleted(hass: HomeAssistant) -> None:
     registry = er.async_get(hass)
     registry.async_remove(gone.entity_id)
     registry.async_remove(other_gone.entity_id)
-    resolve_meters(hass, entry)
-    resolve_meters(hass, other)
+    async_update_meter_issues(hass, entry)
+    async_update_meter_issues(hass, other)
     subentry_id = subentry_id_of(entry, gone)
     other_id = subentry_id_of(other, other_gone)
     # An issue of another integration is left alone.
@@ -670,7 +680,7 @@ async def test_orphaned_issues_are_deleted(hass: HomeAssistant) -> None:
     )
 
     hass.config_entries.async_remove_subentry(entry, subentry_id)
-    assert resolve_meters(hass, entry) == []
+    assert async_update_meter_issues(hass, entry) == []
     assert meter_issue(hass, "meter_missing", subentry_id) is None
     assert meter_issue(hass, "meter_missing", other_id) is not None
     assert ir.async_get(hass).async_get_issue("test", f"meter_missing_{subentry_id}")
@@ -682,7 +692,7 @@ async def test_watcher_raises_and_clears_issues_promptly(hass: HomeAssistant) ->
     other = make_sensor(hass, "pv")
     entry = add_account(hass, [meter_subentry_data(entity, "Grid", "Energy")])
     subentry_id = subentry_id_of(entry, entity)
-    async_setup_meters(hass, entry)
+    async_setup_meter_issues(hass, entry)
 
     # Unit change: noticed through the state change.
     hass.states.async_set(

@@ -13,9 +13,15 @@ from homeassistant.helpers import issue_registry as ir
 import pytest
 from pytest_homeassistant_custom_component.common import async_fire_time_changed
 
-from custom_components.zevvy import outbox as outbox_module
+from custom_components.zevvy.api import Reading
 from custom_components.zevvy.const import DOMAIN
-from custom_components.zevvy.outbox import Outbox, Series
+from custom_components.zevvy.outbox import (
+    Destination,
+    Outbox,
+    Series,
+    policy as outbox_policy,
+    store as outbox_store,
+)
 
 ENTRY_ID = "entry1"
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -51,7 +57,10 @@ async def test_add_is_on_disk_when_async_add_returns(hass: HomeAssistant) -> Non
     """Readings are written before async_add returns and survive a reload."""
     box = Outbox(hass, ENTRY_ID)
     await box.async_load()
-    result = await box.async_add("m1", "Dev", "Reg", [(_at(0), 1.0), (_at(1), 1.23456)])
+    result = await box.async_add(
+        Destination("m1", "Dev", "Reg"),
+        [Reading(_at(0), 1.0), Reading(_at(1), 1.23456)],
+    )
     assert (result.queued, result.duplicates, result.held) == (2, 0, 0)
 
     raw = _stored(hass)["data"]["queues"]["m1"]
@@ -65,22 +74,24 @@ async def test_add_is_on_disk_when_async_add_returns(hass: HomeAssistant) -> Non
     assert again.pending_count == 2
     batch = again.next_batch("m1", 10)
     assert batch is not None
-    assert batch.pairs() == [(_at(0), 1.0), (_at(1), 1.235)]
+    assert batch.readings() == [Reading(_at(0), 1.0), Reading(_at(1), 1.235)]
 
 
 async def test_duplicates_are_not_queued_twice(hass: HomeAssistant) -> None:
     """A (meter, readAt) already pending or delivered is skipped."""
     box = Outbox(hass, ENTRY_ID)
-    await box.async_add("m1", "D", "R", [(_at(0), 1.0)])
-    result = await box.async_add("m1", "D", "R", [(_at(0), 1.0), (_at(1), 2.0)])
+    await box.async_add(Destination("m1", "D", "R"), [Reading(_at(0), 1.0)])
+    result = await box.async_add(
+        Destination("m1", "D", "R"), [Reading(_at(0), 1.0), Reading(_at(1), 2.0)]
+    )
     assert (result.queued, result.duplicates) == (1, 1)
     assert box.pending_count == 2
 
     batch = box.next_batch("m1", 1)
     assert batch is not None
     box.confirm(batch)
-    assert box.last_delivered("m1") == (_at(0), 1.0)
-    result = box.add("m1", "D", "R", [(_at(0), 1.0)])
+    assert box.last_delivered("m1") == Reading(_at(0), 1.0)
+    result = box.add(Destination("m1", "D", "R"), [Reading(_at(0), 1.0)])
     assert result.duplicates == 1
     assert box.pending_count == 1
     await box.async_flush()
@@ -89,10 +100,13 @@ async def test_duplicates_are_not_queued_twice(hass: HomeAssistant) -> None:
 async def test_out_of_order_readings_are_sorted(hass: HomeAssistant) -> None:
     """Older readings (backfill) land at their place in time."""
     box = Outbox(hass, ENTRY_ID)
-    box.add("m1", "D", "R", [(_at(2), 3.0), (_at(0), 1.0), (_at(1), 2.0)])
+    box.add(
+        Destination("m1", "D", "R"),
+        [Reading(_at(2), 3.0), Reading(_at(0), 1.0), Reading(_at(1), 2.0)],
+    )
     batch = box.next_batch("m1", 10)
     assert batch is not None
-    assert [v for _, v in batch.pairs()] == [1.0, 2.0, 3.0]
+    assert [r.value for r in batch.readings()] == [1.0, 2.0, 3.0]
     assert box.keys_with_pending() == ["m1"]
 
 
@@ -101,18 +115,20 @@ async def test_confirm_removes_and_sets_baseline(
 ) -> None:
     """Confirmed readings leave; the delayed save writes that within a second."""
     box = Outbox(hass, ENTRY_ID)
-    await box.async_add("m1", "D", "R", [(_at(i), float(i)) for i in range(5)])
+    await box.async_add(
+        Destination("m1", "D", "R"), [Reading(_at(i), float(i)) for i in range(5)]
+    )
     batch = box.next_batch("m1", 3)
     assert batch is not None
     assert len(batch) == 3
     # A reading added while the batch is in flight stays.
-    box.add("m1", "D", "R", [(_at(5), 5.0)])
+    box.add(Destination("m1", "D", "R"), [Reading(_at(5), 5.0)])
     box.confirm(batch)
     assert box.pending_count == 3
-    assert box.last_delivered("m1") == (_at(2), 2.0)
+    assert box.last_delivered("m1") == Reading(_at(2), 2.0)
     assert len(_stored(hass)["data"]["queues"]["m1"]["pending"]["t"]) == 5
 
-    freezer.tick(timedelta(seconds=outbox_module.SAVE_DELAY + 0.1))
+    freezer.tick(timedelta(seconds=outbox_store.SAVE_DELAY + 0.1))
     async_fire_time_changed(hass)
     await hass.async_block_till_done()
     raw = _stored(hass)["data"]["queues"]["m1"]
@@ -123,24 +139,31 @@ async def test_confirm_removes_and_sets_baseline(
 async def test_flush_writes_delayed_changes(hass: HomeAssistant) -> None:
     """async_flush (on unload) writes what the delayed save has not yet."""
     box = Outbox(hass, ENTRY_ID)
-    await box.async_add("m1", "D", "R", [(_at(0), 1.0)])
+    await box.async_add(Destination("m1", "D", "R"), [Reading(_at(0), 1.0)])
     batch = box.next_batch("m1", 10)
     assert batch is not None
     box.confirm(batch)
     await box.async_flush()
     again = await _reloaded(hass)
     assert again.pending_count == 0
-    assert again.last_delivered("m1") == (_at(0), 1.0)
+    assert again.last_delivered("m1") == Reading(_at(0), 1.0)
 
 
 async def test_lower_reading_is_held_and_accepted(hass: HomeAssistant) -> None:
     """A drop is held with a repair issue; accepting queues every held reading."""
     issues = ir.async_get(hass)
     box = Outbox(hass, ENTRY_ID)
-    await box.async_add("m1", "Dev", "Reg", [(_at(0), 100.0), (_at(1), 100.0)])
-    result = await box.async_add("m1", "Dev", "Reg", [(_at(2), 0.5)])
+    await box.async_add(
+        Destination("m1", "Dev", "Reg"),
+        [Reading(_at(0), 100.0), Reading(_at(1), 100.0)],
+    )
+    result = await box.async_add(
+        Destination("m1", "Dev", "Reg"), [Reading(_at(2), 0.5)]
+    )
     assert (result.queued, result.held) == (0, 1)
-    result = await box.async_add("m1", "Dev", "Reg", [(_at(3), 1.0)])
+    result = await box.async_add(
+        Destination("m1", "Dev", "Reg"), [Reading(_at(3), 1.0)]
+    )
     assert result.held == 1
     assert box.held_count == 2
     issue = issues.async_get_issue(DOMAIN, f"reading_held_{ENTRY_ID}_m1")
@@ -159,20 +182,20 @@ async def test_lower_reading_is_held_and_accepted(hass: HomeAssistant) -> None:
     assert box.pending_count == 4
     assert issues.async_get_issue(DOMAIN, f"reading_held_{ENTRY_ID}_m1") is None
     # The accepted reading is the new baseline: the next one is normal.
-    result = box.add("m1", "Dev", "Reg", [(_at(4), 1.5)])
+    result = box.add(Destination("m1", "Dev", "Reg"), [Reading(_at(4), 1.5)])
     assert (result.queued, result.held) == (1, 0)
 
 
 async def test_held_readings_can_be_discarded(hass: HomeAssistant) -> None:
     """Discarding drops the held readings; a recovered meter queues normally."""
     box = Outbox(hass, ENTRY_ID)
-    box.add("m1", "D", "R", [(_at(0), 10.0)])
+    box.add(Destination("m1", "D", "R"), [Reading(_at(0), 10.0)])
     batch = box.next_batch("m1", 10)
     assert batch is not None
     box.confirm(batch)
-    assert box.add("m1", "D", "R", [(_at(1), 0.0)]).held == 1
+    assert box.add(Destination("m1", "D", "R"), [Reading(_at(1), 0.0)]).held == 1
     # Equal to the baseline is normal, also while a drop is held.
-    assert box.add("m1", "D", "R", [(_at(2), 10.0)]).queued == 1
+    assert box.add(Destination("m1", "D", "R"), [Reading(_at(2), 10.0)]).queued == 1
     assert await box.async_discard_held("m1") == 1
     assert box.held_count == 0
     assert box.pending_count == 1
@@ -185,18 +208,22 @@ async def test_bound_drops_oldest_with_warning_and_issue(
 ) -> None:
     """At OUTBOX_MAX_READINGS the oldest readings of all meters go first."""
     box = Outbox(hass, ENTRY_ID)
-    with patch.object(outbox_module, "OUTBOX_MAX_READINGS", 5):
-        box.add("a", "A", "R", [(_at(i), float(i)) for i in (0, 2, 4)])
-        box.add("b", "B", "R", [(_at(i), float(i)) for i in (1, 3)])
-        result = await box.async_add("b", "B", "R", [(_at(5), 5.0), (_at(6), 6.0)])
+    with patch.object(outbox_policy, "OUTBOX_MAX_READINGS", 5):
+        box.add(
+            Destination("a", "A", "R"), [Reading(_at(i), float(i)) for i in (0, 2, 4)]
+        )
+        box.add(Destination("b", "B", "R"), [Reading(_at(i), float(i)) for i in (1, 3)])
+        result = await box.async_add(
+            Destination("b", "B", "R"), [Reading(_at(5), 5.0), Reading(_at(6), 6.0)]
+        )
     assert result.dropped == 2
     assert box.pending_count == 5
     batch_a = box.next_batch("a", 10)
     batch_b = box.next_batch("b", 10)
     assert batch_a is not None
     assert batch_b is not None
-    assert [t for t, _ in batch_a.pairs()] == [_at(2), _at(4)]
-    assert [t for t, _ in batch_b.pairs()] == [_at(3), _at(5), _at(6)]
+    assert [r.read_at for r in batch_a.readings()] == [_at(2), _at(4)]
+    assert [r.read_at for r in batch_b.readings()] == [_at(3), _at(5), _at(6)]
     assert "outbox is full" in caplog.text
     issue = ir.async_get(hass).async_get_issue(DOMAIN, f"outbox_overflow_{ENTRY_ID}")
     assert issue is not None
@@ -211,11 +238,13 @@ async def test_park_retry_and_discard(hass: HomeAssistant) -> None:
     """Rejected batches are parked with an issue; retry or discard them."""
     issues = ir.async_get(hass)
     box = Outbox(hass, ENTRY_ID)
-    box.add("m1", "Dev", "Reg", [(_at(i), float(i)) for i in range(3)])
+    box.add(
+        Destination("m1", "Dev", "Reg"), [Reading(_at(i), float(i)) for i in range(3)]
+    )
     batch = box.next_batch("m1", 2)
     assert batch is not None
-    box.park(batch, "value must not be negative")
-    assert (box.pending_count, box.parked_count) == (1, 2)
+    box.reject(batch, "value must not be negative")
+    assert (box.pending_count, box.rejected_count) == (1, 2)
     issue = issues.async_get_issue(DOMAIN, f"batch_rejected_{ENTRY_ID}_m1")
     assert issue is not None
     assert issue.translation_placeholders == {
@@ -225,24 +254,26 @@ async def test_park_retry_and_discard(hass: HomeAssistant) -> None:
         "count": "2",
     }
     # A parked reading is not queued again.
-    assert box.add("m1", "Dev", "Reg", [(_at(0), 0.0)]).duplicates == 1
+    assert (
+        box.add(Destination("m1", "Dev", "Reg"), [Reading(_at(0), 0.0)]).duplicates == 1
+    )
     await box.async_flush()
     again = await _reloaded(hass)
-    assert again.parked_count == 2
-    queue = again.queue("m1")
+    assert again.rejected_count == 2
+    queue = again.views()["m1"]
     assert queue is not None
-    assert queue.parked_message == "value must not be negative"
+    assert queue.rejected_message == "value must not be negative"
 
-    assert await box.async_retry_parked("m1") == 2
-    assert (box.pending_count, box.parked_count) == (3, 0)
+    assert await box.async_retry_rejected("m1") == 2
+    assert (box.pending_count, box.rejected_count) == (3, 0)
     assert issues.async_get_issue(DOMAIN, f"batch_rejected_{ENTRY_ID}_m1") is None
     batch = box.next_batch("m1", 1)
     assert batch is not None
-    box.park(batch, "bad")
-    assert await box.async_discard_parked("m1") == 1
-    assert (box.pending_count, box.parked_count) == (2, 0)
-    assert await box.async_retry_parked("x") == 0
-    assert await box.async_discard_parked("x") == 0
+    box.reject(batch, "bad")
+    assert await box.async_discard_rejected("m1") == 1
+    assert (box.pending_count, box.rejected_count) == (2, 0)
+    assert await box.async_retry_rejected("x") == 0
+    assert await box.async_discard_rejected("x") == 0
 
 
 async def test_remove_queue_and_store(hass: HomeAssistant) -> None:
@@ -250,8 +281,8 @@ async def test_remove_queue_and_store(hass: HomeAssistant) -> None:
     box = Outbox(hass, ENTRY_ID)
     changes: list[int] = []
     unsub = box.async_add_listener(lambda: changes.append(1))
-    await box.async_add("m1", "D", "R", [(_at(0), 1.0)])
-    await box.async_add("m2", "D2", "R", [(_at(0), 1.0)])
+    await box.async_add(Destination("m1", "D", "R"), [Reading(_at(0), 1.0)])
+    await box.async_add(Destination("m2", "D2", "R"), [Reading(_at(0), 1.0)])
     assert await box.async_remove_queue("m1") == 1
     assert await box.async_remove_queue("m1") == 0
     assert box.keys == ["m2"]
@@ -284,7 +315,7 @@ async def test_delayed_save_is_written_when_home_assistant_stops(
 ) -> None:
     """A confirmation waiting for the delayed save is written on final write."""
     box = Outbox(hass, ENTRY_ID)
-    await box.async_add("m1", "D", "R", [(_at(0), 1.0)])
+    await box.async_add(Destination("m1", "D", "R"), [Reading(_at(0), 1.0)])
     batch = box.next_batch("m1", 10)
     assert batch is not None
     box.confirm(batch)

@@ -17,6 +17,7 @@ from pytest_homeassistant_custom_component.common import (
     async_fire_time_changed,
 )
 
+from custom_components.zevvy.api import Reading
 from custom_components.zevvy.const import (
     CONF_API_URL,
     CONF_CLIENT_ID,
@@ -25,7 +26,7 @@ from custom_components.zevvy.const import (
     CONF_REFRESH_TOKEN,
     DOMAIN,
 )
-from custom_components.zevvy.outbox import manual_key
+from custom_components.zevvy.outbox import Destination, manual_key
 from zevvy_sandbox import ZevvySandbox
 
 from .conftest import METER_ENTITY_ID, METER_SUBENTRY_ID
@@ -138,7 +139,9 @@ async def test_upload_now_all_accounts(
     await hass.async_block_till_done()
     moment = datetime(2026, 11, 26, 11, 45, tzinfo=UTC)
     for item in (entry, other):
-        item.runtime_data.outbox.add("ref:a/b", "a", "b", [(moment, 1.0)])
+        item.runtime_data.outbox.add(
+            Destination("ref:a/b", "a", "b"), [Reading(moment, 1.0)]
+        )
 
     response = await _call(hass, "upload_now", {})
 
@@ -152,7 +155,8 @@ async def test_upload_now_unreachable(
 ) -> None:
     """zevvy unreachable: translated error; the reading is kept."""
     entry.runtime_data.outbox.add(
-        "ref:a/b", "a", "b", [(datetime(2026, 11, 26, 11, 45, tzinfo=UTC), 1.0)]
+        Destination("ref:a/b", "a", "b"),
+        [Reading(datetime(2026, 11, 26, 11, 45, tzinfo=UTC), 1.0)],
     )
     sandbox.inject_fault(status=503, count=1)
     with pytest.raises(HomeAssistantError) as err:
@@ -220,7 +224,7 @@ async def test_send_reading_for_meter(
     ]
     # The meter's queue: its last delivered reading moved.
     last = entry.runtime_data.outbox.last_delivered(METER_SUBENTRY_ID)
-    assert last == (datetime(2026, 11, 26, 12, tzinfo=UTC), 1234.6)
+    assert last == Reading(datetime(2026, 11, 26, 12, tzinfo=UTC), 1234.6)
 
 
 async def test_send_reading_for_references(
@@ -278,7 +282,7 @@ async def test_send_reading_with_a_meters_references_uses_its_queue(
         {"device_ref": "Grid", "register_ref": "Import", "value": 1000},
     )
     assert entry.runtime_data.outbox.keys == [METER_SUBENTRY_ID]
-    assert entry.runtime_data.outbox.last_delivered(METER_SUBENTRY_ID) == (
+    assert entry.runtime_data.outbox.last_delivered(METER_SUBENTRY_ID) == Reading(
         datetime(2026, 11, 26, 12, tzinfo=UTC),
         1000.0,
     )

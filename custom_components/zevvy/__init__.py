@@ -5,12 +5,11 @@ from __future__ import annotations
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryNotReady
-from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers import config_validation as cv, device_registry as dr
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.typing import ConfigType
 
 from .api import (
-    Account,
     TokenManager,
     ZevvyAuth,
     ZevvyAuthenticationError,
@@ -26,9 +25,10 @@ from .const import (
     DOMAIN,
 )
 from .coordinator import ZevvyConfigEntry, ZevvyCoordinator, ZevvyRuntimeData
+from .entity import account_device_info
 from .helpers import async_on_entry_updated
 from .history import async_start_gap_fill
-from .meters import async_setup_meters
+from .issues import async_delete_entry_issues, async_setup_meter_issues
 from .outbox import Outbox
 from .services import async_setup_services
 
@@ -87,14 +87,11 @@ async def async_setup_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> boo
     await coordinator.async_config_entry_first_refresh()
 
     entry.runtime_data = ZevvyRuntimeData(
-        auth=auth,
-        tokens=tokens,
-        client=client,
-        # The access token normally names the account; fall back to the entry.
-        account=tokens.account
-        or Account(sub=entry.unique_id or "", username=entry.title, email=None),
-        outbox=outbox,
-        coordinator=coordinator,
+        tokens=tokens, outbox=outbox, coordinator=coordinator
+    )
+    # The account's service device; the meters' devices point to it.
+    dr.async_get(hass).async_get_or_create(
+        config_entry_id=entry.entry_id, **account_device_info(entry)
     )
     coordinator.async_start()
     # Meters removed as subentries: drop their readings (no reload).
@@ -102,7 +99,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> boo
 
     # Meters: repair issues for vanished or ineligible entities, now and
     # whenever the entity registry, the subentries or a meter's unit change.
-    async_setup_meters(hass, entry)
+    async_setup_meter_issues(hass, entry)
 
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     # Quarter hours missed while the entry was not loaded, from the recorder's
@@ -123,3 +120,4 @@ async def async_unload_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> bo
 async def async_remove_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> None:
     """Delete the entry's outbox (readings not yet delivered) and its issues."""
     await Outbox(hass, entry.entry_id).async_remove()
+    async_delete_entry_issues(hass, entry.entry_id)

@@ -13,6 +13,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .coordinator import ZevvyConfigEntry
 from .entity import ZevvyEntity
+from .sender import SendError
 
 PARALLEL_UPDATES = 0
 
@@ -44,4 +45,4 @@ class ZevvyConnectionEntity(ZevvyEntity, BinarySensorEntity):
     def is_on(self) -> bool:
         """Return whether the last delivery attempt reached zevvy."""
         status = self.coordinator.data
-        return status.connected and status.last_error != "authentication"
+        return status.connected and status.last_error is not SendError.AUTHENTICATION

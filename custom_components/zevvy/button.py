@@ -1,4 +1,4 @@
-"""Diagnostic button: deliver the waiting readings now."""
+"""Diagnostic button: send the pending readings now."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .coordinator import ZevvyConfigEntry
 from .entity import ZevvyEntity
-from .services import async_upload_entry
+from .services import async_send_now
 
 PARALLEL_UPDATES = 1
 
@@ -34,4 +34,4 @@ class ZevvyUploadButton(ZevvyEntity, ButtonEntity):
 
     async def async_press(self) -> None:
         """Upload now; a zevvy error becomes a translated error message."""
-        await async_upload_entry(self.coordinator.config_entry)
+        await async_send_now(self.coordinator.config_entry)

@@ -1,16 +1,19 @@
-"""Runtime data of a zevvy config entry, and the collector and sender.
+"""Runtime data of a zevvy config entry, and the coordinator.
 
-The coordinator reads every meter on the quarter hours of the wall clock,
-queues the readings in the persisted outbox and delivers them to zevvy; its
-data is a ``ZevvyStatus`` for the diagnostic entities.
+The coordinator reads every meter on the quarter hours of the wall clock, is the
+one way into the outbox (``async_adding``: queue, write, publish, request a send),
+applies the user's decisions from repair issues, and publishes a ``ZevvyStatus``
+for the diagnostic entities. Sending is the sender's job (``sender.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from homeassistant.config_entries import ConfigEntry
@@ -22,42 +25,24 @@ from homeassistant.helpers.event import (
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator
 from homeassistant.util import dt as dt_util
 
-from .api import (
-    Account,
-    Reading,
-    TokenManager,
-    ZevvyAuth,
-    ZevvyAuthenticationError,
-    ZevvyClient,
-    ZevvyConnectionError,
-    ZevvyError,
-    ZevvyRateLimitError,
-    ZevvyRejectedError,
-)
-from .const import (
-    BACKOFF_INITIAL,
-    BACKOFF_MAX,
-    COLLECT_INTERVAL_MINUTES,
-    DOMAIN,
-    LOGGER,
-    MAX_BATCH,
-    PARALLEL_UPLOADS,
-)
+from .api import Reading, TokenManager, ZevvyClient
+from .const import COLLECT_INTERVAL_MINUTES, DOMAIN, LOGGER
 from .meters import resolve_meters, state_to_kwh
-from .outbox import AddResult, Batch, Outbox, is_meter_key
+from .outbox import AddResult, Destination, Outbox, QueueView, is_meter_key
+from .sender import Sender, SendError
 
 # Seconds between two status updates while the outbox changes (confirmations).
 PUBLISH_DELAY = 1.0
+
+# Queues readings: (destination, readings) pairs in, what happened out.
+type AddFn = Callable[[Iterable[tuple[Destination, Iterable[Reading]]]], AddResult]
 
 
 @dataclass
 class ZevvyRuntimeData:
     """What a loaded zevvy config entry holds while Home Assistant runs."""
 
-    auth: ZevvyAuth
     tokens: TokenManager
-    client: ZevvyClient
-    account: Account
     outbox: Outbox
     coordinator: ZevvyCoordinator
 
@@ -81,50 +66,45 @@ def next_quarter(moment: datetime) -> datetime:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class MeterStatus:
-    """Delivery state of one meter."""
-
-    device_ref: str
-    register_ref: str
-    last_delivered_at: datetime | None
-    last_delivered_value: float | None
-    pending: int
-    held: int
-    parked: int
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
 class ZevvyStatus:
-    """What the entities show: the coordinator's data."""
+    """What the entities and diagnostics show: the coordinator's data."""
 
     connected: bool
     last_success: datetime | None
     last_collect: datetime | None
-    last_error: str | None
+    last_error: SendError | None
     next_retry: datetime | None
     pending: int
-    held: int
-    parked: int
-    meters: Mapping[str, MeterStatus] = field(default_factory=dict)
+    # Per queue key (a meter's subentry id): what its queue holds.
+    meters: Mapping[str, QueueView] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class UploadResult:
-    """Outcome of ``async_upload_now``: readings sent and still waiting."""
+class SendResult:
+    """Outcome of ``async_send_now``: readings sent and what is left."""
 
     sent: int
-    waiting: int
+    pending: int
     held: int
-    parked: int
-    error: str | None
+    rejected: int
+    error: SendError | None
+
+
+class Decision(StrEnum):
+    """What the user decided in a repair issue about a queue's readings."""
+
+    ACCEPT_HELD = "accept_held"  # the meter was replaced: send them
+    DISCARD_HELD = "discard_held"
+    RETRY_REJECTED = "retry_rejected"
+    DISCARD_REJECTED = "discard_rejected"
 
 
 class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
-    """Collect meter readings on the quarter hours and deliver them to zevvy.
+    """Collect meter readings on the quarter hours and have them sent.
 
     No polling interval: ticks are scheduled on the wall clock's quarter hours
     (next slot each time, as nordpool does), and sending happens after each
-    tick, on retry timers and on ``async_upload_now``.
+    tick, on retry timers and on ``async_send_now``.
     """
 
     config_entry: ZevvyConfigEntry
@@ -144,54 +124,44 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
             name=DOMAIN,
             update_interval=None,
         )
-        self.client = client
         self.outbox = outbox
+        self.sender = Sender(
+            hass,
+            config_entry,
+            client,
+            outbox,
+            track=self._track,
+            on_round=self._async_publish,
+        )
         self._unsub_tick: CALLBACK_TYPE | None = None
-        self._unsub_retry: CALLBACK_TYPE | None = None
         self._unsub_outbox: CALLBACK_TYPE | None = None
         self._unsub_publish: CALLBACK_TYPE | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._send_lock = asyncio.Lock()
-        self._backoff = 0.0
-        self._next_retry: datetime | None = None
-        self._connected = True
-        self._auth_failed = False
-        self._last_success: datetime | None = None
         self._last_collect: datetime | None = None
-        self._last_error: str | None = None
-        # The last zevvy error (time, type and message) for diagnostics; kept
-        # after recovery. Messages of api.py's errors carry no secrets.
-        self.last_error_detail: tuple[datetime, str] | None = None
         self._stopped = False
+
+    @property
+    def client(self) -> ZevvyClient:
+        """Return the API client the readings are sent with."""
+        return self.sender.client
+
+    @property
+    def last_error_detail(self) -> tuple[datetime, str] | None:
+        """Return the last zevvy error (time, type and message), for diagnostics."""
+        return self.sender.last_error_detail
 
     # --- status ---------------------------------------------------------------
 
     def _status(self) -> ZevvyStatus:
-        meters: dict[str, MeterStatus] = {}
-        for key in self.outbox.keys:
-            queue = self.outbox.queue(key)
-            if queue is None:  # pragma: no cover - keys come from the outbox
-                continue
-            last = self.outbox.last_delivered(key)
-            meters[key] = MeterStatus(
-                device_ref=queue.device_ref,
-                register_ref=queue.register_ref,
-                last_delivered_at=last[0] if last else None,
-                last_delivered_value=last[1] if last else None,
-                pending=len(queue.pending),
-                held=len(queue.held),
-                parked=len(queue.parked),
-            )
+        sender = self.sender
         return ZevvyStatus(
-            connected=self._connected,
-            last_success=self._last_success,
+            connected=sender.connected,
+            last_success=sender.last_success,
             last_collect=self._last_collect,
-            last_error=self._last_error,
-            next_retry=self._next_retry,
+            last_error=sender.last_error,
+            next_retry=sender.next_retry,
             pending=self.outbox.pending_count,
-            held=self.outbox.held_count,
-            parked=self.outbox.parked_count,
-            meters=meters,
+            meters=self.outbox.views(),
         )
 
     async def _async_update_data(self) -> ZevvyStatus:
@@ -206,11 +176,6 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
             self._unsub_publish = None
         if not self._stopped:
             self.async_set_updated_data(self._status())
-
-    @callback
-    def async_update_status(self) -> None:
-        """Publish the status now (e.g. after a repair flow changed the outbox)."""
-        self._async_publish()
 
     @callback
     def _async_outbox_changed(self) -> None:
@@ -238,21 +203,16 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
         self._unsub_outbox = self.outbox.async_add_listener(self._async_outbox_changed)
         self._schedule_tick()
         if self.outbox.pending_count:
-            self._async_start_send()
+            self.sender.async_start_send()
 
     async def async_stop(self) -> None:
-        """Stop timers and uploads and write the outbox (entry unload)."""
+        """Stop timers and sending and write the outbox (entry unload)."""
         self._stopped = True
-        for unsub in (
-            self._unsub_tick,
-            self._unsub_retry,
-            self._unsub_outbox,
-            self._unsub_publish,
-        ):
+        self.sender.async_stop()
+        for unsub in (self._unsub_tick, self._unsub_outbox, self._unsub_publish):
             if unsub is not None:
                 unsub()
-        self._unsub_tick = self._unsub_retry = None
-        self._unsub_outbox = self._unsub_publish = None
+        self._unsub_tick = self._unsub_outbox = self._unsub_publish = None
         tasks = [task for task in self._tasks if not task.done()]
         for task in tasks:
             task.cancel()
@@ -271,6 +231,52 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    # --- the one way into the outbox -----------------------------------------------
+
+    @asynccontextmanager
+    async def async_adding(self, *, send: bool = True) -> AsyncIterator[AddFn]:
+        """Add readings with the returned function; then write, publish, send.
+
+        The one way into the outbox, for the collector, history and the
+        send_reading action. Each call of the function queues readings (drop
+        check, duplicates, bound) and returns what happened to them; when the
+        block ends, the outbox is written (once, however many calls), the status
+        published and, with ``send``, a send requested for what was queued.
+        """
+        total = AddResult()
+
+        def add(items: Iterable[tuple[Destination, Iterable[Reading]]]) -> AddResult:
+            result = self.outbox.add_many(items)
+            total.add(result)
+            return result
+
+        try:
+            yield add
+        finally:
+            if total.changed:
+                await self.outbox.async_save()
+                self._async_publish()
+            if send and total.queued:
+                self.sender.async_request_send()
+
+    async def async_decide(self, key: str, decision: Decision) -> int:
+        """Apply the user's decision from a repair issue to a queue.
+
+        Readings released to pending are sent; return how many were released
+        (or dropped).
+        """
+        outbox = self.outbox
+        count = await {
+            Decision.ACCEPT_HELD: outbox.async_accept_held,
+            Decision.DISCARD_HELD: outbox.async_discard_held,
+            Decision.RETRY_REJECTED: outbox.async_retry_rejected,
+            Decision.DISCARD_REJECTED: outbox.async_discard_rejected,
+        }[decision](key)
+        self._async_publish()
+        if decision in (Decision.ACCEPT_HELD, Decision.RETRY_REJECTED):
+            self.sender.async_request_send()
+        return count
+
     # --- collecting ---------------------------------------------------------------
 
     @callback
@@ -287,32 +293,26 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
 
     async def _async_collect_and_send(self, read_at: datetime) -> None:
         await self.async_collect(read_at)
-        if self._unsub_retry is None and not self._auth_failed:
-            await self.async_send()
+        if not self.sender.retry_scheduled and not self.sender.auth_failed:
+            await self.sender.async_send()
 
     async def async_collect(self, read_at: datetime) -> AddResult:
         """Queue the current state of every meter as its reading at ``read_at``."""
         await self._async_prune_removed_meters()
-        items: list[tuple[str, str, str, tuple[tuple[datetime, float], ...]]] = []
+        items: list[tuple[Destination, tuple[Reading]]] = []
         for meter in resolve_meters(self.hass, self.config_entry):
             value = state_to_kwh(self.hass.states.get(meter.entity_id))
             if value is None:
                 LOGGER.debug("No reading for %s at %s", meter.entity_id, read_at)
                 continue
-            items.append(
-                (
-                    meter.subentry_id,
-                    meter.device_ref,
-                    meter.register_ref,
-                    ((read_at, value),),
-                )
-            )
-        total = self.outbox.add_many(items)
-        if total.queued or total.held or total.dropped:
-            await self.outbox.async_save()
+            items.append((Destination.for_meter(meter), (Reading(read_at, value),)))
         self._last_collect = read_at
-        self._async_publish()
-        return total
+        # The tick sends right after (unless a retry or a new login is due).
+        async with self.async_adding(send=False) as add:
+            result = add(items)
+        if not result.changed:
+            self._async_publish()  # the time of the last collection
+        return result
 
     async def _async_prune_removed_meters(self) -> None:
         """Drop the queues of meters whose subentry was deleted."""
@@ -333,167 +333,23 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
 
     # --- sending ------------------------------------------------------------------
 
-    @callback
-    def _async_start_send(self) -> None:
-        self._track(self.async_send(), "zevvy send")
+    async def async_send(self) -> int:
+        """Send the pending readings; return how many zevvy confirmed."""
+        return await self.sender.async_send()
 
-    @callback
-    def async_request_send(self) -> None:
-        """Send soon (e.g. after readings were released in a repair flow)."""
-        if not self._stopped and self._unsub_retry is None:
-            self._async_start_send()
-
-    async def async_upload_now(self) -> UploadResult:
-        """Send everything that waits now, ignoring a pending retry timer.
+    async def async_send_now(self) -> SendResult:
+        """Send everything pending now, ignoring a retry timer or a failed login.
 
         Nothing is collected here: a state read between quarter hours is not
         the meter reading of any quarter hour.
         """
-        self._cancel_retry()
-        self._auth_failed = False
-        sent = await self.async_send()
-        return UploadResult(
+        self.sender.cancel_retry()
+        self.sender.auth_failed = False
+        sent = await self.sender.async_send()
+        return SendResult(
             sent=sent,
-            waiting=self.outbox.pending_count,
+            pending=self.outbox.pending_count,
             held=self.outbox.held_count,
-            parked=self.outbox.parked_count,
-            error=self._last_error,
+            rejected=self.outbox.rejected_count,
+            error=self.sender.last_error,
         )
-
-    def _cancel_retry(self) -> None:
-        if self._unsub_retry is not None:
-            self._unsub_retry()
-            self._unsub_retry = None
-        self._next_retry = None
-
-    async def async_send(self) -> int:
-        """Deliver the pending readings; return how many zevvy confirmed."""
-        async with self._send_lock:
-            if self._stopped:
-                return 0
-            sent, error = await self._async_send_round()
-            self._async_after_round(sent, error)
-            return sent
-
-    async def _async_send_round(self) -> tuple[int, ZevvyError | None]:
-        """Send every queue oldest first; stop at the first transient error."""
-        keys = self.outbox.keys_with_pending()
-        if not keys:
-            return 0, None
-        semaphore = asyncio.Semaphore(PARALLEL_UPLOADS)
-        failures: list[ZevvyError] = []
-        sent = 0
-
-        async def deliver(key: str) -> None:
-            nonlocal sent
-            while not failures:
-                batch = self.outbox.next_batch(key, MAX_BATCH)
-                if batch is None:
-                    return
-                async with semaphore:
-                    if failures:
-                        return
-                    try:
-                        await self.client.bulk_create(
-                            batch.device_ref,
-                            batch.register_ref,
-                            [Reading(when, value) for when, value in batch.pairs()],
-                        )
-                    except ZevvyRejectedError as err:
-                        self._async_park(batch, err.message)
-                        continue
-                    except ValueError as err:
-                        self._async_park(batch, str(err))
-                        continue
-                    except ZevvyError as err:
-                        failures.append(err)
-                        return
-                self.outbox.confirm(batch)
-                sent += len(batch)
-
-        await asyncio.gather(*(deliver(key) for key in keys))
-        return sent, failures[0] if failures else None
-
-    @callback
-    def _async_park(self, batch: Batch, message: str) -> None:
-        LOGGER.error(
-            "zevvy rejected %s readings of %s / %s (%s); they are kept aside, "
-            "see Repairs",
-            len(batch),
-            batch.device_ref,
-            batch.register_ref,
-            message,
-        )
-        self.outbox.park(batch, message)
-
-    @callback
-    def _async_after_round(self, sent: int, error: ZevvyError | None) -> None:
-        now = dt_util.utcnow()
-        if sent:
-            self._last_success = now
-        if error is not None:
-            self.last_error_detail = (now, f"{type(error).__name__}: {error}")
-        if error is None:
-            if not self._connected:
-                LOGGER.info(
-                    "zevvy is reachable again; %s readings delivered, %s waiting",
-                    sent,
-                    self.outbox.pending_count,
-                )
-            self._connected = True
-            self._backoff = 0.0
-            self._last_error = None
-            self._next_retry = None
-        elif isinstance(error, ZevvyAuthenticationError):
-            self._last_error = "authentication"
-            if not self._auth_failed:
-                LOGGER.warning(
-                    "zevvy needs a new login; readings keep waiting in the outbox "
-                    "(%s now) and are delivered after you sign in again",
-                    self.outbox.pending_count,
-                )
-            self._auth_failed = True
-            self.config_entry.async_start_reauth(self.hass)
-        else:
-            self._async_schedule_retry(error)
-        self._async_publish()
-
-    @callback
-    def _async_schedule_retry(self, error: ZevvyError) -> None:
-        self._backoff = (
-            BACKOFF_INITIAL
-            if not self._backoff
-            else min(self._backoff * 2, BACKOFF_MAX)
-        )
-        delay = self._backoff
-        if isinstance(error, ZevvyRateLimitError) and error.retry_after is not None:
-            # Not before the server asks, and not more often than the backoff.
-            delay = max(error.retry_after, delay)
-        self._last_error = (
-            "rate_limited"
-            if isinstance(error, ZevvyRateLimitError)
-            else ("unreachable" if isinstance(error, ZevvyConnectionError) else "error")
-        )
-        if self._connected:
-            LOGGER.warning(
-                "zevvy is unreachable (%s); %s readings wait in the outbox, "
-                "retrying in %.0f s"
-                if isinstance(error, ZevvyConnectionError)
-                else "zevvy refused the upload (%s); %s readings wait in the "
-                "outbox, retrying in %.0f s",
-                error,
-                self.outbox.pending_count,
-                delay,
-            )
-        else:
-            LOGGER.debug("zevvy still unreachable (%s); retry in %.0f s", error, delay)
-        self._connected = False
-        self._cancel_retry()
-        self._next_retry = dt_util.utcnow() + timedelta(seconds=delay)
-        self._unsub_retry = async_call_later(self.hass, delay, self._async_retry)
-
-    @callback
-    def _async_retry(self, _now: datetime) -> None:
-        self._unsub_retry = None
-        self._next_retry = None
-        self._async_start_send()

@@ -12,7 +12,7 @@ from typing import Any
 from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.const import ATTR_UNIT_OF_MEASUREMENT
 from homeassistant.core import HomeAssistant
-from homeassistant.helpers import entity_registry as er, issue_registry as ir
+from homeassistant.helpers import entity_registry as er
 
 from .const import (
     CONF_CLIENT_ID,
@@ -21,13 +21,12 @@ from .const import (
     CONF_ENTITY_REGISTRY_ID,
     CONF_REFRESH_TOKEN,
     CONF_REGISTER_REF,
-    DOMAIN,
     OUTBOX_MAX_READINGS,
     SUBENTRY_TYPE_METER,
 )
 from .coordinator import ZevvyConfigEntry
+from .issues import entry_issues
 from .meters import entity_eligibility
-from .outbox import from_epoch
 
 TO_REDACT = {
     CONF_CLIENT_ID,
@@ -71,29 +70,26 @@ def _meters(hass: HomeAssistant, entry: ZevvyConfigEntry) -> dict[str, Any]:
 def _outbox(entry: ZevvyConfigEntry) -> dict[str, Any]:
     """Return counts and, per queue, its delivery state."""
     outbox = entry.runtime_data.outbox
-    queues: dict[str, Any] = {}
-    for key in sorted(outbox.keys):
-        queue = outbox.queue(key)
-        if queue is None:  # pragma: no cover - keys come from the outbox
-            continue
-        last = outbox.last_delivered(key)
-        queues[key] = {
-            "device_ref": queue.device_ref,
-            "register_ref": queue.register_ref,
-            "pending": len(queue.pending),
-            "oldest_pending": _iso(from_epoch(queue.pending.times[0]))
-            if queue.pending
-            else None,
-            "held": len(queue.held),
-            "parked": len(queue.parked),
-            "parked_message": queue.parked_message,
-            "last_delivered_at": _iso(last[0]) if last else None,
-            "last_delivered_value": last[1] if last else None,
+    views = outbox.views()
+    # "parked" is the rejected readings' name in diagnostics (and in storage).
+    queues = {
+        key: {
+            "device_ref": view.device_ref,
+            "register_ref": view.register_ref,
+            "pending": view.pending,
+            "oldest_pending": _iso(view.oldest_pending),
+            "held": view.held,
+            "parked": view.rejected,
+            "parked_message": view.rejected_message,
+            "last_delivered_at": _iso(view.last_delivered_at),
+            "last_delivered_value": view.last_delivered_value,
         }
+        for key, view in sorted(views.items())
+    }
     return {
         "pending": outbox.pending_count,
         "held": outbox.held_count,
-        "parked": outbox.parked_count,
+        "parked": outbox.rejected_count,
         "limit": OUTBOX_MAX_READINGS,
         "queues": queues,
     }
@@ -101,23 +97,14 @@ def _outbox(entry: ZevvyConfigEntry) -> dict[str, Any]:
 
 def _issues(hass: HomeAssistant, entry: ZevvyConfigEntry) -> list[dict[str, Any]]:
     """Return the open repair issues of this entry (by kind, without ids)."""
-    subentry_ids = set(entry.subentries)
-    issues: list[dict[str, Any]] = []
-    for (domain, issue_id), issue in ir.async_get(hass).issues.items():
-        if domain != DOMAIN:
-            continue
-        data = issue.data or {}
-        if data.get("entry_id") != entry.entry_id and not any(
-            issue_id.endswith(f"_{subentry_id}") for subentry_id in subentry_ids
-        ):
-            continue
-        issues.append(
-            {
-                "translation_key": issue.translation_key,
-                "severity": issue.severity,
-                "placeholders": issue.translation_placeholders,
-            }
-        )
+    issues = [
+        {
+            "translation_key": issue.translation_key,
+            "severity": issue.severity,
+            "placeholders": issue.translation_placeholders,
+        }
+        for issue in entry_issues(hass, entry.entry_id).values()
+    ]
     return sorted(issues, key=lambda item: str(item["translation_key"]))
 
 

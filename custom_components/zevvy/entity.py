@@ -13,7 +13,8 @@ from homeassistant.helpers.entity import EntityDescription
 from homeassistant.helpers.update_coordinator import CoordinatorEntity
 
 from .const import DOMAIN
-from .coordinator import MeterStatus, ZevvyConfigEntry, ZevvyCoordinator
+from .coordinator import ZevvyConfigEntry, ZevvyCoordinator
+from .outbox import QueueView
 
 MANUFACTURER = "zevvy"
 
@@ -82,6 +83,6 @@ class ZevvyMeterEntity(ZevvyEntity):
         self._attr_device_info = meter_device_info(entry, subentry)
 
     @property
-    def meter_status(self) -> MeterStatus | None:
+    def meter_status(self) -> QueueView | None:
         """Return the meter's delivery state (None before its first reading)."""
         return self.coordinator.data.meters.get(self.subentry_id)

@@ -8,9 +8,10 @@ therefore dated ``start + period``: the 5-minute row ending on a quarter hour
 gives that quarter hour's reading, an hourly row gives the reading of the full
 hour it ends on.
 
-* ``zevvy.upload_history`` (backfill): for a period and some or all meters,
-  queue quarter-hour readings where 5-minute statistics exist and hourly
-  readings from the long-term statistics before that. Readings older than a
+* Backfill (the ``zevvy.upload_history`` action in services.py): for a period
+  and some or all meters, queue quarter-hour readings where 5-minute statistics
+  exist and hourly readings from the long-term statistics before that.
+  Readings older than a
   meter's last delivered reading are queued too: the integration only remembers
   the newest reading zevvy confirmed, not which older ones it has, and zevvy
   answers "already present" (409) for those it has, so nothing is stored twice.
@@ -23,9 +24,10 @@ Statistics of a time Home Assistant was off (between two recorder runs) are
 left out: the recorder compiles them at the next start from the last state it
 had, so they repeat the reading from before the stop.
 
-Both go through the outbox like live readings: readings already waiting are
-not queued twice, and a reading lower than the one before it is held back with
-a repair issue (a meter reset inside the period) instead of being sent.
+Both go into the outbox like live readings, through the coordinator: readings
+already pending are not queued twice, and a reading lower than the one before
+it is held back with a repair issue (a meter reset inside the period) instead
+of being sent.
 
 Recorder queries run in the recorder's executor, one meter at a time, and the
 readings are added to the outbox in chunks so that a large backfill never
@@ -47,39 +49,19 @@ from homeassistant.components.recorder.statistics import (
     statistics_during_period,
 )
 from homeassistant.const import UnitOfEnergy
-from homeassistant.core import (
-    CoreState,
-    HomeAssistant,
-    ServiceCall,
-    ServiceResponse,
-    callback,
-)
-from homeassistant.exceptions import ServiceValidationError
-from homeassistant.helpers import config_validation as cv
+from homeassistant.core import CoreState, HomeAssistant, callback
 from homeassistant.helpers.recorder import get_instance, session_scope
 from homeassistant.helpers.start import async_at_started
 from homeassistant.util import dt as dt_util
 from homeassistant.util.unit_conversion import EnergyConverter
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
-import voluptuous as vol
 
-from .const import (
-    COLLECT_INTERVAL_MINUTES,
-    DOMAIN,
-    GAP_FILL_STARTUP_DELAY,
-    LOGGER,
-    READING_DECIMALS,
-)
-from .coordinator import ZevvyConfigEntry
-from .meters import ENERGY_UNITS, Meter, resolve_meters
-from .outbox import AddResult, Outbox, from_epoch, to_epoch
-
-SERVICE_UPLOAD_HISTORY: Final = "upload_history"
-ATTR_CONFIG_ENTRY_ID: Final = "config_entry_id"
-ATTR_START: Final = "start"
-ATTR_END: Final = "end"
-ATTR_METERS: Final = "meters"
+from .api import Reading
+from .const import COLLECT_INTERVAL_MINUTES, GAP_FILL_STARTUP_DELAY, LOGGER
+from .coordinator import AddFn, ZevvyConfigEntry
+from .meters import ENERGY_UNITS, Meter, resolve_meters, to_kwh
+from .outbox import AddResult, Destination
 
 RECORDER_DOMAIN: Final = "recorder"
 # Readings handed to the outbox between two yields to the event loop.
@@ -87,29 +69,17 @@ ADD_CHUNK: Final = 1000
 QUARTER_SECONDS: Final = COLLECT_INTERVAL_MINUTES * 60
 SHORT_TERM_PERIOD: Final = timedelta(minutes=5)
 LONG_TERM_PERIOD: Final = timedelta(hours=1)
-_UNITS: Final[dict[str, str]] = {
-    EnergyConverter.UNIT_CLASS: str(UnitOfEnergy.KILO_WATT_HOUR)
-}
-
-UPLOAD_HISTORY_SCHEMA: Final = vol.Schema(
-    {
-        vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
-        vol.Required(ATTR_START): cv.datetime,
-        vol.Optional(ATTR_END): cv.datetime,
-        vol.Optional(ATTR_METERS): vol.All(cv.ensure_list, [cv.entity_id]),
-    }
-)
-
-type Pairs = list[tuple[int, float]]
+_KWH: Final = str(UnitOfEnergy.KILO_WATT_HOUR)
+_UNITS: Final[dict[str, str]] = {EnergyConverter.UNIT_CLASS: _KWH}
 
 
 @dataclass(slots=True)
 class Statistics:
-    """Readings (epoch seconds, kWh) of one meter found in the recorder."""
+    """Readings of one meter found in the recorder."""
 
     found: bool = False  # the entity has energy statistics at all
-    quarter_hours: Pairs = field(default_factory=list)
-    hours: Pairs = field(default_factory=list)
+    quarter_hours: list[Reading] = field(default_factory=list)
+    hours: list[Reading] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -182,12 +152,13 @@ def _readings_from_rows(
     first: int,
     last: int,
     gaps: Sequence[tuple[float, float]] = (),
-) -> Pairs:
-    """Return (end of period, kWh) of quarter-hour rows ending within [first, last].
+) -> list[Reading]:
+    """Return readings of the quarter-hour rows ending within [first, last].
 
-    Rows whose whole period lies in a gap between recorder runs are left out.
+    A reading is dated at the end of its row's period. Rows whose whole period
+    lies in a gap between recorder runs are left out.
     """
-    pairs: Pairs = []
+    readings: list[Reading] = []
     for row in rows:
         end = int(row["end"])
         if end < first or end > last or end % QUARTER_SECONDS:
@@ -197,10 +168,11 @@ def _readings_from_rows(
         ):
             continue
         value = row.get("state")
-        if value is None or not math.isfinite(value) or value < 0:
-            continue
-        pairs.append((end, round(float(value), READING_DECIMALS) + 0.0))
-    return pairs
+        # Already in kWh (the recorder converted it): to_kwh checks and rounds.
+        kwh = None if value is None else to_kwh(float(value), _KWH)
+        if kwh is not None:
+            readings.append(Reading(dt_util.utc_from_timestamp(end), kwh))
+    return readings
 
 
 def read_statistics(
@@ -223,7 +195,7 @@ def read_statistics(
         return result
     if metadata[statistic_id][1]["unit_of_measurement"] not in ENERGY_UNITS:
         return result
-    first, last = to_epoch(start), to_epoch(end)
+    first, last = int(start.timestamp()), int(end.timestamp())
     short = statistics_during_period(
         hass,
         start - SHORT_TERM_PERIOD,
@@ -246,7 +218,7 @@ def read_statistics(
         long = statistics_during_period(
             hass,
             start - LONG_TERM_PERIOD,
-            from_epoch(long_last),
+            dt_util.utc_from_timestamp(long_last),
             {statistic_id},
             "hour",
             _UNITS,
@@ -260,41 +232,23 @@ def read_statistics(
 # --- queueing -------------------------------------------------------------------
 
 
-async def _async_queue(outbox: Outbox, meter: Meter, pairs: Pairs) -> AddResult:
-    """Add readings to the outbox in chunks, yielding to the event loop between."""
-    total = AddResult()
-    for pos in range(0, len(pairs), ADD_CHUNK):
-        chunk = pairs[pos : pos + ADD_CHUNK]
-        result = outbox.add(
-            meter.subentry_id,
-            meter.device_ref,
-            meter.register_ref,
-            [(from_epoch(when), value) for when, value in chunk],
-        )
-        total.queued += result.queued
-        total.duplicates += result.duplicates
-        total.held += result.held
-        total.dropped += result.dropped
-        await asyncio.sleep(0)
-    return total
-
-
 async def async_fill_meter(
     hass: HomeAssistant,
     entry: ZevvyConfigEntry,
     meter: Meter,
+    add: AddFn,
     start: datetime,
     end: datetime,
     *,
     hourly: bool,
     after: datetime | None = None,
 ) -> MeterResult:
-    """Queue one meter's readings in [start, end] from statistics.
+    """Queue one meter's readings in [start, end] from statistics with ``add``.
 
     Readings at or before ``after`` are counted as already delivered and not
-    queued (gap fill); the action passes None and sends them again.
+    queued (gap fill); the action passes None and sends them again. Readings
+    are added in chunks, yielding to the event loop between them.
     """
-    outbox = entry.runtime_data.outbox
     found = await get_instance(hass).async_add_executor_job(
         read_statistics, hass, meter.entity_id, start, end, hourly
     )
@@ -304,19 +258,23 @@ async def async_fill_meter(
         quarter_hours=len(found.quarter_hours),
         hours=len(found.hours),
     )
-    pairs = found.hours + found.quarter_hours
-    last = outbox.last_delivered(meter.subentry_id)
-    last_time = to_epoch(last[0]) if last else None
+    readings = found.hours + found.quarter_hours
+    last = entry.runtime_data.outbox.last_delivered(meter.subentry_id)
     if after is not None:
-        limit = to_epoch(after)
-        kept = [pair for pair in pairs if pair[0] > limit]
-        result.already_delivered = len(pairs) - len(kept)
-        pairs = kept
-    added = await _async_queue(outbox, meter, pairs)
+        kept = [reading for reading in readings if reading.read_at > after]
+        result.already_delivered = len(readings) - len(kept)
+        readings = kept
+    destination = Destination.for_meter(meter)
+    added = AddResult()
+    for pos in range(0, len(readings), ADD_CHUNK):
+        added.add(add([(destination, readings[pos : pos + ADD_CHUNK])]))
+        await asyncio.sleep(0)
     result.queued = added.queued
     result.held = added.held
     # The outbox counts the last delivered reading as a duplicate too.
-    delivered_again = sum(1 for when, _ in pairs if when == last_time)
+    delivered_again = sum(
+        1 for reading in readings if last and reading.read_at == last.read_at
+    )
     result.already_delivered += delivered_again
     result.already_queued = added.duplicates - delivered_again
     return result
@@ -328,7 +286,7 @@ def recorder_loaded(hass: HomeAssistant) -> bool:
     return RECORDER_DOMAIN in hass.config.components
 
 
-def _log_result(kind: str, results: Sequence[MeterResult]) -> None:
+def log_result(kind: str, results: Sequence[MeterResult]) -> None:
     queued = sum(result.queued for result in results)
     held = sum(result.held for result in results)
     LOGGER.info(
@@ -342,19 +300,6 @@ def _log_result(kind: str, results: Sequence[MeterResult]) -> None:
         sum(result.already_delivered for result in results),
         ", ".join(r.meter.entity_id for r in results if not r.found) or "none",
     )
-
-
-async def _async_finish(
-    entry: ZevvyConfigEntry, results: Sequence[MeterResult]
-) -> None:
-    """Write the outbox and start sending what was queued."""
-    runtime = entry.runtime_data
-    if any(result.queued or result.held for result in results):
-        await runtime.outbox.async_save()
-        # The readings-waiting entity shows the backlog now.
-        runtime.coordinator.async_update_status()
-    if any(result.queued for result in results):
-        runtime.coordinator.async_request_send()
 
 
 # --- gap fill -------------------------------------------------------------------
@@ -392,27 +337,34 @@ async def async_gap_fill(hass: HomeAssistant, entry: ZevvyConfigEntry) -> None:
         return
     now = dt_util.utcnow()
     oldest = now - timedelta(days=instance.keep_days)
-    outbox = entry.runtime_data.outbox
+    runtime = entry.runtime_data
     results: list[MeterResult] = []
-    for meter in resolve_meters(hass, entry):
-        last = outbox.last_delivered(meter.subentry_id)
-        if last is None:
-            continue
-        start = max(last[0], oldest)
-        if now - start < timedelta(minutes=COLLECT_INTERVAL_MINUTES):
-            continue
-        results.append(
-            await async_fill_meter(
-                hass, entry, meter, start, now, hourly=False, after=last[0]
+    async with runtime.coordinator.async_adding() as add:
+        for meter in resolve_meters(hass, entry):
+            last = runtime.outbox.last_delivered(meter.subentry_id)
+            if last is None:
+                continue
+            start = max(last.read_at, oldest)
+            if now - start < timedelta(minutes=COLLECT_INTERVAL_MINUTES):
+                continue
+            results.append(
+                await async_fill_meter(
+                    hass,
+                    entry,
+                    meter,
+                    add,
+                    start,
+                    now,
+                    hourly=False,
+                    after=last.read_at,
+                )
             )
-        )
     if not results:
         return
     if any(result.queued or result.held for result in results):
-        _log_result("Gap fill", results)
+        log_result("Gap fill", results)
     else:
         LOGGER.debug("Gap fill: nothing missing for %s", entry.title)
-    await _async_finish(entry, results)
 
 
 @callback
@@ -421,88 +373,3 @@ def async_start_gap_fill(hass: HomeAssistant, entry: ZevvyConfigEntry) -> None:
     entry.async_create_background_task(
         hass, async_gap_fill(hass, entry), f"zevvy gap fill {entry.entry_id}"
     )
-
-
-# --- the action -----------------------------------------------------------------
-
-
-def _validation_error(key: str, **placeholders: str) -> ServiceValidationError:
-    return ServiceValidationError(
-        translation_domain=DOMAIN,
-        translation_key=key,
-        translation_placeholders=placeholders or None,
-    )
-
-
-def _aware(value: datetime) -> datetime:
-    """Return an aware UTC time; the UI's picker gives local time without a zone."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt_util.get_default_time_zone())
-    return dt_util.as_utc(value)
-
-
-def _select_meters(
-    hass: HomeAssistant, entry: ZevvyConfigEntry, entity_ids: list[str] | None
-) -> list[Meter]:
-    meters = resolve_meters(hass, entry)
-    if entity_ids is None:
-        return meters
-    by_entity = {meter.entity_id: meter for meter in meters}
-    selected: list[Meter] = []
-    for entity_id in entity_ids:
-        if entity_id not in by_entity:
-            raise _validation_error("history_unknown_meter", entity_id=entity_id)
-        if by_entity[entity_id] not in selected:
-            selected.append(by_entity[entity_id])
-    return selected
-
-
-async def async_handle_upload_history(call: ServiceCall) -> ServiceResponse:
-    """Handle ``zevvy.upload_history``: backfill a period from statistics."""
-    from .services import async_get_single_entry  # services imports this module
-
-    hass = call.hass
-    entry = async_get_single_entry(hass, call.data.get(ATTR_CONFIG_ENTRY_ID))
-    if not recorder_loaded(hass):
-        raise _validation_error("history_no_recorder")
-    now = dt_util.utcnow()
-    start = _aware(call.data[ATTR_START])
-    end = min(_aware(call.data[ATTR_END]), now) if ATTR_END in call.data else now
-    if start >= end:
-        raise _validation_error(
-            "history_invalid_period", start=start.isoformat(), end=end.isoformat()
-        )
-    meters = _select_meters(hass, entry, call.data.get(ATTR_METERS))
-    LOGGER.info(
-        "Uploading history of %s meters from %s to %s",
-        len(meters),
-        start.isoformat(),
-        end.isoformat(),
-    )
-    results: list[MeterResult] = []
-    for number, meter in enumerate(meters, 1):
-        results.append(
-            await async_fill_meter(hass, entry, meter, start, end, hourly=True)
-        )
-        LOGGER.debug(
-            "History of %s (%s/%s): %s readings",
-            meter.entity_id,
-            number,
-            len(meters),
-            results[-1].queued,
-        )
-    _log_result("Upload history", results)
-    await _async_finish(entry, results)
-    if not call.return_response:
-        return None
-    return {
-        "start": start.isoformat(),
-        "end": end.isoformat(),
-        "queued": sum(result.queued for result in results),
-        "meters": {
-            result.meter.entity_id: result.as_dict()
-            for result in results
-            if result.found
-        },
-        "no_statistics": [r.meter.entity_id for r in results if not r.found],
-    }

@@ -10,9 +10,9 @@ This module owns:
   (per day, per charging session) and is not a meter reading: it is offered, with a
   warning, but never preselected;
 - the default references shown to the user before a meter is saved;
-- the conversion of a state to a reading in kWh;
-- ``resolve_meters``, which the delivery code calls at every tick, and the repair
-  issues raised for meters whose entity vanished or stopped being eligible.
+- the conversion of a state (or any energy value) to a reading in kWh;
+- ``check_meters`` and ``resolve_meters``: which meters are usable now (pure
+  lookups; ``issues.py`` raises the repair issues of the others).
 """
 
 from __future__ import annotations
@@ -38,9 +38,6 @@ from homeassistant.const import (
     UnitOfEnergy,
 )
 from homeassistant.core import (
-    CALLBACK_TYPE,
-    Event,
-    EventStateChangedData,
     HomeAssistant,
     State,
     callback,
@@ -48,9 +45,7 @@ from homeassistant.core import (
 from homeassistant.helpers import (
     device_registry as dr,
     entity_registry as er,
-    issue_registry as ir,
 )
-from homeassistant.helpers.event import async_track_state_change_event
 from homeassistant.helpers.translation import async_get_translations
 from homeassistant.util.unit_conversion import EnergyConverter
 
@@ -59,12 +54,9 @@ from .const import (
     CONF_ENTITY_ID,
     CONF_ENTITY_REGISTRY_ID,
     CONF_REGISTER_REF,
-    DOMAIN,
-    LOGGER,
     READING_DECIMALS,
     SUBENTRY_TYPE_METER,
 )
-from .helpers import async_on_entry_updated
 
 # Units Home Assistant can convert to kWh (Wh, kWh, MWh, GJ, ... in the running HA).
 ENERGY_UNITS: Final[frozenset[str]] = frozenset(
@@ -78,10 +70,6 @@ METER_STATE_CLASSES: Final = frozenset(
 FALLBACK_REGISTER_REF: Final = "Energy"
 # Separates the two references in a meter's title.
 TITLE_SEPARATOR: Final = " \u2013 "  # en dash
-
-ISSUE_METER_MISSING: Final = "meter_missing"
-ISSUE_METER_NOT_ELIGIBLE: Final = "meter_not_eligible"
-_ISSUE_KEYS: Final = (ISSUE_METER_MISSING, ISSUE_METER_NOT_ELIGIBLE)
 
 # Energy dashboard preference keys that name electricity meters.
 _ENERGY_SOURCE_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
@@ -328,206 +316,90 @@ async def async_default_references(
     return device_name, sanitize_reference(own) or energy_name
 
 
+def round_kwh(value: float) -> float:
+    """Return a reading in kWh at zevvy's resolution (Wh), never -0.0."""
+    # "+ 0.0" turns -0.0 into 0.0
+    return round(value, READING_DECIMALS) + 0.0
+
+
+def to_kwh(value: float, unit: str | None) -> float | None:
+    """Return an energy value as a reading in kWh, or None if it is no reading.
+
+    Units Home Assistant cannot convert to kWh, infinite, NaN and negative values
+    give None: a reading is never invented.
+    """
+    if unit not in ENERGY_UNITS or not math.isfinite(value) or value < 0:
+        return None
+    return round_kwh(EnergyConverter.convert(value, unit, UnitOfEnergy.KILO_WATT_HOUR))
+
+
 def state_to_kwh(state: State | None) -> float | None:
     """Return a state's meter reading in kWh, or None if it has none.
 
-    Unknown, unavailable, non-numeric, infinite, NaN and negative values and states
-    without an energy unit give None: a reading is never invented.
+    Unknown, unavailable and non-numeric states give None, and so does what
+    ``to_kwh`` refuses.
     """
     if state is None or state.state in (STATE_UNKNOWN, STATE_UNAVAILABLE):
-        return None
-    unit = state.attributes.get(ATTR_UNIT_OF_MEASUREMENT)
-    if unit not in ENERGY_UNITS:
         return None
     try:
         value = float(state.state)
     except ValueError:
         return None
-    if not math.isfinite(value) or value < 0:
-        return None
-    kwh = EnergyConverter.convert(value, unit, UnitOfEnergy.KILO_WATT_HOUR)
-    # "+ 0.0" turns -0.0 into 0.0
-    return round(kwh, READING_DECIMALS) + 0.0
+    return to_kwh(value, state.attributes.get(ATTR_UNIT_OF_MEASUREMENT))
 
 
-def _issue_id(key: str, subentry_id: str) -> str:
-    return f"{key}_{subentry_id}"
+@dataclass(frozen=True, slots=True)
+class MeterCheck:
+    """One meter subentry checked: usable (``meter``) or why not."""
 
-
-@callback
-def _async_set_issue(
-    hass: HomeAssistant, key: str | None, subentry_id: str, placeholders: dict[str, str]
-) -> None:
-    """Raise the meter's issue ``key`` (None: none) and clear the other ones."""
-    for issue_key in _ISSUE_KEYS:
-        issue_id = _issue_id(issue_key, subentry_id)
-        if issue_key == key:
-            ir.async_create_issue(
-                hass,
-                DOMAIN,
-                issue_id,
-                # The fix flow offers to delete the meter (repairs.py).
-                is_fixable=True,
-                severity=ir.IssueSeverity.WARNING,
-                translation_key=issue_key,
-                translation_placeholders=placeholders,
-                data={"kind": issue_key, "subentry_id": subentry_id},
-            )
-        else:
-            ir.async_delete_issue(hass, DOMAIN, issue_id)
+    subentry_id: str
+    title: str
+    entity_id: str  # current entity id, or the one stored in the subentry
+    meter: Meter | None  # None: not usable
+    entity_missing: bool  # not usable because the entity left the registry
 
 
 @callback
-def _async_delete_orphaned_issues(hass: HomeAssistant) -> None:
-    """Delete meter issues whose subentry no longer exists."""
-    subentry_ids = {
-        subentry_id
-        for entry in hass.config_entries.async_entries(DOMAIN)
-        for subentry_id in entry.subentries
-    }
-    for domain, issue_id in list(ir.async_get(hass).issues):
-        if domain != DOMAIN:
-            continue
-        for key in _ISSUE_KEYS:
-            prefix = f"{key}_"
-            if issue_id.startswith(prefix) and (
-                issue_id.removeprefix(prefix) not in subentry_ids
-            ):
-                ir.async_delete_issue(hass, DOMAIN, issue_id)
-
-
-@callback
-def resolve_meters(hass: HomeAssistant, entry: ConfigEntry[Any]) -> list[Meter]:
-    """Return the entry's usable meters, with their current entity ids.
+def check_meters(hass: HomeAssistant, entry: ConfigEntry[Any]) -> list[MeterCheck]:
+    """Return every meter subentry of the entry, checked (a pure lookup).
 
     A meter whose entity left the entity registry, or no longer has an energy unit
-    and a meter state class, is skipped and gets a repair issue; the issue goes as
-    soon as the meter is usable again (or deleted). Called at every tick.
+    and a meter state class, is not usable (``issues.py`` raises its repair issue).
     """
     registry = er.async_get(hass)
-    meters: list[Meter] = []
+    checks: list[MeterCheck] = []
     for subentry in entry.subentries.values():
         if subentry.subentry_type != SUBENTRY_TYPE_METER:
             continue
         data = subentry.data
         entity_entry = registry.entities.get_entry(data[CONF_ENTITY_REGISTRY_ID])
-        entity_id = entity_entry.entity_id if entity_entry else data[CONF_ENTITY_ID]
-        placeholders = {"meter": subentry.title, "entity_id": entity_id}
-        if entity_entry is None:
-            _async_set_issue(
-                hass, ISSUE_METER_MISSING, subentry.subentry_id, placeholders
-            )
-            continue
-        if entity_eligibility(hass, entity_entry) is Eligibility.NOT_ELIGIBLE:
-            _async_set_issue(
-                hass, ISSUE_METER_NOT_ELIGIBLE, subentry.subentry_id, placeholders
-            )
-            continue
-        _async_set_issue(hass, None, subentry.subentry_id, placeholders)
-        meters.append(
-            Meter(
+        meter = None
+        if (
+            entity_entry is not None
+            and entity_eligibility(hass, entity_entry) is not Eligibility.NOT_ELIGIBLE
+        ):
+            meter = Meter(
                 subentry_id=subentry.subentry_id,
                 entity_registry_id=entity_entry.id,
                 entity_id=entity_entry.entity_id,
                 device_ref=data[CONF_DEVICE_REF],
                 register_ref=data[CONF_REGISTER_REF],
             )
+        checks.append(
+            MeterCheck(
+                subentry_id=subentry.subentry_id,
+                title=subentry.title,
+                entity_id=entity_entry.entity_id
+                if entity_entry
+                else data[CONF_ENTITY_ID],
+                meter=meter,
+                entity_missing=entity_entry is None,
+            )
         )
-    _async_delete_orphaned_issues(hass)
-    return meters
+    return checks
 
 
 @callback
-def async_delete_meter_issues(hass: HomeAssistant, entry: ConfigEntry[Any]) -> None:
-    """Delete the repair issues of an entry's meters (on unload)."""
-    for subentry_id in entry.subentries:
-        _async_set_issue(hass, None, subentry_id, {})
-
-
-class _MeterWatcher:
-    """Re-check an entry's meters when something that affects them changes.
-
-    Entity registry updates (removed, renamed, re-added entities), changes of the
-    entry's subentries, and state changes that alter a meter's unit or state class.
-    """
-
-    def __init__(self, hass: HomeAssistant, entry: ConfigEntry[Any]) -> None:
-        self._hass = hass
-        self._entry = entry
-        self._tracked: frozenset[str] = frozenset()
-        self._unsub_state: CALLBACK_TYPE | None = None
-
-    @callback
-    def async_check(self) -> None:
-        """Resolve the meters (raising or clearing issues) and track their states."""
-        registry = er.async_get(self._hass)
-        tracked = frozenset(
-            entity_entry.entity_id
-            for subentry in self._entry.subentries.values()
-            if subentry.subentry_type == SUBENTRY_TYPE_METER
-            and (
-                entity_entry := registry.entities.get_entry(
-                    subentry.data[CONF_ENTITY_REGISTRY_ID]
-                )
-            )
-        )
-        resolve_meters(self._hass, self._entry)
-        if tracked == self._tracked:
-            return
-        self._async_untrack()
-        self._tracked = tracked
-        if tracked:
-            self._unsub_state = async_track_state_change_event(
-                self._hass, tracked, self._async_state_changed
-            )
-
-    @callback
-    def _async_untrack(self) -> None:
-        if self._unsub_state is not None:
-            self._unsub_state()
-            self._unsub_state = None
-
-    @callback
-    def _async_state_changed(self, event: Event[EventStateChangedData]) -> None:
-        old, new = event.data["old_state"], event.data["new_state"]
-        if old is not None and new is not None:
-            for attribute in (ATTR_UNIT_OF_MEASUREMENT, ATTR_STATE_CLASS):
-                if old.attributes.get(attribute) != new.attributes.get(attribute):
-                    break
-            else:
-                return
-        self.async_check()
-
-    @callback
-    def _async_registry_updated(
-        self, event: Event[er.EventEntityRegistryUpdatedData]
-    ) -> None:
-        LOGGER.debug("Entity registry changed (%s): checking meters", event.data)
-        self.async_check()
-
-    @callback
-    def async_start(self) -> None:
-        """Check now and subscribe."""
-        entry = self._entry
-        entry.async_on_unload(
-            self._hass.bus.async_listen(
-                er.EVENT_ENTITY_REGISTRY_UPDATED, self._async_registry_updated
-            )
-        )
-        async_on_entry_updated(self._hass, entry, self.async_check)
-        entry.async_on_unload(self._async_stop)
-        self.async_check()
-
-    @callback
-    def _async_stop(self) -> None:
-        self._async_untrack()
-        async_delete_meter_issues(self._hass, self._entry)
-
-
-@callback
-def async_setup_meters(hass: HomeAssistant, entry: ConfigEntry[Any]) -> None:
-    """Check the entry's meters now and keep their repair issues current.
-
-    Call from async_setup_entry; everything is undone when the entry unloads.
-    """
-    _MeterWatcher(hass, entry).async_start()
+def resolve_meters(hass: HomeAssistant, entry: ConfigEntry[Any]) -> list[Meter]:
+    """Return the entry's usable meters, with their current entity ids."""
+    return [check.meter for check in check_meters(hass, entry) if check.meter]

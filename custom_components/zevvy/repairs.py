@@ -7,15 +7,12 @@
   fixing the cause) or discard them.
 * ``outbox_overflow``: the outbox was full and the oldest readings were dropped;
   the user acknowledges.
-* ``meter_missing`` / ``meter_not_eligible`` (raised by meters.py): a meter's
+* ``meter_missing`` / ``meter_not_eligible``: a meter's
   entity is gone or has no meter reading any more. The user restores the entity
   (the issue goes by itself) or deletes the meter here.
 """
 
 from __future__ import annotations
-
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from homeassistant import data_entry_flow
 from homeassistant.components.repairs import RepairsFlow
@@ -25,25 +22,17 @@ from homeassistant.helpers import issue_registry as ir
 import voluptuous as vol
 
 from .const import DOMAIN
-from .meters import ISSUE_METER_MISSING, ISSUE_METER_NOT_ELIGIBLE
-from .outbox import (
-    ISSUE_BATCH_REJECTED,
-    ISSUE_OUTBOX_OVERFLOW,
-    ISSUE_READING_HELD,
-    Outbox,
-)
-
-if TYPE_CHECKING:
-    from .coordinator import ZevvyCoordinator
+from .coordinator import Decision, ZevvyCoordinator
+from .issues import METER_KINDS, IssueKind
 
 type IssueData = dict[str, str | int | float | None] | None
 
 
-class _OutboxRepairFlow(RepairsFlow):
-    """A fix flow acting on one entry's outbox."""
+class _ZevvyRepairFlow(RepairsFlow):
+    """A fix flow of one of an entry's issues (and of one queue or meter)."""
 
     def __init__(self, data: IssueData) -> None:
-        """Remember which entry and queue the issue is about."""
+        """Remember which entry and queue (or meter) the issue is about."""
         self._entry_id = str((data or {}).get("entry_id", ""))
         self._key = str((data or {}).get("key", ""))
 
@@ -58,106 +47,6 @@ class _OutboxRepairFlow(RepairsFlow):
         issue = ir.async_get(self.hass).async_get_issue(DOMAIN, self.issue_id)
         return dict(issue.translation_placeholders or {}) if issue else None
 
-    def _menu(self, options: list[str]) -> data_entry_flow.FlowResult:
-        if self._coordinator() is None:
-            return self.async_abort(reason="not_loaded")
-        return self.async_show_menu(
-            step_id="init",
-            menu_options=options,
-            description_placeholders=self._placeholders(),
-        )
-
-    async def _async_settle(
-        self,
-        decide: Callable[[Outbox, str], Awaitable[int]],
-        *,
-        send: bool,
-    ) -> data_entry_flow.FlowResult:
-        """Apply the user's decision to the queue, then send if asked."""
-        if (coordinator := self._coordinator()) is None:
-            return self.async_abort(reason="not_loaded")
-        await decide(coordinator.outbox, self._key)
-        coordinator.async_update_status()
-        if send:
-            coordinator.async_request_send()
-        return self.async_create_entry(data={})
-
-
-class HeldReadingRepairFlow(_OutboxRepairFlow):
-    """A reading dropped: meter replaced, or a wrong value."""
-
-    async def async_step_init(
-        self, user_input: dict[str, str] | None = None
-    ) -> data_entry_flow.FlowResult:
-        """Offer the two choices."""
-        return self._menu(["replaced", "discard"])
-
-    async def async_step_replaced(
-        self, user_input: dict[str, str] | None = None
-    ) -> data_entry_flow.FlowResult:
-        """The meter was replaced: queue the held readings."""
-        return await self._async_settle(Outbox.async_accept_held, send=True)
-
-    async def async_step_discard(
-        self, user_input: dict[str, str] | None = None
-    ) -> data_entry_flow.FlowResult:
-        """The held readings are wrong: drop them."""
-        return await self._async_settle(Outbox.async_discard_held, send=False)
-
-
-class RejectedBatchRepairFlow(_OutboxRepairFlow):
-    """zevvy rejected readings: send them again or drop them."""
-
-    async def async_step_init(
-        self, user_input: dict[str, str] | None = None
-    ) -> data_entry_flow.FlowResult:
-        """Offer the two choices."""
-        return self._menu(["retry", "discard"])
-
-    async def async_step_retry(
-        self, user_input: dict[str, str] | None = None
-    ) -> data_entry_flow.FlowResult:
-        """Queue the rejected readings again."""
-        return await self._async_settle(Outbox.async_retry_parked, send=True)
-
-    async def async_step_discard(
-        self, user_input: dict[str, str] | None = None
-    ) -> data_entry_flow.FlowResult:
-        """Forget the rejected readings."""
-        return await self._async_settle(Outbox.async_discard_parked, send=False)
-
-
-class OverflowRepairFlow(_OutboxRepairFlow):
-    """The outbox dropped readings; the user acknowledges."""
-
-    async def async_step_init(
-        self, user_input: dict[str, str] | None = None
-    ) -> data_entry_flow.FlowResult:
-        """Show what was lost."""
-        return await self.async_step_confirm()
-
-    async def async_step_confirm(
-        self, user_input: dict[str, str] | None = None
-    ) -> data_entry_flow.FlowResult:
-        """On confirm, reset the counter of dropped readings."""
-        if user_input is not None:
-            if (coordinator := self._coordinator()) is not None:
-                coordinator.outbox.acknowledge_overflow()
-            return self.async_create_entry(data={})
-        return self.async_show_form(
-            step_id="confirm",
-            data_schema=vol.Schema({}),
-            description_placeholders=self._placeholders(),
-        )
-
-
-class MeterRepairFlow(RepairsFlow):
-    """A meter's entity is gone or not a meter any more: delete the meter."""
-
-    def __init__(self, data: IssueData) -> None:
-        """Remember which meter (subentry) the issue is about."""
-        self._subentry_id = str((data or {}).get("subentry_id", ""))
-
     async def async_step_init(
         self, user_input: dict[str, str] | None = None
     ) -> data_entry_flow.FlowResult:
@@ -167,29 +56,91 @@ class MeterRepairFlow(RepairsFlow):
     async def async_step_confirm(
         self, user_input: dict[str, str] | None = None
     ) -> data_entry_flow.FlowResult:
-        """Explain; on confirm, delete the meter's subentry."""
-        entry = next(
-            (
-                entry
-                for entry in self.hass.config_entries.async_entries(DOMAIN)
-                if self._subentry_id in entry.subentries
-            ),
-            None,
-        )
-        if entry is None:
-            return self.async_abort(reason="meter_gone")
-        if user_input is not None:
-            # Its entities, device, readings and issues go with it.
-            self.hass.config_entries.async_remove_subentry(entry, self._subentry_id)
-            return self.async_create_entry(data={})
-        issue = ir.async_get(self.hass).async_get_issue(DOMAIN, self.issue_id)
+        """Explain (subclasses act once the user confirms)."""
         return self.async_show_form(
             step_id="confirm",
             data_schema=vol.Schema({}),
-            description_placeholders=dict(issue.translation_placeholders or {})
-            if issue
-            else None,
+            description_placeholders=self._placeholders(),
         )
+
+
+class QueueRepairFlow(_ZevvyRepairFlow):
+    """Held or rejected readings: release them (to be sent) or discard them."""
+
+    def __init__(
+        self, data: IssueData, release_option: str, release: Decision, discard: Decision
+    ) -> None:
+        """Remember the issue's queue, the menu's release option and decisions."""
+        super().__init__(data)
+        self._release_option = release_option
+        self._release = release
+        self._discard = discard
+
+    async def async_step_init(
+        self, user_input: dict[str, str] | None = None
+    ) -> data_entry_flow.FlowResult:
+        """Offer the two choices."""
+        if self._coordinator() is None:
+            return self.async_abort(reason="not_loaded")
+        return self.async_show_menu(
+            step_id="init",
+            menu_options=[self._release_option, "discard"],
+            description_placeholders=self._placeholders(),
+        )
+
+    async def async_step_release(
+        self, user_input: dict[str, str] | None = None
+    ) -> data_entry_flow.FlowResult:
+        """Queue the readings again (the meter was replaced, or zevvy is fixed)."""
+        return await self._async_decide(self._release)
+
+    # The menu's option names (their texts are in strings.json).
+    async_step_replaced = async_step_release
+    async_step_retry = async_step_release
+
+    async def async_step_discard(
+        self, user_input: dict[str, str] | None = None
+    ) -> data_entry_flow.FlowResult:
+        """The readings are wrong (or zevvy will never take them): drop them."""
+        return await self._async_decide(self._discard)
+
+    async def _async_decide(self, decision: Decision) -> data_entry_flow.FlowResult:
+        """Apply the user's decision to the queue (the coordinator sends)."""
+        if (coordinator := self._coordinator()) is None:
+            return self.async_abort(reason="not_loaded")
+        await coordinator.async_decide(self._key, decision)
+        return self.async_create_entry(data={})
+
+
+class OverflowRepairFlow(_ZevvyRepairFlow):
+    """The outbox dropped readings; the user acknowledges."""
+
+    async def async_step_confirm(
+        self, user_input: dict[str, str] | None = None
+    ) -> data_entry_flow.FlowResult:
+        """Show what was lost; on confirm, reset the counter of dropped readings."""
+        if user_input is None:
+            return await super().async_step_confirm()
+        if (coordinator := self._coordinator()) is not None:
+            coordinator.outbox.acknowledge_overflow()
+        return self.async_create_entry(data={})
+
+
+class MeterRepairFlow(_ZevvyRepairFlow):
+    """A meter's entity is gone or not a meter any more: delete the meter."""
+
+    async def async_step_confirm(
+        self, user_input: dict[str, str] | None = None
+    ) -> data_entry_flow.FlowResult:
+        """Explain; on confirm, delete the meter's subentry (if still there)."""
+        entry = self.hass.config_entries.async_get_entry(self._entry_id)
+        if entry is None or self._key not in entry.subentries:
+            return self.async_abort(reason="meter_gone")
+        if user_input is None:
+            return await super().async_step_confirm()
+        # Its entities, device, readings and issues go with it.
+        self.hass.config_entries.async_remove_subentry(entry, self._key)
+        return self.async_create_entry(data={})
 
 
 async def async_create_fix_flow(
@@ -197,12 +148,18 @@ async def async_create_fix_flow(
 ) -> RepairsFlow:
     """Return the fix flow of one of our issues."""
     kind = (data or {}).get("kind")
-    if kind == ISSUE_READING_HELD:
-        return HeldReadingRepairFlow(data)
-    if kind == ISSUE_BATCH_REJECTED:
-        return RejectedBatchRepairFlow(data)
-    if kind == ISSUE_OUTBOX_OVERFLOW:
+    if kind == IssueKind.READING_HELD:
+        # A reading dropped: the meter was replaced, or the values are wrong.
+        return QueueRepairFlow(
+            data, "replaced", Decision.ACCEPT_HELD, Decision.DISCARD_HELD
+        )
+    if kind == IssueKind.BATCH_REJECTED:
+        # zevvy rejected readings: send them again or drop them.
+        return QueueRepairFlow(
+            data, "retry", Decision.RETRY_REJECTED, Decision.DISCARD_REJECTED
+        )
+    if kind == IssueKind.OUTBOX_OVERFLOW:
         return OverflowRepairFlow(data)
-    if kind in (ISSUE_METER_MISSING, ISSUE_METER_NOT_ELIGIBLE):
+    if kind in METER_KINDS:
         return MeterRepairFlow(data)
     raise ValueError(f"No fix flow for issue {issue_id}")

@@ -20,14 +20,10 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .const import SUBENTRY_TYPE_METER
-from .coordinator import MeterStatus, ZevvyConfigEntry, ZevvyStatus
-from .entity import (
-    ZevvyEntity,
-    ZevvyMeterEntity,
-    account_device_info,
-    meter_identifier,
-)
+from .coordinator import ZevvyConfigEntry, ZevvyStatus
+from .entity import ZevvyEntity, ZevvyMeterEntity, meter_identifier
 from .helpers import async_on_entry_updated
+from .outbox import QueueView
 
 # Coordinator entities: the coordinator does the work, entities only read.
 PARALLEL_UPDATES = 0
@@ -46,7 +42,7 @@ class ZevvySensorEntityDescription(SensorEntityDescription):
 class ZevvyMeterSensorEntityDescription(SensorEntityDescription):
     """A sensor of one meter."""
 
-    value_fn: Callable[[MeterStatus], datetime | float | None]
+    value_fn: Callable[[QueueView], datetime | float | None]
 
 
 ACCOUNT_SENSORS: tuple[ZevvySensorEntityDescription, ...] = (
@@ -97,10 +93,6 @@ async def async_setup_entry(
 ) -> None:
     """Set up the account's sensors and those of each meter, now and later."""
     device_registry = dr.async_get(hass)
-    # The meters' devices point to the account's device: create it first.
-    device_registry.async_get_or_create(
-        config_entry_id=entry.entry_id, **account_device_info(entry)
-    )
     async_add_entities(
         ZevvySensorEntity(entry, description) for description in ACCOUNT_SENSORS
     )

@@ -4,19 +4,19 @@ Registered once in ``async_setup`` (not per config entry), as nordpool does, so
 that calling an action for an entry that is not loaded gives a clear error
 instead of "unknown action".
 
-* ``zevvy.upload_now``: deliver what waits in the outbox now.
+* ``zevvy.upload_now``: send what waits in the outbox now.
 * ``zevvy.send_reading``: a manual meter reading (for meters without an entity,
   or from automations); queued in the outbox like every other reading, then
-  delivered.
+  sent.
+* ``zevvy.upload_history``: backfill a period from the recorder's statistics
+  (read by history.py).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-import math
 from typing import Any, Final
 
-from homeassistant.config_entries import ConfigEntryState
 from homeassistant.const import UnitOfEnergy
 from homeassistant.core import (
     HomeAssistant,
@@ -25,32 +25,37 @@ from homeassistant.core import (
     SupportsResponse,
     callback,
 )
-from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import config_validation as cv, entity_registry as er
 from homeassistant.util import dt as dt_util
-from homeassistant.util.unit_conversion import EnergyConverter
 import voluptuous as vol
 
+from .api import Reading
 from .const import (
     CONF_DEVICE_REF,
     CONF_ENTITY_ID,
     CONF_ENTITY_REGISTRY_ID,
     CONF_REGISTER_REF,
     DOMAIN,
-    READING_DECIMALS,
+    LOGGER,
     SUBENTRY_TYPE_METER,
 )
-from .coordinator import UploadResult, ZevvyConfigEntry, quarter_floor
-from .history import (
-    SERVICE_UPLOAD_HISTORY,
-    UPLOAD_HISTORY_SCHEMA,
-    async_handle_upload_history,
+from .coordinator import SendResult, ZevvyConfigEntry, quarter_floor
+from .helpers import (
+    async_get_loaded_entry,
+    async_get_single_entry,
+    async_get_target_entries,
+    aware,
+    validation_error,
 )
-from .meters import ENERGY_UNITS
-from .outbox import manual_key, to_epoch
+from .history import MeterResult, async_fill_meter, log_result, recorder_loaded
+from .meters import ENERGY_UNITS, Meter, resolve_meters, to_kwh
+from .outbox import Destination
+from .sender import SendError
 
 SERVICE_UPLOAD_NOW: Final = "upload_now"
 SERVICE_SEND_READING: Final = "send_reading"
+SERVICE_UPLOAD_HISTORY: Final = "upload_history"
 
 ATTR_CONFIG_ENTRY_ID: Final = "config_entry_id"
 ATTR_METER: Final = "meter"
@@ -59,6 +64,9 @@ ATTR_REGISTER_REF: Final = CONF_REGISTER_REF
 ATTR_VALUE: Final = "value"
 ATTR_UNIT: Final = "unit"
 ATTR_TIME: Final = "time"
+ATTR_START: Final = "start"
+ATTR_END: Final = "end"
+ATTR_METERS: Final = "meters"
 
 UPLOAD_NOW_SCHEMA: Final = vol.Schema({vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string})
 # Values are checked in the handler, not here, so that a wrong value gets a
@@ -74,57 +82,21 @@ SEND_READING_SCHEMA: Final = vol.Schema(
         vol.Optional(ATTR_TIME): cv.datetime,
     }
 )
+UPLOAD_HISTORY_SCHEMA: Final = vol.Schema(
+    {
+        vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
+        vol.Required(ATTR_START): cv.datetime,
+        vol.Optional(ATTR_END): cv.datetime,
+        vol.Optional(ATTR_METERS): vol.All(cv.ensure_list, [cv.entity_id]),
+    }
+)
 
 
-def _validation_error(key: str, **placeholders: str) -> ServiceValidationError:
-    return ServiceValidationError(
-        translation_domain=DOMAIN,
-        translation_key=key,
-        translation_placeholders=placeholders or None,
-    )
-
-
-@callback
-def async_get_loaded_entry(hass: HomeAssistant, entry_id: str) -> ZevvyConfigEntry:
-    """Return a loaded zevvy config entry or raise a translated error."""
-    entry = hass.config_entries.async_get_entry(entry_id)
-    if entry is None or entry.domain != DOMAIN:
-        raise _validation_error("entry_not_found", entry_id=entry_id)
-    if entry.state is not ConfigEntryState.LOADED:
-        raise _validation_error("entry_not_loaded", account=entry.title)
-    zevvy_entry: ZevvyConfigEntry = entry
-    return zevvy_entry
-
-
-@callback
-def async_get_target_entries(
-    hass: HomeAssistant, entry_id: str | None
-) -> list[ZevvyConfigEntry]:
-    """Return the entry asked for, or every loaded zevvy entry (at least one)."""
-    if entry_id:
-        return [async_get_loaded_entry(hass, entry_id)]
-    entries: list[ZevvyConfigEntry] = hass.config_entries.async_loaded_entries(DOMAIN)
-    if not entries:
-        raise _validation_error("no_loaded_entry")
-    return entries
-
-
-@callback
-def async_get_single_entry(
-    hass: HomeAssistant, entry_id: str | None
-) -> ZevvyConfigEntry:
-    """Return the entry asked for, or the only loaded one."""
-    entries = async_get_target_entries(hass, entry_id)
-    if len(entries) > 1:
-        raise _validation_error("entry_required")
-    return entries[0]
-
-
-def _raise_for_upload(result: UploadResult, entry: ZevvyConfigEntry) -> None:
-    """Turn an upload that stopped at a zevvy error into a translated error."""
+def _raise_for_send(result: SendResult, entry: ZevvyConfigEntry) -> None:
+    """Turn a send that stopped at a zevvy error into a translated error."""
     if result.error is None:
         return
-    if result.error == "authentication":
+    if result.error is SendError.AUTHENTICATION:
         raise HomeAssistantError(
             translation_domain=DOMAIN, translation_key="authentication_failed"
         )
@@ -133,45 +105,46 @@ def _raise_for_upload(result: UploadResult, entry: ZevvyConfigEntry) -> None:
         translation_key="upload_failed",
         translation_placeholders={
             "account": entry.title,
-            "waiting": str(result.waiting),
+            "waiting": str(result.pending),
         },
     )
 
 
-async def async_upload_entry(entry: ZevvyConfigEntry) -> UploadResult:
-    """Deliver an entry's outbox now; raise a translated error if zevvy fails."""
-    result = await entry.runtime_data.coordinator.async_upload_now()
-    _raise_for_upload(result, entry)
+async def async_send_now(entry: ZevvyConfigEntry) -> SendResult:
+    """Send an entry's outbox now; raise a translated error if zevvy fails."""
+    result = await entry.runtime_data.coordinator.async_send_now()
+    _raise_for_send(result, entry)
     return result
 
 
 async def _async_upload_now(call: ServiceCall) -> ServiceResponse:
     """Handle ``zevvy.upload_now``."""
     entries = async_get_target_entries(call.hass, call.data.get(ATTR_CONFIG_ENTRY_ID))
-    sent = waiting = held = parked = 0
+    sent = pending = held = rejected = 0
     for entry in entries:
-        result = await async_upload_entry(entry)
+        result = await async_send_now(entry)
         sent += result.sent
-        waiting += result.waiting
+        pending += result.pending
         held += result.held
-        parked += result.parked
+        rejected += result.rejected
     if not call.return_response:
         return None
-    return {"sent": sent, "waiting": waiting, "held": held, "parked": parked}
+    # The answer's names predate the code's vocabulary; they stay for automations.
+    return {"sent": sent, "waiting": pending, "held": held, "parked": rejected}
 
 
 def _check_reference(value: str) -> str:
     """Return a trimmed reference, or raise for an empty one or one with "/"."""
     reference = value.strip()
     if not reference or "/" in reference:
-        raise _validation_error("invalid_reference", reference=value)
+        raise validation_error("invalid_reference", reference=value)
     return reference
 
 
 def _find_meter(
     hass: HomeAssistant, entity_id: str, entry_id: str | None
-) -> tuple[ZevvyConfigEntry, str, str, str]:
-    """Return (entry, subentry id, device_ref, register_ref) of a meter's entity."""
+) -> tuple[ZevvyConfigEntry, Destination]:
+    """Return the entry and the destination of a meter's entity."""
     entity_entry = er.async_get(hass).async_get(entity_id)
     registry_id = entity_entry.id if entity_entry else None
     entries = (
@@ -190,17 +163,19 @@ def _find_meter(
                 return (
                     # The meter's account must be loaded.
                     async_get_loaded_entry(hass, entry.entry_id),
-                    subentry.subentry_id,
-                    data[CONF_DEVICE_REF],
-                    data[CONF_REGISTER_REF],
+                    Destination(
+                        subentry.subentry_id,
+                        data[CONF_DEVICE_REF],
+                        data[CONF_REGISTER_REF],
+                    ),
                 )
-    raise _validation_error("unknown_meter", entity_id=entity_id)
+    raise validation_error("unknown_meter", entity_id=entity_id)
 
 
-def _key_for_references(
+def _destination_for_references(
     entry: ZevvyConfigEntry, device_ref: str, register_ref: str
-) -> str:
-    """Return the queue key: a meter's subentry id if a meter has these references.
+) -> Destination:
+    """Return the destination: a meter's queue if a meter has these references.
 
     A manual reading for a configured meter shares its queue, so the drop check
     and the last delivered reading apply to both.
@@ -211,8 +186,8 @@ def _key_for_references(
             and subentry.data[CONF_DEVICE_REF] == device_ref
             and subentry.data[CONF_REGISTER_REF] == register_ref
         ):
-            return subentry.subentry_id
-    return manual_key(device_ref, register_ref)
+            return Destination(subentry.subentry_id, device_ref, register_ref)
+    return Destination.manual(device_ref, register_ref)
 
 
 def _read_at(value: datetime | None) -> datetime:
@@ -220,21 +195,19 @@ def _read_at(value: datetime | None) -> datetime:
     now = dt_util.utcnow()
     if value is None:
         return quarter_floor(now)
-    if value.tzinfo is None:
-        # The UI's date-time picker gives local time without a zone.
-        value = value.replace(tzinfo=dt_util.get_default_time_zone())
+    value = aware(value)
     if value > now:
-        raise _validation_error("time_in_future", time=value.isoformat())
+        raise validation_error("time_in_future", time=value.isoformat())
     return quarter_floor(value)
 
 
-def _to_kwh(value: float, unit: str) -> float:
+def _value_kwh(value: float, unit: str) -> float:
+    """Return the action's value as a reading in kWh, or raise."""
     if unit not in ENERGY_UNITS:
-        raise _validation_error("invalid_unit", unit=unit)
-    if not math.isfinite(value) or value < 0:
-        raise _validation_error("invalid_value", value=str(value))
-    kwh = EnergyConverter.convert(value, unit, UnitOfEnergy.KILO_WATT_HOUR)
-    return round(kwh, READING_DECIMALS) + 0.0
+        raise validation_error("invalid_unit", unit=unit)
+    if (kwh := to_kwh(value, unit)) is None:
+        raise validation_error("invalid_value", value=str(value))
+    return kwh
 
 
 async def _async_send_reading(call: ServiceCall) -> ServiceResponse:
@@ -249,47 +222,111 @@ async def _async_send_reading(call: ServiceCall) -> ServiceResponse:
     if (meter is None) == (not has_refs) or (
         has_refs and (device_ref is None or register_ref is None)
     ):
-        raise _validation_error("meter_or_references")
+        raise validation_error("meter_or_references")
 
-    value = _to_kwh(data[ATTR_VALUE], data[ATTR_UNIT])
+    value = _value_kwh(data[ATTR_VALUE], data[ATTR_UNIT])
     read_at = _read_at(data.get(ATTR_TIME))
 
     if device_ref is not None and register_ref is not None:
         device_ref = _check_reference(device_ref)
         register_ref = _check_reference(register_ref)
         entry = async_get_single_entry(hass, entry_id)
-        key = _key_for_references(entry, device_ref, register_ref)
+        destination = _destination_for_references(entry, device_ref, register_ref)
     else:
-        entry, key, device_ref, register_ref = _find_meter(hass, str(meter), entry_id)
+        entry, destination = _find_meter(hass, str(meter), entry_id)
 
-    runtime = entry.runtime_data
-    added = await runtime.outbox.async_add(
-        key, device_ref, register_ref, ((read_at, value),)
-    )
+    coordinator = entry.runtime_data.coordinator
+    # Sent right below, whatever a retry timer says.
+    async with coordinator.async_adding(send=False) as add:
+        added = add([(destination, [Reading(read_at, value)])])
     # The reading is stored: a zevvy error now only delays it (the outbox keeps
     # it and the sender retries), so it is reported, not raised.
-    result = await runtime.coordinator.async_upload_now()
+    result = await coordinator.async_send_now()
     if not call.return_response:
         return None
     status = "queued" if added.queued else ("held" if added.held else "duplicate")
-    queue = runtime.outbox.queue(key)
-    when = to_epoch(read_at)
-    delivered = (
-        queue is not None
-        and status == "queued"
-        and queue.pending.index(when) < 0
-        and queue.parked.index(when) < 0
+    delivered = status == "queued" and not coordinator.outbox.is_waiting(
+        destination.key, read_at
     )
     response: dict[str, Any] = {
-        "device_ref": device_ref,
-        "register_ref": register_ref,
+        "device_ref": destination.device_ref,
+        "register_ref": destination.register_ref,
         "read_at": read_at.isoformat(),
         "value_kwh": value,
         "status": status,
         "delivered": delivered,
-        "waiting": result.waiting,
+        "waiting": result.pending,
     }
     return response
+
+
+def _select_meters(
+    hass: HomeAssistant, entry: ZevvyConfigEntry, entity_ids: list[str] | None
+) -> list[Meter]:
+    meters = resolve_meters(hass, entry)
+    if entity_ids is None:
+        return meters
+    by_entity = {meter.entity_id: meter for meter in meters}
+    selected: list[Meter] = []
+    for entity_id in entity_ids:
+        if entity_id not in by_entity:
+            raise validation_error("history_unknown_meter", entity_id=entity_id)
+        if by_entity[entity_id] not in selected:
+            selected.append(by_entity[entity_id])
+    return selected
+
+
+async def async_upload_history(call: ServiceCall) -> ServiceResponse:
+    """Handle ``zevvy.upload_history``: backfill a period from statistics."""
+    hass = call.hass
+    entry = async_get_single_entry(hass, call.data.get(ATTR_CONFIG_ENTRY_ID))
+    if not recorder_loaded(hass):
+        raise validation_error("history_no_recorder")
+    now = dt_util.utcnow()
+    start = dt_util.as_utc(aware(call.data[ATTR_START]))
+    end = (
+        min(dt_util.as_utc(aware(call.data[ATTR_END])), now)
+        if ATTR_END in call.data
+        else now
+    )
+    if start >= end:
+        raise validation_error(
+            "history_invalid_period", start=start.isoformat(), end=end.isoformat()
+        )
+    meters = _select_meters(hass, entry, call.data.get(ATTR_METERS))
+    LOGGER.info(
+        "Uploading history of %s meters from %s to %s",
+        len(meters),
+        start.isoformat(),
+        end.isoformat(),
+    )
+    results: list[MeterResult] = []
+    async with entry.runtime_data.coordinator.async_adding() as add:
+        for number, meter in enumerate(meters, 1):
+            results.append(
+                await async_fill_meter(hass, entry, meter, add, start, end, hourly=True)
+            )
+            LOGGER.debug(
+                "History of %s (%s/%s): %s readings",
+                meter.entity_id,
+                number,
+                len(meters),
+                results[-1].queued,
+            )
+    log_result("Upload history", results)
+    if not call.return_response:
+        return None
+    return {
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "queued": sum(result.queued for result in results),
+        "meters": {
+            result.meter.entity_id: result.as_dict()
+            for result in results
+            if result.found
+        },
+        "no_statistics": [r.meter.entity_id for r in results if not r.found],
+    }
 
 
 @callback
@@ -312,7 +349,7 @@ def async_setup_services(hass: HomeAssistant) -> None:
     hass.services.async_register(
         DOMAIN,
         SERVICE_UPLOAD_HISTORY,
-        async_handle_upload_history,
+        async_upload_history,
         schema=UPLOAD_HISTORY_SCHEMA,
         supports_response=SupportsResponse.OPTIONAL,
     )

@@ -1,0 +1,25 @@
+"""Persisted outbox: every reading waits here until zevvy confirmed it.
+
+One outbox per config entry. ``format`` is the storage format (compact series
+per queue and their JSON), ``store`` the persistence, ``policy`` what the outbox
+accepts (duplicates, drop check, bound), ``core`` the ``Outbox`` itself with
+its small read API (counts, ``views``, ``last_delivered``, ``is_waiting``).
+Readings enter it through the coordinator (``ZevvyCoordinator.async_adding``).
+"""
+
+from .core import Batch, Outbox, QueueView
+from .format import Destination, Series, is_meter_key, manual_key
+from .policy import AddResult
+from .store import store_kwargs
+
+__all__ = [
+    "AddResult",
+    "Batch",
+    "Destination",
+    "Outbox",
+    "QueueView",
+    "Series",
+    "is_meter_key",
+    "manual_key",
+    "store_kwargs",
+]

@@ -1,0 +1,109 @@
+"""Persistence of the outbox: Home Assistant's ``Store``, one file per entry.
+
+Saving: ``Outbox.async_add`` awaits the write (a crash right after a tick loses
+nothing); confirmations are saved with ``Store.async_delay_save`` and a short
+delay (``SAVE_DELAY``): several coalesce, Home Assistant writes a pending one
+when it stops, and a confirmation lost in a crash only means that a reading is
+sent again and zevvy answers 409 (already present). Taking a snapshot only
+copies the arrays (under the outbox's lock, because ``Store`` calls the delayed
+save's data function in the executor); encoding runs in the executor and is
+handed to ``Store`` as ``orjson.Fragment``. Newer Home Assistant versions need
+``serialize_in_event_loop=False`` for that (``store_kwargs``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+import inspect
+import threading
+from typing import Any
+
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers.storage import Store
+
+from ..const import DOMAIN
+from .format import STORAGE_VERSION, Snapshot, encode
+
+# Seconds a confirmation may wait before it is written (several coalesce).
+SAVE_DELAY = 1.0
+
+
+def store_kwargs() -> dict[str, Any]:
+    """Return the ``Store`` options that keep our encoding off the event loop.
+
+    Newer Home Assistant versions call a delayed save's data function and
+    serialize the data on the event loop unless the store is created with
+    ``serialize_in_event_loop=False`` (which 2025.4 does not know; it always
+    does both in the executor). Our data function is thread-safe (it takes the
+    snapshot under the outbox's lock).
+    """
+    if "serialize_in_event_loop" in inspect.signature(Store.__init__).parameters:
+        return {"serialize_in_event_loop": False}
+    return {}
+
+
+class OutboxStore:
+    """Load and write one outbox; ``snapshot`` copies its state under ``lock``."""
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        entry_id: str,
+        snapshot: Callable[[], Snapshot],
+        lock: threading.RLock,
+    ) -> None:
+        """Create the store of an entry's outbox."""
+        self.hass = hass
+        self._store: Store[dict[str, Any]] = Store(
+            hass, STORAGE_VERSION, f"{DOMAIN}.{entry_id}.outbox", **store_kwargs()
+        )
+        self._snapshot = snapshot
+        self._lock = lock
+        self._save_lock = asyncio.Lock()
+        self._dirty = False
+
+    @property
+    def key(self) -> str:
+        """Return the storage key (the file name under .storage)."""
+        return self._store.key
+
+    async def async_load(self) -> dict[str, Any] | None:
+        """Return the stored data, if any."""
+        return await self._store.async_load()
+
+    def take_snapshot(self) -> Snapshot:
+        """Copy the current state and mark it as being written."""
+        with self._lock:
+            self._dirty = False
+            return self._snapshot()
+
+    def _data_func(self) -> dict[str, Any]:
+        """Return the data to write; Store may call this in the executor."""
+        return encode(self.take_snapshot())
+
+    async def async_save(self) -> None:
+        """Write now; return when the current state is on disk."""
+        self._dirty = True
+        async with self._save_lock:
+            if not self._dirty:
+                return  # a save that started after our change wrote it
+            snapshot = self.take_snapshot()
+            data = await self.hass.async_add_executor_job(encode, snapshot)
+            await self._store.async_save(data)
+
+    @callback
+    def async_schedule_save(self) -> None:
+        """Write within ``SAVE_DELAY`` seconds (and when Home Assistant stops)."""
+        self._dirty = True
+        self._store.async_delay_save(self._data_func, SAVE_DELAY)
+
+    async def async_flush(self) -> None:
+        """Write pending changes now (on unload)."""
+        if self._dirty:
+            await self.async_save()
+
+    async def async_remove(self) -> None:
+        """Delete the stored file (the config entry is being removed)."""
+        self._dirty = False
+        await self._store.async_remove()
