@@ -1307,15 +1307,15 @@ class ZevvySandbox:
         ):
             raise _ApiError(
                 status,
-                f"[{index}].value (readAt {read_at}) must be a non-negative "
-                f"number; got {value!r}",
+                f"[{index}].value must be a non-negative number; got {value!r} "
+                f"(readAt {read_at})",
             )
         max_value = self.config.max_value
         if max_value is not None and value > max_value:
             raise _ApiError(
                 status,
-                f"[{index}].value (readAt {read_at}) must be at most "
-                f"{_number(max_value)}; got {value!r}",
+                f"[{index}].value must be at most {_number(max_value)}; "
+                f"got {value!r} (readAt {read_at})",
             )
         return read_at, float(value)
 
