@@ -716,12 +716,123 @@ async def test_bulk_create_rejects_non_json(
 
 
 async def test_max_batch(sandbox: ZevvySandbox, session: aiohttp.ClientSession) -> None:
-    """A configured batch limit rejects larger batches."""
-    sandbox.config.max_batch = 1
+    """A configured batch limit rejects larger batches with 413 (or as configured)."""
+    sandbox.configure(max_batch=1)
     token = sandbox.issue_tokens().access_token
-    status, body = await bulk_create(session, bulk_url(sandbox, "Car", "Energy"), token)
-    assert status == 400
+    url = bulk_url(sandbox, "Car", "Energy")
+    status, body = await bulk_create(session, url, token)
+    assert status == 413
     assert "At most 1" in body["message"]
+    assert sandbox.readings() == []
+    status, _ = await bulk_create(session, url, token, READINGS[:1])
+    assert status == 201
+
+    sandbox.configure(max_batch_status=422)
+    status, _ = await bulk_create(session, url, token, READINGS[1:] * 2)
+    assert status == 422
+    with pytest.raises(ValueError, match="max_batch_status"):
+        sandbox.configure(max_batch_status=201)
+    with pytest.raises(ValueError, match="max_batch"):
+        SandboxConfig(max_batch=0)
+
+
+async def test_conflict_partial_and_details(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """409 meanings: "partial" stores the new readings; details name the times."""
+    token = sandbox.issue_tokens().access_token
+    url = bulk_url(sandbox, "Car", "Energy")
+    status, _ = await bulk_create(session, url, token, READINGS[:1])
+    assert status == 201
+    new = {"readAt": "2026-11-26T14:30:00.000Z", "value": 102}
+    batch = [READINGS[0], READINGS[1], READINGS[0], new]
+
+    # Default: all or nothing, and the body is only a message.
+    status, body = await bulk_create(session, url, token, batch)
+    assert status == 409
+    assert set(body) == {"message"}
+    assert len(sandbox.readings()) == 1
+
+    sandbox.configure(conflict_details=True)
+    status, body = await bulk_create(session, url, token, batch)
+    assert status == 409
+    assert body["conflicts"] == ["2026-11-26T14:00:00.000Z"]
+    assert "nothing was created" in body["message"]
+    assert len(sandbox.readings()) == 1
+
+    sandbox.configure(conflict_mode="partial")
+    # Within the batch, the second of two equal readAt conflicts with the first.
+    batch = [READINGS[0], READINGS[1], READINGS[1], new]
+    status, body = await bulk_create(session, url, token, batch)
+    assert status == 409
+    assert body["conflicts"] == [
+        "2026-11-26T14:00:00.000Z",
+        "2026-11-26T14:15:00.000Z",
+    ]
+    assert "2 created" in body["message"]
+    assert [r.read_at for r in sandbox.readings("Car", "Energy")] == [
+        "2026-11-26T14:00:00.000Z",
+        "2026-11-26T14:15:00.000Z",
+        "2026-11-26T14:30:00.000Z",
+    ]
+    assert sandbox.readings("Car", "Energy")[1].value == 101
+
+    # Everything stored already: 409, nothing new.
+    sandbox.configure(conflict_details=False)
+    status, body = await bulk_create(session, url, token, [new])
+    assert (status, set(body)) == (409, {"message"})
+    assert "0 created" in body["message"]
+    assert len(sandbox.readings()) == 3
+
+    with pytest.raises(ValueError, match="conflict_mode"):
+        sandbox.configure(conflict_mode="some")
+    assert sandbox.config.conflict_mode == "partial"
+
+
+async def test_bulk_create_value_limit_and_validation_status(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """One invalid reading refuses the whole batch, naming its index and readAt."""
+    token = sandbox.issue_tokens().access_token
+    url = bulk_url(sandbox, "Car", "Energy")
+    batch = [
+        *READINGS,
+        {"readAt": "2026-11-26T14:30:00.000Z", "value": 1e12},
+        {"readAt": "2026-11-26T14:45:00.000Z", "value": 102},
+    ]
+    status, _ = await bulk_create(session, url, token, batch)
+    assert status == 201  # no limit by default
+    sandbox.reset()
+    token = sandbox.issue_tokens().access_token
+
+    sandbox.configure(max_value=1e9)
+    status, body = await bulk_create(session, url, token, batch)
+    assert status == 400
+    assert body["message"] == (
+        "[2].value must be at most 1000000000; got 1000000000000.0 "
+        "(readAt 2026-11-26T14:30:00.000Z)"
+    )
+    assert sandbox.readings() == []
+
+    sandbox.configure(validation_status=422)
+    batch[2] = {"readAt": "2026-11-26T14:30:00.000Z", "value": -5}
+    status, body = await bulk_create(session, url, token, batch)
+    assert status == 422
+    assert body["message"] == (
+        "[2].value must be a non-negative number; got -5 "
+        "(readAt 2026-11-26T14:30:00.000Z)"
+    )
+    batch[2] = {"readAt": "2026-11-26T14:30:00Z", "value": 5}
+    status, body = await bulk_create(session, url, token, batch)
+    assert status == 422
+    assert "[2].readAt" in body["message"]
+    # A body that is no batch at all stays 400.
+    status, _ = await bulk_create(session, url, token, {"readAt": "x"})
+    assert status == 400
+    assert sandbox.readings() == []
+    batch[2] = {"readAt": "2026-11-26T14:30:00.000Z", "value": 1e9}
+    status, _ = await bulk_create(session, url, token, batch)
+    assert status == 201
 
 
 # ---------------------------------------------------------------- faults
@@ -814,6 +925,267 @@ async def test_fault_drop_delay_and_targets(
         sandbox.inject_fault(target="nowhere")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="count"):
         sandbox.inject_fault(count=0)
+
+
+async def test_fault_for_one_register(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """A fault limited to one device / register leaves the others alone."""
+    token = sandbox.issue_tokens().access_token
+    sandbox.inject_fault(404, count=100, device_ref="Car", register_ref="Energy")
+    sandbox.inject_fault(403, count=1, device_ref="Heat pump")
+    status, body = await bulk_create(session, bulk_url(sandbox, "Car", "Energy"), token)
+    assert status == 404
+    assert body["message"] == "injected fault: HTTP 404"
+    status, _ = await bulk_create(session, bulk_url(sandbox, "Car", "Solar"), token)
+    assert status == 201
+    status, _ = await bulk_create(session, bulk_url(sandbox, "Other", "Energy"), token)
+    assert status == 201
+    status, _ = await bulk_create(
+        session, bulk_url(sandbox, "Heat pump", "Zähler 1"), token
+    )
+    assert status == 403
+    status, _ = await bulk_create(
+        session, bulk_url(sandbox, "Heat pump", "Zähler 1"), token
+    )
+    assert status == 201
+    # The identity server is not touched by a register's fault.
+    status, _ = await refresh(session, sandbox, sandbox.issue_tokens().refresh_token)
+    assert status == 200
+    status, _ = await bulk_create(session, bulk_url(sandbox, "Car", "Energy"), token)
+    assert status == 404
+    assert [(f.status, f.count) for f in sandbox.faults] == [(404, 98)]
+    assert sandbox.readings("Car", "Energy") == []
+
+    # The same over the admin API, with references that need escaping.
+    sandbox.clear_faults()
+    admin = f"{sandbox.url}/_sandbox"
+    async with session.post(
+        f"{admin}/faults",
+        json={"status": 413, "count": 5, "register_ref": "Zähler ½/2"},
+    ) as response:
+        assert response.status == 200
+    async with session.get(f"{admin}/faults") as response:
+        faults = await response.json()
+    assert [(f["device_ref"], f["register_ref"]) for f in faults] == [
+        (None, "Zähler ½/2")
+    ]
+    status, _ = await bulk_create(
+        session, bulk_url(sandbox, "Garage", "Zähler ½/2"), token
+    )
+    assert status == 413
+    status, _ = await bulk_create(
+        session, bulk_url(sandbox, "Garage", "Zähler ½"), token
+    )
+    assert status == 201
+    async with session.post(
+        f"{admin}/faults", json={"target": "token", "device_ref": "Car"}
+    ) as response:
+        assert response.status == 400
+    with pytest.raises(ValueError, match="target 'api'"):
+        sandbox.inject_fault(target="token", register_ref="Energy")
+
+
+async def test_latency(sandbox: ZevvySandbox, session: aiohttp.ClientSession) -> None:
+    """A standing latency delays every answer except the admin API's."""
+    token = sandbox.issue_tokens().access_token
+    sandbox.configure(latency=0.2)
+    started = time.monotonic()
+    status, _ = await bulk_create(session, bulk_url(sandbox, "Car", "Energy"), token)
+    assert status == 201
+    assert time.monotonic() - started >= 0.2
+    started = time.monotonic()
+    status, _ = await refresh(session, sandbox, sandbox.issue_tokens().refresh_token)
+    assert status == 200
+    assert time.monotonic() - started >= 0.2
+    # A fault's delay comes on top; the admin API answers at once.
+    sandbox.inject_fault(503, delay=0.1)
+    started = time.monotonic()
+    status, _ = await bulk_create(session, bulk_url(sandbox, "Car", "Energy"), token)
+    assert status == 503
+    assert time.monotonic() - started >= 0.3
+    started = time.monotonic()
+    async with session.get(f"{sandbox.url}/_sandbox/settings") as response:
+        assert (await response.json())["latency"] == 0.2
+    assert time.monotonic() - started < 0.2
+    with pytest.raises(ValueError, match="latency"):
+        sandbox.configure(latency=-0.05)
+
+
+async def test_request_counts(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """Requests are counted per endpoint and per target, admin calls aside."""
+    token = sandbox.issue_tokens().access_token
+    for _ in range(3):
+        await bulk_create(session, bulk_url(sandbox, "Car", "Energy"), token)
+    await bulk_create(session, bulk_url(sandbox, "Car", "Solar ½"), token)
+    await refresh(session, sandbox, "nope")
+    async with session.get(sandbox.url) as response:
+        assert response.status == 200
+    energy = "POST /api/deviceRef/Car/registerRef/Energy/measurements/_bulk_create"
+    counts = sandbox.request_counts()
+    assert counts["total"] == 6
+    assert counts["by_target"] == {"api": 4, "token": 1, "page": 1}
+    assert counts["by_endpoint"][energy] == 3
+    assert (
+        counts["by_endpoint"][
+            "POST /api/deviceRef/Car/registerRef/Solar ½/measurements/_bulk_create"
+        ]
+        == 1
+    )
+    async with session.get(f"{sandbox.url}/_sandbox/requests/counts") as response:
+        assert await response.json() == counts
+    async with session.delete(f"{sandbox.url}/_sandbox/requests") as response:
+        assert response.status == 200
+    assert sandbox.request_counts() == {
+        "total": 0,
+        "by_target": {},
+        "by_endpoint": {},
+    }
+
+
+# ---------------------------------------------------------------- OpenID Connect
+
+
+async def test_opaque_access_tokens(
+    sandbox: ZevvySandbox,
+    session: aiohttp.ClientSession,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """Opaque access tokens are looked up on the server; they expire on the clock."""
+    sandbox.configure(opaque_access_tokens=True, access_token_lifetime=60)
+    tokens = await login(session, sandbox)
+    access_token = tokens["access_token"]
+    assert "." not in access_token
+    assert len(access_token) >= 32
+    assert "id_token" not in tokens  # no openid scope
+    url = bulk_url(sandbox, "Car", "Energy")
+    status, _ = await bulk_create(session, url, access_token, READINGS[:1])
+    assert status == 201
+    status, _ = await bulk_create(session, url, access_token + "x", READINGS[1:])
+    assert status == 401
+
+    # Refresh rotation and reuse revocation work as with JWTs.
+    status, fresh = await refresh(session, sandbox, tokens["refresh_token"])
+    assert status == 200
+    assert "." not in fresh["access_token"]
+    assert fresh["refresh_token"] != tokens["refresh_token"]
+    freezer.tick(timedelta(seconds=60))
+    status, body = await bulk_create(session, url, fresh["access_token"], READINGS[1:])
+    assert (status, body["message"]) == (401, "Bearer token expired")
+    status, body = await refresh(session, sandbox, tokens["refresh_token"])
+    assert body["error"] == "invalid_grant"
+    status, body = await refresh(session, sandbox, fresh["refresh_token"])
+    assert body["error"] == "invalid_grant"
+    assert sandbox.grants()[0].revoked_reason == "an old refresh token was reused"
+
+    issued = sandbox.issue_tokens(scope="measurement")
+    status, _ = await bulk_create(session, url, issued.access_token, READINGS[1:])
+    assert status == 201
+    sandbox.expire_access_tokens()
+    status, _ = await bulk_create(session, url, issued.access_token, READINGS[1:])
+    assert status == 401
+
+    # A JWT access token's jti is no opaque token, and switching back gives JWTs.
+    sandbox.configure(opaque_access_tokens=False)
+    jwt = sandbox.issue_tokens().access_token
+    status, _ = await bulk_create(session, url, claims_of(jwt)["jti"], READINGS[1:])
+    assert status == 401
+    status, _ = await bulk_create(session, url, jwt, READINGS[1:])
+    assert status == 409
+
+
+async def test_id_token(
+    sandbox: ZevvySandbox,
+    session: aiohttp.ClientSession,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """With the openid scope, token responses carry an ID token (unless turned off)."""
+    freezer.move_to("2030-01-01T00:00:00Z")
+    flow = await start_device_flow(
+        session, sandbox, scope="openid offline_access measurement"
+    )
+    sandbox.approve(flow["user_code"])
+    status, tokens = await poll(session, sandbox, flow["device_code"])
+    assert status == 200
+    assert tokens["scope"] == "openid offline_access measurement"
+    claims = claims_of(tokens["id_token"])
+    assert claims["sub"] == sandbox.config.sub
+    assert claims["preferred_username"] == "demo"
+    assert claims["email"] == "demo@example.ch"
+    assert claims["iss"] == sandbox.issuer
+    assert claims["aud"] == "zevvy-sandbox"
+    assert claims["iat"] == 1893456000  # the frozen clock
+    assert claims["exp"] == 1893456000 + 300
+
+    freezer.tick(timedelta(seconds=10))
+    status, fresh = await refresh(session, sandbox, tokens["refresh_token"])
+    assert status == 200
+    assert claims_of(fresh["id_token"])["iat"] == 1893456010
+
+    issued = sandbox.issue_tokens(scope="openid measurement", username="eve")
+    assert issued.id_token is not None
+    assert claims_of(issued.id_token)["preferred_username"] == "eve"
+    assert sandbox.issue_tokens().id_token is None
+
+    sandbox.configure(id_tokens=False)
+    status, fresh = await refresh(session, sandbox, fresh["refresh_token"])
+    assert status == 200
+    assert "id_token" not in fresh
+    assert sandbox.issue_tokens(scope="openid measurement").id_token is None
+
+
+async def test_userinfo(sandbox: ZevvySandbox, session: aiohttp.ClientSession) -> None:
+    """Discovery names the userinfo endpoint; it answers the account's claims."""
+    sandbox.configure(opaque_access_tokens=True)
+    discovery = f"{sandbox.issuer}/.well-known/openid-configuration"
+    async with session.get(discovery) as response:
+        document = await response.json()
+    userinfo = document["userinfo_endpoint"]
+    assert userinfo == f"{sandbox.issuer}/protocol/openid-connect/userinfo"
+
+    token = sandbox.issue_tokens(scope="openid offline_access measurement").access_token
+    headers = {"Authorization": f"Bearer {token}"}
+    async with session.get(userinfo, headers=headers) as response:
+        assert response.status == 200
+        assert await response.json() == {
+            "sub": sandbox.config.sub,
+            "preferred_username": "demo",
+            "email": "demo@example.ch",
+            "email_verified": True,
+        }
+    async with session.post(userinfo, headers=headers) as response:
+        assert response.status == 200
+        assert (await response.json())["sub"] == sandbox.config.sub
+
+    async with session.get(userinfo) as response:
+        assert response.status == 401
+        assert (await response.json())["error"] == "invalid_token"
+        assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    no_openid = sandbox.issue_tokens().access_token
+    async with session.get(
+        userinfo, headers={"Authorization": f"Bearer {no_openid}"}
+    ) as response:
+        assert response.status == 403
+        assert (await response.json())["error"] == "insufficient_scope"
+    sandbox.expire_access_tokens()
+    async with session.get(userinfo, headers=headers) as response:
+        assert response.status == 401
+
+    token = sandbox.issue_tokens(scope="openid").access_token
+    headers = {"Authorization": f"Bearer {token}"}
+    sandbox.inject_fault(503, target="userinfo")
+    async with session.get(userinfo, headers=headers) as response:
+        assert response.status == 503
+    async with session.get(userinfo, headers=headers) as response:
+        assert response.status == 200
+
+    sandbox.configure(userinfo=False)
+    async with session.get(discovery) as response:
+        assert "userinfo_endpoint" not in await response.json()
+    async with session.get(userinfo, headers=headers) as response:
+        assert response.status == 404
 
 
 # ---------------------------------------------------------------- pages
@@ -972,6 +1344,105 @@ async def test_admin_api(sandbox: ZevvySandbox, session: aiohttp.ClientSession) 
         assert response.status == 400
 
 
+async def test_admin_settings(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """Settings are read and changed at runtime through the admin API."""
+    settings_url = f"{sandbox.url}/_sandbox/settings"
+    async with session.get(settings_url) as response:
+        settings = await response.json()
+    assert settings["conflict_mode"] == "all_or_nothing"
+    assert settings["conflict_details"] is False
+    assert settings["max_batch"] is None
+    assert settings["max_batch_status"] == 413
+    assert settings["validation_status"] == 400
+    assert settings["max_value"] is None
+    assert settings["latency"] == 0
+    assert settings["opaque_access_tokens"] is False
+    assert settings["id_tokens"] is True
+    assert settings["userinfo"] is True
+    assert settings["interval"] == 0.05
+
+    changes = {
+        "conflict_mode": "partial",
+        "conflict_details": True,
+        "max_batch": 100,
+        "max_batch_status": 400,
+        "max_value": 1e9,
+        "validation_status": 422,
+        "latency": 0,
+        "opaque_access_tokens": True,
+        "id_tokens": False,
+        "userinfo": False,
+        "access_token_lifetime": 60,
+    }
+    async with session.patch(settings_url, json=changes) as response:
+        assert response.status == 200
+        settings = await response.json()
+    assert {key: settings[key] for key in changes} == changes
+    assert sandbox.config.access_token_lifetime == 60.0
+    assert isinstance(sandbox.config.access_token_lifetime, float)
+    async with session.post(settings_url, json={"latency": 0.01}) as response:
+        assert response.status == 200
+    assert sandbox.config.latency == 0.01
+
+    for bad in (
+        {"conflict_mode": "sometimes"},
+        {"max_batch": "10"},
+        {"opaque_access_tokens": 1},
+        {"validation_status": 200},
+        {"latency": -1},
+        {"no_such_setting": 1},
+        {"latency": 0, "max_batch": 0},
+    ):
+        async with session.patch(settings_url, json=bad) as response:
+            assert response.status == 400, bad
+            assert (await response.json())["message"]
+    assert sandbox.config.latency == 0.01  # a refused change changes nothing
+    assert sandbox.config.max_batch == 100
+
+    async with session.get(sandbox.url) as response:
+        page = await response.text()
+    assert "opaque" in page
+    assert "partial" in page
+
+
+async def test_admin_grants_and_revoking_one(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """Logins can be inspected (current refresh token) and revoked one by one."""
+    admin = f"{sandbox.url}/_sandbox"
+    first = await login(session, sandbox)
+    status, rotated = await refresh(session, sandbox, first["refresh_token"])
+    assert status == 200
+    second = sandbox.issue_tokens(username="eve")
+    async with session.get(f"{admin}/grants") as response:
+        grants = await response.json()
+    assert [g["username"] for g in grants] == ["demo", "eve"]
+    assert grants[0]["refresh_token"] == rotated["refresh_token"]
+    assert grants[0]["refresh_count"] == 1
+    assert grants[0]["used_refresh_tokens"] == 1
+    assert grants[0]["revoked"] is False
+    assert grants[1]["refresh_token"] == second.refresh_token
+
+    async with session.post(
+        f"{admin}/revoke", json={"grant_id": grants[1]["grant_id"]}
+    ) as response:
+        assert response.status == 200
+    status, body = await refresh(session, sandbox, second.refresh_token)
+    assert body["error"] == "invalid_grant"
+    status, _ = await refresh(session, sandbox, rotated["refresh_token"])
+    assert status == 200
+    async with session.post(f"{admin}/revoke", json={"grant_id": "nope"}) as response:
+        assert response.status == 404
+    async with session.get(f"{admin}/grants") as response:
+        grants = await response.json()
+    assert [(g["revoked"], g["revoked_reason"]) for g in grants] == [
+        (False, None),
+        (True, "revoked through the sandbox"),
+    ]
+
+
 # ---------------------------------------------------------------- persistence, CLI
 
 
@@ -1072,6 +1543,22 @@ async def test_cli_starts_prints_and_stops(
         "0.5",
         "--data-file",
         str(tmp_path / "data.json"),
+        "--max-batch",
+        "50",
+        "--max-batch-status",
+        "400",
+        "--conflict-mode",
+        "partial",
+        "--conflict-details",
+        "--max-value",
+        "1e9",
+        "--validation-status",
+        "422",
+        "--latency",
+        "0.01",
+        "--opaque-access-tokens",
+        "--no-id-tokens",
+        "--no-userinfo",
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=Path(__file__).parent.parent,
@@ -1098,6 +1585,35 @@ async def test_cli_starts_prints_and_stops(
         )
         assert status == 200
         assert body["interval"] == 0.5
+        root = issuer[1].removesuffix("/realms/zevvy")
+        async with session.get(f"{root}/_sandbox/settings") as response:
+            settings = await response.json()
+        assert {
+            key: settings[key]
+            for key in (
+                "max_batch",
+                "max_batch_status",
+                "conflict_mode",
+                "conflict_details",
+                "max_value",
+                "validation_status",
+                "latency",
+                "opaque_access_tokens",
+                "id_tokens",
+                "userinfo",
+            )
+        } == {
+            "max_batch": 50,
+            "max_batch_status": 400,
+            "conflict_mode": "partial",
+            "conflict_details": True,
+            "max_value": 1e9,
+            "validation_status": 422,
+            "latency": 0.01,
+            "opaque_access_tokens": True,
+            "id_tokens": False,
+            "userinfo": False,
+        }
     finally:
         process.send_signal(signal.SIGINT)
         async with asyncio.timeout(10):
@@ -1128,3 +1644,23 @@ async def test_cli_reports_a_bad_data_file(tmp_path: Path) -> None:
     assert process.returncode == 1
     assert b"cannot read" in stderr
     assert data_file.read_text(encoding="utf-8") == "[1]"
+
+
+async def test_cli_refuses_impossible_settings() -> None:
+    """An impossible setting ends the CLI with a usage error before listening."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "zevvy_sandbox",
+        "--port",
+        "0",
+        "--validation-status",
+        "200",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).parent.parent,
+    )
+    async with asyncio.timeout(10):
+        _, stderr = await process.communicate()
+    assert process.returncode == 2
+    assert b"validation_status must be an HTTP error status" in stderr

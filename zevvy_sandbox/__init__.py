@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .models import (
     DEFAULT_SCOPE,
+    ConflictMode,
     Fault,
     FaultTarget,
     IssuedTokens,
@@ -19,6 +20,7 @@ from .server import SandboxError, ZevvySandbox
 
 __all__ = [
     "DEFAULT_SCOPE",
+    "ConflictMode",
     "Fault",
     "FaultTarget",
     "IssuedTokens",

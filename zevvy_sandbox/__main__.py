@@ -10,7 +10,7 @@ from pathlib import Path
 import signal
 import sys
 
-from .models import SandboxConfig
+from .models import CONFLICT_MODES, SandboxConfig
 from .server import SandboxError, ZevvySandbox
 
 
@@ -56,6 +56,59 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="most readings per bulk-create request (default: no limit)",
     )
+    parser.add_argument(
+        "--max-batch-status",
+        type=int,
+        default=defaults.max_batch_status,
+        help="status for a batch above --max-batch (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--conflict-mode",
+        choices=sorted(CONFLICT_MODES),
+        default=defaults.conflict_mode,
+        help="a batch with already stored readings answers 409 and stores nothing "
+        "(all_or_nothing, the default) or its new readings (partial)",
+    )
+    parser.add_argument(
+        "--conflict-details",
+        action="store_true",
+        help='409 bodies name the conflicting times: {"message", "conflicts": '
+        "[readAt, ...]}",
+    )
+    parser.add_argument(
+        "--max-value",
+        type=float,
+        default=None,
+        help="refuse a batch holding a value above this (default: no limit)",
+    )
+    parser.add_argument(
+        "--validation-status",
+        type=int,
+        default=defaults.validation_status,
+        help="status for a batch with an invalid reading, 400 or 422 "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=defaults.latency,
+        help="seconds every answer is delayed, e.g. 0.05 (default: 0)",
+    )
+    parser.add_argument(
+        "--opaque-access-tokens",
+        action="store_true",
+        help="issue random opaque access tokens instead of JWTs",
+    )
+    parser.add_argument(
+        "--no-id-tokens",
+        action="store_true",
+        help="no ID token in token responses, even with the openid scope",
+    )
+    parser.add_argument(
+        "--no-userinfo",
+        action="store_true",
+        help="no userinfo endpoint (not in discovery, answers 404)",
+    )
     parser.add_argument("--username", default=defaults.username)
     parser.add_argument("--email", default=defaults.email)
     parser.add_argument("--sub", default=defaults.sub, help="account id (JWT sub)")
@@ -75,8 +128,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def _run(args: argparse.Namespace) -> None:
-    config = SandboxConfig(
+def _config(args: argparse.Namespace) -> SandboxConfig:
+    """Return the settings from the command line; ValueError if impossible."""
+    return SandboxConfig(
         client_id=args.client_id,
         client_secret=args.client_secret,
         interval=args.interval,
@@ -84,11 +138,23 @@ async def _run(args: argparse.Namespace) -> None:
         access_token_lifetime=args.access_token_lifetime,
         slow_down_increment=args.slow_down_increment,
         max_batch=args.max_batch,
+        max_batch_status=args.max_batch_status,
+        conflict_mode=args.conflict_mode,
+        conflict_details=args.conflict_details,
+        max_value=args.max_value,
+        validation_status=args.validation_status,
+        latency=args.latency,
+        opaque_access_tokens=args.opaque_access_tokens,
+        id_tokens=not args.no_id_tokens,
+        userinfo=not args.no_userinfo,
         username=args.username or None,
         email=args.email or None,
         sub=args.sub,
         public_url=args.public_url,
     )
+
+
+async def _run(args: argparse.Namespace, config: SandboxConfig) -> None:
     sandbox = ZevvySandbox(config, data_file=args.data_file)
     await sandbox.start(host=args.host, port=args.port)
     stop = asyncio.Event()
@@ -119,13 +185,18 @@ async def _run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run until Ctrl-C or SIGTERM; return the exit status."""
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        config = _config(args)
+    except ValueError as err:
+        parser.error(str(err))
     logging.basicConfig(
         level=logging.WARNING if args.quiet else logging.INFO,
         format="%(asctime)s %(levelname)s %(message)s",
     )
     try:
-        asyncio.run(_run(args))
+        asyncio.run(_run(args, config))
     except KeyboardInterrupt:
         pass
     except (OSError, SandboxError) as err:

@@ -242,6 +242,20 @@ def index_page(sandbox: ZevvySandbox) -> str:
 <tr><th>Polling interval</th><td>{config.interval:g} s</td></tr>
 <tr><th>Code lifetime</th><td>{config.code_lifetime:g} s</td></tr>
 <tr><th>Access token lifetime</th><td>{config.access_token_lifetime:g} s</td></tr>
+<tr><th>Access tokens</th><td>{"opaque" if config.opaque_access_tokens else "JWT"}, \
+ID tokens {"on" if config.id_tokens else "off"}, \
+userinfo {"on" if config.userinfo else "off"}</td></tr>
+<tr><th>Batch limit</th><td>{_limit(config.max_batch)} \
+(above: {config.max_batch_status})</td></tr>
+<tr><th>409</th><td>{escape(config.conflict_mode)}, \
+{"with" if config.conflict_details else "without"} conflicting times</td></tr>
+<tr><th>Invalid readings</th><td>{config.validation_status}, \
+values up to {_limit(config.max_value)}</td></tr>
+<tr><th>Latency</th><td>{config.latency:g} s</td></tr>
 </table></div>"""
     )
     return _page(TITLE, "\n".join(parts))
+
+
+def _limit(value: float | None) -> str:
+    return "none" if value is None else f"{value:g}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,6 +59,13 @@ ONLINE_REFRESH_LIFETIME: Final = 1800
 MAX_RECORDED_REQUESTS: Final = 100_000
 # Access tokens remembered; beyond this, dead ones are forgotten.
 MAX_ACCESS_TOKENS: Final = 10_000
+# Fault targets of the identity server's endpoints, by the end of their path.
+IDENTITY_TARGETS: Final = (
+    ("/.well-known/openid-configuration", "discovery"),
+    ("/protocol/openid-connect/token", "token"),
+    ("/protocol/openid-connect/auth/device", "device"),
+    ("/protocol/openid-connect/userinfo", "userinfo"),
+)
 # Key of the short reason stored on error responses for the request log.
 DETAIL_KEY: Final = "zevvy_sandbox_detail"
 
@@ -92,12 +100,15 @@ class _OAuthError(Exception):
 
 
 class _ApiError(Exception):
-    """A measurement API error answer: {"message": ...}."""
+    """A measurement API error answer: {"message": ..., **extra}."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(
+        self, status: int, message: str, extra: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.extra = extra or {}
 
     def response(self) -> web.Response:
         headers = {}
@@ -108,7 +119,9 @@ class _ApiError(Exception):
                 'Bearer realm="zevvy sandbox", error="insufficient_scope"'
             )
         response = web.json_response(
-            {"message": self.message}, status=self.status, headers=headers
+            {"message": self.message, **self.extra},
+            status=self.status,
+            headers=headers,
         )
         response[DETAIL_KEY] = self.message
         return response
@@ -164,6 +177,7 @@ class Grant:
     refresh_token: str = field(repr=False)
     used_refresh_tokens: list[str] = field(default_factory=list, repr=False)
     revoked: bool = False
+    revoked_reason: str | None = None
     created_at: str = ""
     refreshed_at: str | None = None
     refresh_count: int = 0
@@ -173,6 +187,10 @@ class Grant:
 class _AccessToken:
     expires_at: float  # time.time()
     grant_id: str | None
+    # The claims the token stands for (carried in it when it is a JWT).
+    claims: dict[str, Any] = field(default_factory=dict)
+    # Presented as the key itself (an opaque token), not as a JWT with this jti.
+    opaque: bool = False
     expired: bool = False
 
 
@@ -231,12 +249,15 @@ class ZevvySandbox:
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
         self._requests: list[RequestRecord] = []
+        # "api", "token", ... and "METHOD /path" -> requests (never truncated).
+        self._request_counts: Counter[str] = Counter()
         self._faults: list[Fault] = []
         self._device_codes: dict[str, DeviceCode] = {}
         self._user_codes: dict[str, DeviceCode] = {}
         self._grants: dict[str, Grant] = {}
         self._refresh_tokens: dict[str, str] = {}  # token -> grant id
-        self._access_tokens: dict[str, _AccessToken] = {}  # jti -> token
+        # jti (JWT) or the token itself (opaque) -> token
+        self._access_tokens: dict[str, _AccessToken] = {}
         self._devices: dict[str, Device] = {}
         self._readings: list[StoredReading] = []
 
@@ -390,15 +411,26 @@ class ZevvySandbox:
         drop: bool = False,
         target: FaultTarget = "api",
         body: dict[str, object] | None = None,
+        device_ref: str | None = None,
+        register_ref: str | None = None,
     ) -> None:
         """Make the next `count` requests to `target` fail.
 
         Each sleeps `delay` seconds, then has its connection dropped if `drop`,
         else gets `status` (with Retry-After if given). status=None and no drop:
         the request is only slowed down and then answered normally.
+
+        `device_ref` and/or `register_ref` limit the fault to bulk-create requests
+        for that device / register (e.g. one register answering 404 while the
+        others are stored); other requests pass it by.
         """
         if target not in FAULT_TARGETS:
             raise ValueError(f"unknown fault target {target!r}")
+        if (device_ref is not None or register_ref is not None) and target not in (
+            "api",
+            "any",
+        ):
+            raise ValueError("device_ref and register_ref need target 'api'")
         if count < 1:
             raise ValueError("count must be at least 1")
         if delay < 0:
@@ -414,6 +446,8 @@ class ZevvySandbox:
                 drop=drop,
                 target=target,
                 body=body,
+                device_ref=device_ref,
+                register_ref=register_ref,
             )
         )
 
@@ -426,11 +460,25 @@ class ZevvySandbox:
         """Faults still waiting for requests."""
         return list(self._faults)
 
-    def revoke_refresh_tokens(self) -> None:
-        """Revoke every grant: all existing refresh tokens answer invalid_grant."""
+    def revoke_refresh_tokens(self, grant_id: str | None = None) -> None:
+        """Revoke every grant (or the one given): its refresh tokens answer invalid_grant.
+
+        Raises SandboxError for an unknown grant id.
+        """
+        if grant_id is not None and grant_id not in self._grants:
+            raise SandboxError(f"unknown grant {grant_id!r}")
         for grant in self._grants.values():
-            grant.revoked = True
+            if grant_id in (None, grant.grant_id) and not grant.revoked:
+                grant.revoked = True
+                grant.revoked_reason = "revoked through the sandbox"
         self._changed()
+
+    def configure(self, **changes: Any) -> None:
+        """Change settings, checked like the admin API does (see SandboxConfig).
+
+        Raises ValueError and changes nothing for an unknown name or bad value.
+        """
+        self.config.update(changes)
 
     def expire_access_tokens(self) -> None:
         """Expire every existing access token: the API answers 401 to them."""
@@ -442,13 +490,34 @@ class ZevvySandbox:
         """Requests answered so far (admin API calls excluded)."""
         return list(self._requests)
 
+    def request_counts(self) -> dict[str, Any]:
+        """Return how many requests each endpoint got since the last clear.
+
+        {"total": n, "by_target": {"api": n, "token": n, ...}, "by_endpoint":
+        {"POST /api/deviceRef/Car/registerRef/Energy/...": n, ...}}: targets
+        are the fault targets plus "page"; paths are percent-decoded. Admin API
+        calls are not counted.
+        """
+        by_target = {
+            key: count for key, count in self._request_counts.items() if " " not in key
+        }
+        return {
+            "total": sum(by_target.values()),
+            "by_target": by_target,
+            "by_endpoint": {
+                key: count for key, count in self._request_counts.items() if " " in key
+            },
+        }
+
     def clear_requests(self) -> None:
-        """Forget the recorded requests."""
+        """Forget the recorded requests and their counts."""
         self._requests.clear()
+        self._request_counts.clear()
 
     def reset(self) -> None:
         """Forget readings, devices, tokens, codes, faults and requests."""
         self._requests.clear()
+        self._request_counts.clear()
         self._faults.clear()
         self._device_codes.clear()
         self._user_codes.clear()
@@ -476,7 +545,9 @@ class ZevvySandbox:
             self._parse_scope(scope or self.config.default_scope),
         )
         access_token, lifetime = self._new_access_token(grant)
-        return IssuedTokens(access_token, grant.refresh_token, lifetime)
+        return IssuedTokens(
+            access_token, grant.refresh_token, lifetime, self._new_id_token(grant)
+        )
 
     def grants(self) -> list[Grant]:
         """Return every grant (login), active or revoked."""
@@ -543,9 +614,23 @@ class ZevvySandbox:
         self._changed()
         return grant
 
+    @staticmethod
+    def _account_claims(account: Account) -> dict[str, Any]:
+        claims: dict[str, Any] = {"sub": account.sub}
+        if account.username is not None:
+            claims["preferred_username"] = account.username
+        if account.email is not None:
+            claims["email"] = account.email
+            claims["email_verified"] = True
+        return claims
+
     def _new_access_token(
         self, grant: Grant, issuer: str | None = None
     ) -> tuple[str, float]:
+        """Return a new access token (a JWT, or opaque if configured) and lifetime.
+
+        Reads time.time() at call time, so a frozen clock (freezegun) moves it.
+        """
         lifetime = self.config.access_token_lifetime
         now = time.time()
         jti = str(uuid.uuid4())
@@ -560,20 +645,41 @@ class ZevvySandbox:
             "azp": grant.client_id,
             "sid": grant.grant_id,
             "scope": grant.scope,
+            **self._account_claims(grant.account),
         }
-        if grant.account.username is not None:
-            claims["preferred_username"] = grant.account.username
-        if grant.account.email is not None:
-            claims["email"] = grant.account.email
-            claims["email_verified"] = True
         if len(self._access_tokens) > MAX_ACCESS_TOKENS:
             self._access_tokens = {
                 key: token
                 for key, token in self._access_tokens.items()
                 if token.expires_at > now and not token.expired
             }
-        self._access_tokens[jti] = _AccessToken(now + lifetime, grant.grant_id)
+        if self.config.opaque_access_tokens:
+            token = new_secret_token()
+            self._access_tokens[token] = _AccessToken(
+                now + lifetime, grant.grant_id, claims, opaque=True
+            )
+            return token, lifetime
+        self._access_tokens[jti] = _AccessToken(now + lifetime, grant.grant_id, claims)
         return encode_jwt(claims, self._key), lifetime
+
+    def _new_id_token(self, grant: Grant, issuer: str | None = None) -> str | None:
+        """Return an OpenID Connect ID token if the grant has openid and they are on."""
+        if not self.config.id_tokens or "openid" not in grant.scope.split():
+            return None
+        now = time.time()
+        claims: dict[str, Any] = {
+            "iss": issuer or self.issuer,
+            "aud": grant.client_id,
+            "azp": grant.client_id,
+            "exp": math.ceil(now + self.config.access_token_lifetime),
+            "iat": int(now),
+            "auth_time": int(now),
+            "jti": str(uuid.uuid4()),
+            "typ": "ID",
+            "sid": grant.grant_id,
+            **self._account_claims(grant.account),
+        }
+        return encode_jwt(claims, self._key)
 
     def _token_response(self, grant: Grant, issuer: str) -> web.Response:
         access_token, lifetime = self._new_access_token(grant, issuer)
@@ -588,6 +694,8 @@ class ZevvySandbox:
             "session_state": grant.grant_id,
             "scope": grant.scope,
         }
+        if (id_token := self._new_id_token(grant, issuer)) is not None:
+            body["id_token"] = id_token
         return web.json_response(
             body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"}
         )
@@ -595,6 +703,7 @@ class ZevvySandbox:
     def _revoke_grant(self, grant_id: str | None, reason: str) -> None:
         if grant_id is not None and (grant := self._grants.get(grant_id)) is not None:
             grant.revoked = True
+            grant.revoked_reason = reason
             _LOGGER.warning("Revoked the login of %s: %s", grant.account.sub, reason)
             self._changed()
 
@@ -714,6 +823,12 @@ class ZevvySandbox:
         app.router.add_post(
             realm + "/protocol/openid-connect/token", self._handle_token
         )
+        app.router.add_get(
+            realm + "/protocol/openid-connect/userinfo", self._handle_userinfo
+        )
+        app.router.add_post(
+            realm + "/protocol/openid-connect/userinfo", self._handle_userinfo
+        )
         app.router.add_post(
             "/api/deviceRef/{device_ref}/registerRef/{register_ref}"
             "/measurements/_bulk_create",
@@ -731,6 +846,11 @@ class ZevvySandbox:
         app.router.add_post("/_sandbox/deny", self._admin_deny)
         app.router.add_get("/_sandbox/pending", self._admin_pending)
         app.router.add_post("/_sandbox/revoke", self._admin_revoke)
+        app.router.add_get("/_sandbox/grants", self._admin_grants)
+        app.router.add_get("/_sandbox/settings", self._admin_settings)
+        app.router.add_patch("/_sandbox/settings", self._admin_update_settings)
+        app.router.add_post("/_sandbox/settings", self._admin_update_settings)
+        app.router.add_get("/_sandbox/requests/counts", self._admin_request_counts)
         app.router.add_post("/_sandbox/expire", self._admin_expire)
         app.router.add_get("/_sandbox/requests", self._admin_requests)
         app.router.add_delete("/_sandbox/requests", self._admin_clear_requests)
@@ -743,20 +863,19 @@ class ZevvySandbox:
         if path.startswith("/api/"):
             return "api"
         if path.startswith("/realms/"):
-            if path.endswith("/.well-known/openid-configuration"):
-                return "discovery"
-            if path.endswith("/protocol/openid-connect/token"):
-                return "token"
-            if path.endswith("/protocol/openid-connect/auth/device"):
-                return "device"
+            for suffix, target in IDENTITY_TARGETS:
+                if path.endswith(suffix):
+                    return target
         return "page"
 
     def _take_fault(self, request: web.Request) -> Fault | None:
         target = self._fault_target(request)
         if target is None:
             return None
+        device_ref = request.match_info.get("device_ref")
+        register_ref = request.match_info.get("register_ref")
         for fault in self._faults:
-            if fault.target in (target, "any"):
+            if fault.matches(target, device_ref, register_ref):
                 fault.count -= 1
                 if fault.count <= 0:
                     self._faults.remove(fault)
@@ -769,7 +888,14 @@ class ZevvySandbox:
     ) -> web.StreamResponse:
         status = 0
         detail = ""
+        admin = request.path.startswith("/_sandbox/")
+        if not admin:
+            target = self._fault_target(request) or "page"
+            self._request_counts[target] += 1
+            self._request_counts[f"{request.method} {request.path}"] += 1
         try:
+            if not admin and self.config.latency > 0:
+                await asyncio.sleep(self.config.latency)
             fault = self._take_fault(request)
             response = None
             if fault is not None:
@@ -782,7 +908,7 @@ class ZevvySandbox:
             status = err.status
             raise
         finally:
-            if not request.path.startswith("/_sandbox/"):
+            if not admin:
                 self._requests.append(
                     RequestRecord(request.method, request.path, status)
                 )
@@ -836,8 +962,12 @@ class ZevvySandbox:
         self._check_realm(request)
         issuer = self._issuer_for(request)
         oidc = f"{issuer}/protocol/openid-connect"
+        document: dict[str, Any] = {}
+        if self.config.userinfo:
+            document["userinfo_endpoint"] = f"{oidc}/userinfo"
         return web.json_response(
             {
+                **document,
                 "issuer": issuer,
                 "authorization_endpoint": f"{oidc}/auth",
                 "token_endpoint": f"{oidc}/token",
@@ -852,8 +982,58 @@ class ZevvySandbox:
                     "client_secret_basic",
                     "client_secret_post",
                 ],
-                "claims_supported": ["sub", "preferred_username", "email"],
+                "claims_supported": [
+                    "sub",
+                    "preferred_username",
+                    "email",
+                    "email_verified",
+                    "iss",
+                    "aud",
+                    "exp",
+                    "iat",
+                ],
             }
+        )
+
+    async def _handle_userinfo(self, request: web.Request) -> web.Response:
+        """OIDC userinfo: Bearer access token with scope openid -> account claims."""
+        self._check_realm(request)
+        if not self.config.userinfo:
+            raise web.HTTPNotFound(
+                text=json.dumps({"error": "Unable to find matching target resource"}),
+                content_type="application/json",
+            )
+        try:
+            claims = self._check_bearer(request)
+        except _ApiError as err:
+            response = web.json_response(
+                {"error": "invalid_token", "error_description": err.message},
+                status=401,
+                headers={
+                    "WWW-Authenticate": 'Bearer realm="zevvy sandbox", '
+                    'error="invalid_token"'
+                },
+            )
+            response[DETAIL_KEY] = err.message
+            return response
+        if "openid" not in str(claims.get("scope", "")).split():
+            response = web.json_response(
+                {
+                    "error": "insufficient_scope",
+                    "error_description": "Missing openid scope",
+                },
+                status=403,
+                headers={
+                    "WWW-Authenticate": 'Bearer realm="zevvy sandbox", '
+                    'error="insufficient_scope"'
+                },
+            )
+            response[DETAIL_KEY] = "insufficient_scope"
+            return response
+        keys = ("sub", "preferred_username", "email", "email_verified")
+        return web.json_response(
+            {key: claims[key] for key in keys if key in claims},
+            headers={"Cache-Control": "no-store"},
         )
 
     async def _client_form(self, request: web.Request) -> dict[str, str]:
@@ -1012,19 +1192,29 @@ class ZevvySandbox:
     # ------------------------------------------------------------ measurement API
 
     def _check_bearer(self, request: web.Request) -> dict[str, Any]:
+        """Return the claims of the request's access token (JWT or opaque).
+
+        Raises _ApiError 401 for a missing, unknown or expired one.
+        """
         authorization = request.headers.get("Authorization", "")
         scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
             raise _ApiError(401, "Missing bearer token")
-        claims = decode_jwt(token.strip(), self._key)
-        if claims is None:
-            raise _ApiError(401, "Invalid bearer token")
-        stored = self._access_tokens.get(str(claims.get("jti")))
+        claims = decode_jwt(token, self._key)
+        if claims is not None:
+            stored = self._access_tokens.get(str(claims.get("jti")))
+            if stored is not None and stored.opaque:
+                stored = None
+        else:
+            stored = self._access_tokens.get(token)
+            if stored is not None and not stored.opaque:
+                stored = None  # a jti alone is no token
         if stored is None:
             raise _ApiError(401, "Invalid bearer token")
         if stored.expired or time.time() >= stored.expires_at:
             raise _ApiError(401, "Bearer token expired")
-        return claims
+        return stored.claims
 
     async def _handle_bulk_create(self, request: web.Request) -> web.Response:
         try:
@@ -1045,19 +1235,30 @@ class ZevvySandbox:
         register = device.registers.get(register_ref) if device is not None else None
         existing = register.read_ats if register is not None else set()
         seen: set[str] = set()
-        duplicates = []
-        for read_at, _value in batch:
+        duplicates: list[str] = []
+        new: list[tuple[str, float]] = []
+        for read_at, value in batch:
             if read_at in existing or read_at in seen:
                 duplicates.append(read_at)
+            else:
+                new.append((read_at, value))
             seen.add(read_at)
-        if duplicates:
-            raise _ApiError(
-                409,
-                f"{len(duplicates)} measurement(s) already exist, e.g. readAt "
-                f"{duplicates[0]}; nothing was created",
-            )
-        self._store_batch(device_ref, register_ref, batch)
-        return web.json_response({"created": len(batch)}, status=201)
+        if not duplicates:
+            self._store_batch(device_ref, register_ref, batch)
+            return web.json_response({"created": len(batch)}, status=201)
+        partial = self.config.conflict_mode == "partial"
+        if partial and new:
+            self._store_batch(device_ref, register_ref, new)
+        extra: dict[str, Any] = {}
+        if self.config.conflict_details:
+            extra["conflicts"] = list(dict.fromkeys(duplicates))
+        raise _ApiError(
+            409,
+            f"{len(duplicates)} measurement(s) already exist, e.g. readAt "
+            f"{duplicates[0]}; "
+            + (f"{len(new)} created" if partial else "nothing was created"),
+            extra,
+        )
 
     async def _read_batch(self, request: web.Request) -> list[tuple[str, float]]:
         if request.content_type != "application/json":
@@ -1070,38 +1271,53 @@ class ZevvySandbox:
             raise _ApiError(400, "Body must be a JSON array of measurements")
         if not body:
             raise _ApiError(400, "Body must contain at least one measurement")
-        max_batch = self.config.max_batch
-        if max_batch is not None and len(body) > max_batch:
+        config = self.config
+        if config.max_batch is not None and len(body) > config.max_batch:
             raise _ApiError(
-                400, f"At most {max_batch} measurements per request, got {len(body)}"
+                config.max_batch_status,
+                f"At most {config.max_batch} measurements per request, got {len(body)}",
             )
         batch: list[tuple[str, float]] = []
         for index, item in enumerate(body):
-            if not isinstance(item, dict):
-                raise _ApiError(400, f"[{index}]: measurement must be an object")
-            read_at = item.get("readAt")
-            if not isinstance(read_at, str) or not READ_AT_PATTERN.match(read_at):
-                raise _ApiError(
-                    400,
-                    f"[{index}].readAt must be UTC ISO 8601 with milliseconds, "
-                    f"like 2026-11-26T14:15:00.000Z; got {read_at!r}",
-                )
-            try:
-                datetime.strptime(read_at, "%Y-%m-%dT%H:%M:%S.%fZ")  # noqa: DTZ007
-            except ValueError as err:
-                raise _ApiError(400, f"[{index}].readAt is not a date: {err}") from err
-            value = item.get("value")
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not math.isfinite(value)
-                or value < 0
-            ):
-                raise _ApiError(
-                    400, f"[{index}].value must be a non-negative number; got {value!r}"
-                )
-            batch.append((read_at, float(value)))
+            batch.append(self._reading(index, item))
         return batch
+
+    def _reading(self, index: int, item: object) -> tuple[str, float]:
+        """Return one reading of a batch; raise _ApiError naming it if invalid."""
+        status = self.config.validation_status
+        if not isinstance(item, dict):
+            raise _ApiError(status, f"[{index}]: measurement must be an object")
+        read_at = item.get("readAt")
+        if not isinstance(read_at, str) or not READ_AT_PATTERN.match(read_at):
+            raise _ApiError(
+                status,
+                f"[{index}].readAt must be UTC ISO 8601 with milliseconds, "
+                f"like 2026-11-26T14:15:00.000Z; got {read_at!r}",
+            )
+        try:
+            datetime.strptime(read_at, "%Y-%m-%dT%H:%M:%S.%fZ")  # noqa: DTZ007
+        except ValueError as err:
+            raise _ApiError(status, f"[{index}].readAt is not a date: {err}") from err
+        value = item.get("value")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not math.isfinite(value)
+            or value < 0
+        ):
+            raise _ApiError(
+                status,
+                f"[{index}].value must be a non-negative number; got {value!r} "
+                f"(readAt {read_at})",
+            )
+        max_value = self.config.max_value
+        if max_value is not None and value > max_value:
+            raise _ApiError(
+                status,
+                f"[{index}].value must be at most {_number(max_value)}; "
+                f"got {value!r} (readAt {read_at})",
+            )
+        return read_at, float(value)
 
     # ---------------------------------------------------------------------- pages
 
@@ -1233,6 +1449,8 @@ class ZevvySandbox:
                 drop=bool(body.get("drop", False)),
                 target=body.get("target", "api"),
                 body=body.get("body"),
+                device_ref=body.get("device_ref"),
+                register_ref=body.get("register_ref"),
             )
         except (TypeError, ValueError) as err:
             return web.json_response({"message": str(err)}, status=400)
@@ -1248,6 +1466,8 @@ class ZevvySandbox:
                     "delay": f.delay,
                     "drop": f.drop,
                     "target": f.target,
+                    "device_ref": f.device_ref,
+                    "register_ref": f.register_ref,
                 }
                 for f in self._faults
             ]
@@ -1285,8 +1505,48 @@ class ZevvySandbox:
         return web.json_response(self.pending_user_codes())
 
     async def _admin_revoke(self, request: web.Request) -> web.Response:
-        self.revoke_refresh_tokens()
+        body = await self._admin_json(request)
+        try:
+            self.revoke_refresh_tokens(body.get("grant_id"))
+        except SandboxError as err:
+            return web.json_response({"message": str(err)}, status=404)
         return web.json_response({"ok": True})
+
+    async def _admin_grants(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            [
+                {
+                    "grant_id": grant.grant_id,
+                    "client_id": grant.client_id,
+                    "sub": grant.account.sub,
+                    "username": grant.account.username,
+                    "email": grant.account.email,
+                    "scope": grant.scope,
+                    "refresh_token": grant.refresh_token,
+                    "used_refresh_tokens": len(grant.used_refresh_tokens),
+                    "refresh_count": grant.refresh_count,
+                    "created_at": grant.created_at,
+                    "refreshed_at": grant.refreshed_at,
+                    "revoked": grant.revoked,
+                    "revoked_reason": grant.revoked_reason,
+                }
+                for grant in self._grants.values()
+            ]
+        )
+
+    async def _admin_settings(self, request: web.Request) -> web.Response:
+        return web.json_response(self.config.as_dict())
+
+    async def _admin_update_settings(self, request: web.Request) -> web.Response:
+        body = await self._admin_json(request)
+        try:
+            self.configure(**body)
+        except ValueError as err:
+            return web.json_response({"message": str(err)}, status=400)
+        return web.json_response(self.config.as_dict())
+
+    async def _admin_request_counts(self, request: web.Request) -> web.Response:
+        return web.json_response(self.request_counts())
 
     async def _admin_expire(self, request: web.Request) -> web.Response:
         self.expire_access_tokens()
@@ -1315,10 +1575,11 @@ class ZevvySandbox:
             )
         except ValueError as err:
             return web.json_response({"message": str(err)}, status=400)
-        return web.json_response(
-            {
-                "access_token": tokens.access_token,
-                "refresh_token": tokens.refresh_token,
-                "expires_in": _number(tokens.expires_in),
-            }
-        )
+        answer: dict[str, Any] = {
+            "access_token": tokens.access_token,
+            "refresh_token": tokens.refresh_token,
+            "expires_in": _number(tokens.expires_in),
+        }
+        if tokens.id_token is not None:
+            answer["id_token"] = tokens.id_token
+        return web.json_response(answer)
