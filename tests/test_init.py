@@ -23,7 +23,7 @@ async def test_setup_and_unload(
     runtime = mock_config_entry.runtime_data
     assert runtime.account.sub == sandbox.config.sub
     assert runtime.account.title == "demo"
-    assert runtime.client.api_url == sandbox.api_url
+    assert repr(runtime.client) == f"ZevvyClient(api_url={sandbox.api_url!r})"
     # The sandbox rotates refresh tokens: the new one is stored at once.
     assert mock_config_entry.data[CONF_REFRESH_TOKEN] != first_token
     assert mock_config_entry.data[CONF_REFRESH_TOKEN] == runtime.tokens.refresh_token
