@@ -31,6 +31,7 @@ from homeassistant.util import dt as dt_util
 from homeassistant.util.unit_conversion import EnergyConverter
 import voluptuous as vol
 
+from .api import is_valid_reference
 from .const import (
     CONF_DEVICE_REF,
     CONF_ENTITY_ID,
@@ -161,9 +162,9 @@ async def _async_upload_now(call: ServiceCall) -> ServiceResponse:
 
 
 def _check_reference(value: str) -> str:
-    """Return a trimmed reference, or raise for an empty one or one with "/"."""
+    """Return a trimmed reference, or raise for one the client's rule refuses."""
     reference = value.strip()
-    if not reference or "/" in reference:
+    if not is_valid_reference(reference):
         raise _validation_error("invalid_reference", reference=value)
     return reference
 
