@@ -42,7 +42,7 @@ from custom_components.zevvy.api import (
     check_reference,
     is_valid_reference,
 )
-from custom_components.zevvy.api._http import parse_retry_after
+from custom_components.zevvy.api._http import get_number, parse_retry_after
 from custom_components.zevvy.api.const import MAX_MESSAGE_LENGTH
 from zevvy_sandbox import IssuedTokens, ZevvySandbox
 
@@ -1167,6 +1167,25 @@ async def test_bulk_create_bad_readings(
 def test_parse_retry_after(header: str | None, expected: float | None) -> None:
     """Retry-After is seconds or an HTTP date; unusable values are None."""
     assert parse_retry_after(header) == expected
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({"n": 300}, 300.0),
+        ({"n": "1.5"}, 1.5),
+        ({"n": "soon"}, None),
+        ({"n": "nan"}, None),
+        ({"n": True}, None),
+        ({"n": [300]}, None),
+        ({}, None),
+        ([300], None),
+        (None, None),
+    ],
+)
+def test_get_number(data: object, expected: float | None) -> None:
+    """JSON numbers and numeric strings count; anything else is no number."""
+    assert get_number(data, "n") == expected
 
 
 async def test_reprs_hide_secrets(session: aiohttp.ClientSession) -> None:
