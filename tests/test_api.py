@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 import json
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -15,6 +17,7 @@ from aiohttp import web
 from freezegun.api import FrozenDateTimeFactory
 import pytest
 
+from custom_components.zevvy import api
 from custom_components.zevvy.api import (
     SCOPES,
     SLOW_DOWN_INCREMENT,
@@ -1186,6 +1189,23 @@ def test_parse_retry_after(header: str | None, expected: float | None) -> None:
 def test_get_number(data: object, expected: float | None) -> None:
     """JSON numbers and numeric strings count; anything else is no number."""
     assert get_number(data, "n") == expected
+
+
+def test_package_stands_alone() -> None:
+    """The client imports neither Home Assistant nor the integration around it."""
+    for path in Path(api.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                assert node.level <= 1, f"{path.name} imports from outside api/"
+                modules = [node.module or ""]
+            else:
+                continue
+            for module in modules:
+                assert not module.startswith(("homeassistant", "custom_components")), (
+                    f"{path.name} imports {module}"
+                )
 
 
 async def test_reprs_hide_secrets(session: aiohttp.ClientSession) -> None:
