@@ -6,7 +6,6 @@ from collections.abc import AsyncGenerator, Generator
 import socket
 from unittest.mock import PropertyMock, patch
 
-import aiohttp
 from homeassistant.config_entries import ConfigEntryState, ConfigSubentryDataWithId
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
@@ -15,7 +14,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.syrupy import HomeAssistantSnapshotExtension
 from syrupy.assertion import SnapshotAssertion
 
-from custom_components.zevvy.api import ZevvyAuth, account_from_access_token
+from custom_components.zevvy.api import account_from_access_token
 from custom_components.zevvy.const import (
     CONF_API_URL,
     CONF_CLIENT_ID,
@@ -88,25 +87,20 @@ async def sandbox(
 
 
 @pytest.fixture
-async def mock_config_entry(sandbox: ZevvySandbox) -> MockConfigEntry:
+def mock_config_entry(sandbox: ZevvySandbox) -> MockConfigEntry:
     """A zevvy config entry holding a real refresh token of the sandbox.
 
-    Logs in like the config flow does, through api.py's device flow on the
-    `sandbox` (request a code, approve it as sandbox.config's account, poll), and
-    returns a MockConfigEntry with the data the config flow stores: client id and
-    secret, issuer, API URL and refresh token; unique_id = the account's sub,
-    title = its username. The entry is not added to hass yet: call
-    `mock_config_entry.add_to_hass(hass)` (or use `init_integration`). Tests that
-    need subentries can add them with `hass.config_entries.async_add_subentry`.
+    The sandbox mints the login's tokens directly (`issue_tokens`, no device flow:
+    the login itself is tested in test_api and test_config_flow) for
+    sandbox.config's account. Returns a MockConfigEntry with the data the config
+    flow stores: client id and secret, issuer, API URL and refresh token;
+    unique_id = the account's sub, title = its username. The entry is not added to
+    hass yet: call `mock_config_entry.add_to_hass(hass)` (or use
+    `init_integration`). Tests that need subentries can add them with
+    `hass.config_entries.async_add_subentry`.
     """
     config = sandbox.config
-    async with aiohttp.ClientSession() as session:
-        auth = ZevvyAuth(
-            session, config.client_id, config.client_secret, sandbox.issuer
-        )
-        authorization = await auth.request_device_authorization()
-        sandbox.approve(authorization.user_code)
-        tokens = await auth.wait_for_tokens(authorization)
+    tokens = sandbox.issue_tokens()
     account = account_from_access_token(tokens.access_token)
     return MockConfigEntry(
         domain=DOMAIN,

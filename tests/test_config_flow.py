@@ -17,8 +17,14 @@ from homeassistant.data_entry_flow import FlowResult, FlowResultType
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.zevvy import api, config_flow
-from custom_components.zevvy.api import ZevvyAuth, ZevvyError, ZevvySlowDown
+from custom_components.zevvy import config_flow
+from custom_components.zevvy.api import (
+    ZevvyAuth,
+    ZevvyConnectionError,
+    ZevvyError,
+    ZevvySlowDown,
+    auth as api_auth,
+)
 from custom_components.zevvy.config_flow import SECTION_ADVANCED, _normalize_url
 from custom_components.zevvy.const import (
     CONF_API_URL,
@@ -190,7 +196,7 @@ async def test_slow_down(hass: HomeAssistant, sandbox: ZevvySandbox) -> None:
 
     with (
         patch.object(ZevvyAuth, "poll_token", spy),
-        patch.object(api, "SLOW_DOWN_INCREMENT", 0.3),
+        patch.object(api_auth, "SLOW_DOWN_INCREMENT", 0.3),
     ):
         result = await start_login(hass, sandbox)
         (code,) = sandbox.device_codes()
@@ -378,7 +384,7 @@ async def test_default_servers(hass: HomeAssistant) -> None:
         DOMAIN, context={"source": SOURCE_USER}
     )
     with patch.object(
-        ZevvyAuth, "request_device_authorization", side_effect=api.ZevvyConnectionError
+        ZevvyAuth, "request_device_authorization", side_effect=ZevvyConnectionError
     ):
         result = await hass.config_entries.flow.async_configure(
             result["flow_id"],

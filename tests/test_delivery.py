@@ -26,7 +26,10 @@ from pytest_homeassistant_custom_component.common import (
     async_fire_time_changed,
 )
 
-from custom_components.zevvy import repairs as repairs_module
+from custom_components.zevvy import (
+    repairs as repairs_module,
+    sender as sender_module,
+)
 from custom_components.zevvy.api import Reading, ZevvyAuth
 from custom_components.zevvy.const import (
     BACKOFF_INITIAL,
@@ -362,6 +365,34 @@ async def test_restart_with_pending_readings(
         datetime(2026, 11, 26, 12, 45, tzinfo=UTC),
         1_000.75,
     )
+
+
+async def test_backlog_goes_out_in_requests_of_max_batch(
+    hass: HomeAssistant,
+    meters: Meters,
+    sandbox: ZevvySandbox,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A backlog is sent in requests of at most MAX_BATCH readings, in order."""
+    monkeypatch.setattr(sender_module, "MAX_BATCH", 3)
+    sandbox.config.max_batch = 3
+    meters.add("one")
+    coordinator = await meters.setup()
+    sandbox.inject_fault(status=503, count=100_000)
+    await meters.advance(
+        datetime(2026, 11, 26, 13, 46, tzinfo=UTC), timedelta(minutes=1)
+    )
+    assert coordinator.outbox.pending_count == 7
+    sandbox.clear_faults()
+    sandbox.clear_requests()
+
+    await coordinator.async_send_now()
+    assert _bulk_requests(sandbox) == [201, 201, 201]
+    assert [r.read_at for r in sandbox.readings()] == [
+        _read_at(datetime(2026, 11, 26, 12, 15, tzinfo=UTC) + timedelta(minutes=15 * i))
+        for i in range(7)
+    ]
+    assert coordinator.data.pending == 0
 
 
 async def test_expired_access_token_mid_run(

@@ -24,7 +24,9 @@ async def test_setup_and_unload(
     assert runtime.tokens.account is not None
     assert runtime.tokens.account.sub == sandbox.config.sub
     assert runtime.tokens.account.title == "demo"
-    assert runtime.coordinator.client.api_url == sandbox.api_url
+    assert (
+        repr(runtime.coordinator.client) == f"ZevvyClient(api_url={sandbox.api_url!r})"
+    )
     # The sandbox rotates refresh tokens: the new one is stored at once.
     assert mock_config_entry.data[CONF_REFRESH_TOKEN] != first_token
     assert mock_config_entry.data[CONF_REFRESH_TOKEN] == runtime.tokens.refresh_token

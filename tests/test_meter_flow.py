@@ -319,6 +319,30 @@ async def test_login_chosen_entity_removed_meanwhile(
     assert c.id not in meters_of(result["result"])
 
 
+async def test_login_refuses_dot_names(
+    hass: HomeAssistant, sandbox: ZevvySandbox
+) -> None:
+    """Naming meters after login: "." and ".." are refused like in "Add meter"."""
+    pv = make_sensor(hass, "pv")
+    result = await login(hass, sandbox)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_ENTITIES: ["sensor.pv"]}
+    )
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_DEVICE_REF: "..", CONF_REGISTER_REF: "."}
+    )
+    assert result["step_id"] == "meter_names"
+    assert result["errors"] == {
+        CONF_DEVICE_REF: "invalid_reference",
+        CONF_REGISTER_REF: "invalid_reference",
+    }
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_DEVICE_REF: "PV", CONF_REGISTER_REF: "Energy"}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert meters_of(result["result"])[pv.id][1:3] == ("PV", "Energy")
+
+
 # --- Add meter ------------------------------------------------------------------
 
 
@@ -398,6 +422,55 @@ async def test_add_meter(hass: HomeAssistant) -> None:
         "Wallbox Garage \u2013 Total energy",
     )
     assert result["unique_id"] == wallbox.id
+
+
+@pytest.mark.parametrize(
+    ("device_ref", "register_ref", "errors"),
+    [
+        (".", "Energy", {CONF_DEVICE_REF: "invalid_reference"}),
+        ("PV", "..", {CONF_REGISTER_REF: "invalid_reference"}),
+        (
+            " .. ",
+            " . ",
+            {
+                CONF_DEVICE_REF: "invalid_reference",
+                CONF_REGISTER_REF: "invalid_reference",
+            },
+        ),
+        (
+            "  ",
+            ".",
+            {
+                CONF_DEVICE_REF: "empty_reference",
+                CONF_REGISTER_REF: "invalid_reference",
+            },
+        ),
+    ],
+)
+async def test_add_meter_refuses_unusable_names(
+    hass: HomeAssistant,
+    device_ref: str,
+    register_ref: str,
+    errors: dict[str, str],
+) -> None:
+    """Blank, "." and ".." are refused by the client's rule, in the form."""
+    entry = add_account(hass)
+    pv = make_sensor(hass, "pv")
+    result = await start_add(hass, entry)
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {CONF_ENTITY_ID: "sensor.pv"}
+    )
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        {CONF_DEVICE_REF: device_ref, CONF_REGISTER_REF: register_ref},
+    )
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == errors
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {CONF_DEVICE_REF: "...", CONF_REGISTER_REF: "Energy"}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert meters_of(entry)[pv.id][1:3] == ("...", "Energy")
 
 
 async def test_add_meter_twice_refused(hass: HomeAssistant) -> None:

@@ -187,10 +187,13 @@ def test_state_to_kwh_no_reading(state: State | None) -> None:
         ("/", "_"),
         ("  ", ""),
         ("Zähler Küche 🔌", "Zähler Küche 🔌"),
+        (" . ", ""),
+        ("..", ""),
+        ("...", "..."),
     ],
 )
 def test_sanitize_reference(value: str, expected: str) -> None:
-    """Slashes become underscores, outer spaces go."""
+    """Slashes become underscores, outer spaces go; "." and ".." are unusable."""
     assert sanitize_reference(value) == expected
 
 

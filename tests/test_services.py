@@ -363,6 +363,8 @@ async def test_send_reading_while_unreachable(
         ),
         ({"device_ref": "a/b", "register_ref": "c", "value": 1}, "invalid_reference"),
         ({"device_ref": "a", "register_ref": "  ", "value": 1}, "invalid_reference"),
+        ({"device_ref": " . ", "register_ref": "c", "value": 1}, "invalid_reference"),
+        ({"device_ref": "a", "register_ref": "..", "value": 1}, "invalid_reference"),
         (
             {
                 "config_entry_id": "nope",
@@ -390,6 +392,8 @@ async def test_send_reading_while_unreachable(
         "future",
         "slash",
         "empty",
+        "dot",
+        "dot_dot",
         "unknown_entry",
         "unknown_entry_for_meter",
     ],

@@ -1,7 +1,7 @@
 """Constants for the zevvy integration.
 
-This module has no Home Assistant imports so that the API client (api.py) can
-use it unchanged outside Home Assistant.
+Those of the zevvy client (servers, batch size, decimals) come from the api
+package, which knows nothing of the integration.
 """
 
 from __future__ import annotations
@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 from typing import Final
 
+from .api import const as api_const
+
 DOMAIN: Final = "zevvy"
 LOGGER = logging.getLogger(__package__)
 
-# Production servers (see ZEVVY_API.md).
-DEFAULT_ISSUER: Final = "https://iam.zevvy.org/realms/zevvy-prod"
-DEFAULT_API_URL: Final = "https://api.zevvy.org"
-SCOPES: Final = "offline_access measurement register device"
+# The zevvy client's: production servers, readings per request, kWh decimals.
+DEFAULT_ISSUER: Final = api_const.DEFAULT_ISSUER
+DEFAULT_API_URL: Final = api_const.DEFAULT_API_URL
+MAX_BATCH: Final = api_const.MAX_BATCH
+READING_DECIMALS: Final = api_const.READING_DECIMALS
 
 # Config entry data keys.
 CONF_CLIENT_ID: Final = "client_id"
@@ -31,20 +34,9 @@ CONF_ENTITY_ID: Final = "entity_id"
 CONF_DEVICE_REF: Final = "device_ref"
 CONF_REGISTER_REF: Final = "register_ref"
 
-# HTTP.
-REQUEST_TIMEOUT: Final = 30.0
-# Refresh the access token this many seconds before it expires.
-TOKEN_REFRESH_MARGIN: Final = 60.0
-# Device flow: seconds added to the polling interval on slow_down (RFC 8628).
-SLOW_DOWN_INCREMENT: Final = 5.0
-
 # Readings.
-# kWh with Wh resolution.
-READING_DECIMALS: Final = 3
 # Quarter-hour collection slots, in minutes.
 COLLECT_INTERVAL_MINUTES: Final = 15
-# Readings per bulk-create request (zevvy's limit is unknown).
-MAX_BATCH: Final = 500
 # Bulk-create requests in flight at once.
 PARALLEL_UPLOADS: Final = 4
 # Readings kept in the outbox at most: 60 days of quarter hours for 100 meters.

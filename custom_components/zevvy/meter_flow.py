@@ -56,6 +56,7 @@ CONF_ENTITIES: Final = "entities"
 NO_RESETTING: Final = "\u2013"  # en dash
 
 ERROR_EMPTY_REFERENCE: Final = "empty_reference"
+ERROR_INVALID_REFERENCE: Final = "invalid_reference"
 ERROR_DUPLICATE_REFERENCES: Final = "duplicate_references"
 ERROR_NOT_ELIGIBLE: Final = "not_eligible"
 
@@ -85,16 +86,21 @@ def validate_references(
 ) -> tuple[tuple[str, str], dict[str, str]]:
     """Return the sanitized references and the form errors (empty if valid).
 
-    A reference may not be empty once slashes are replaced and spaces trimmed; two
-    meters may not share a device and register (their readings would mix).
+    A reference may not be empty once slashes are replaced and spaces trimmed, nor
+    one the client's rule refuses ("." or ".."); two meters may not share a device
+    and register (their readings would mix).
     """
-    device_ref = sanitize_reference(user_input.get(CONF_DEVICE_REF, ""))
-    register_ref = sanitize_reference(user_input.get(CONF_REGISTER_REF, ""))
+    references: dict[str, str] = {}
     errors: dict[str, str] = {}
-    if not device_ref:
-        errors[CONF_DEVICE_REF] = ERROR_EMPTY_REFERENCE
-    if not register_ref:
-        errors[CONF_REGISTER_REF] = ERROR_EMPTY_REFERENCE
+    for field in (CONF_DEVICE_REF, CONF_REGISTER_REF):
+        value = user_input.get(field, "")
+        references[field] = sanitize_reference(value)
+        if not references[field]:
+            errors[field] = (
+                ERROR_INVALID_REFERENCE if value.strip() else ERROR_EMPTY_REFERENCE
+            )
+    device_ref = references[CONF_DEVICE_REF]
+    register_ref = references[CONF_REGISTER_REF]
     if not errors and _pair_key(device_ref, register_ref) in taken:
         errors["base"] = ERROR_DUPLICATE_REFERENCES
     return (device_ref, register_ref), errors

@@ -49,6 +49,7 @@ from homeassistant.helpers import (
 from homeassistant.helpers.translation import async_get_translations
 from homeassistant.util.unit_conversion import EnergyConverter
 
+from .api import is_valid_reference
 from .const import (
     CONF_DEVICE_REF,
     CONF_ENTITY_ID,
@@ -111,9 +112,11 @@ class Candidate:
 def sanitize_reference(value: str) -> str:
     """Return a reference as zevvy gets it: no slashes, no outer spaces.
 
-    An empty result means the reference is not usable.
+    An empty result means the reference is not usable (blank, or refused by the
+    client's rule, e.g. "." or "..").
     """
-    return value.replace("/", "_").strip()
+    reference = value.replace("/", "_").strip()
+    return reference if is_valid_reference(reference) else ""
 
 
 def meter_title(device_ref: str, register_ref: str) -> str:

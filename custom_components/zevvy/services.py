@@ -30,7 +30,7 @@ from homeassistant.helpers import config_validation as cv, entity_registry as er
 from homeassistant.util import dt as dt_util
 import voluptuous as vol
 
-from .api import Reading
+from .api import Reading, is_valid_reference
 from .const import (
     CONF_DEVICE_REF,
     CONF_ENTITY_ID,
@@ -134,9 +134,9 @@ async def _async_upload_now(call: ServiceCall) -> ServiceResponse:
 
 
 def _check_reference(value: str) -> str:
-    """Return a trimmed reference, or raise for an empty one or one with "/"."""
+    """Return a trimmed reference, or raise for one the client's rule refuses."""
     reference = value.strip()
-    if not reference or "/" in reference:
+    if not is_valid_reference(reference):
         raise validation_error("invalid_reference", reference=value)
     return reference
 

@@ -1,0 +1,164 @@
+"""Post meter readings to the zevvy API, and the one rule for valid references."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+import math
+from typing import Final
+from urllib.parse import quote
+
+import aiohttp
+from yarl import URL
+
+from ._http import Response, base_url, raise_for_transient, request, server_message
+from .auth import TokenManager
+from .const import DEFAULT_API_URL, READING_DECIMALS, REQUEST_TIMEOUT
+from .exceptions import (
+    ZevvyAuthenticationError,
+    ZevvyRejectedError,
+    ZevvyResponseError,
+)
+from .models import Reading
+
+# References that URL normalization would remove as dot segments.
+_DOT_SEGMENTS: Final = frozenset({".", ".."})
+
+
+def check_reference(value: str, name: str = "reference") -> str:
+    """Return a device or register reference unchanged if zevvy can receive it.
+
+    A reference travels as one URL path segment, so it must not be blank, contain
+    "/" (servers decode an escaped slash into a separator), or be "." or ".."
+    (dot segments, which URL normalization removes). Anything else arrives as
+    given. Raises ValueError naming `name` and the reason.
+    """
+    if not value.strip():
+        raise ValueError(f"{name} must not be empty")
+    if "/" in value:
+        raise ValueError(f"{name} must not contain '/'")
+    if value in _DOT_SEGMENTS:
+        raise ValueError(f"{name} must not be '.' or '..'")
+    return value
+
+
+def is_valid_reference(value: str) -> bool:
+    """Return whether zevvy can receive `value` as a reference (see check_reference)."""
+    try:
+        check_reference(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _format_read_at(read_at: datetime) -> str:
+    """Format an aware datetime as UTC ISO 8601 with milliseconds and Z."""
+    if read_at.tzinfo is None or read_at.utcoffset() is None:
+        raise ValueError("Reading times must be timezone-aware")
+    utc = read_at.astimezone(UTC)
+    return f"{utc:%Y-%m-%dT%H:%M:%S}.{utc.microsecond // 1000:03d}Z"
+
+
+def _reading_json(reading: Reading) -> dict[str, str | float]:
+    """Serialize a reading for bulk create."""
+    value = float(reading.value)
+    if not math.isfinite(value):
+        raise ValueError("Reading values must be finite numbers")
+    return {
+        "readAt": _format_read_at(reading.read_at),
+        "value": round(value, READING_DECIMALS),
+    }
+
+
+class ZevvyClient:
+    """Post meter readings to the zevvy API."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        tokens: TokenManager,
+        api_url: str = DEFAULT_API_URL,
+        request_timeout: float = REQUEST_TIMEOUT,
+    ) -> None:
+        """Initialize with a session and a token manager."""
+        self._session = session
+        self._tokens = tokens
+        self._api_url = base_url(api_url)
+        self._request_timeout = request_timeout
+
+    def __repr__(self) -> str:
+        """Represent without tokens."""
+        return f"ZevvyClient(api_url={str(self._api_url)!r})"
+
+    def bulk_create_url(self, device_ref: str, register_ref: str) -> URL:
+        """Return the bulk-create URL, references escaped as single path segments.
+
+        Raises ValueError for a reference that check_reference refuses.
+        """
+        return self._api_url.joinpath(
+            "deviceRef",
+            quote(check_reference(device_ref, "device_ref"), safe=""),
+            "registerRef",
+            quote(check_reference(register_ref, "register_ref"), safe=""),
+            "measurements",
+            "_bulk_create",
+            encoded=True,
+        )
+
+    async def bulk_create(
+        self, device_ref: str, register_ref: str, readings: Sequence[Reading]
+    ) -> None:
+        """Send readings of one register in one request (none for no readings).
+
+        The caller keeps a request within MAX_BATCH readings. A 409 on several
+        readings splits them in halves, which are sent again: zevvy may store
+        nothing of a request that holds a single known reading. A 409 on a single
+        reading means zevvy has it already. Returns once zevvy has every reading.
+        """
+        url = self.bulk_create_url(device_ref, register_ref)
+        payload = [_reading_json(reading) for reading in readings]
+        if payload:
+            await self._send(url, payload)
+
+    async def _send(self, url: URL, batch: list[dict[str, str | float]]) -> None:
+        """Send one request; on 409 split it until single readings conflict."""
+        response = await self._post_authorized(url, batch)
+        if response.status == 409 and len(batch) > 1:
+            half = len(batch) // 2
+            await self._send(url, batch[:half])
+            await self._send(url, batch[half:])
+
+    async def _post_authorized(
+        self, url: URL, batch: list[dict[str, str | float]]
+    ) -> Response:
+        """POST with a bearer token; refresh once after a 401; map errors."""
+        token = await self._tokens.async_get_access_token()
+        response = await self._post(url, batch, token)
+        if response.status == 401:
+            token = await self._tokens.async_force_refresh(token)
+            response = await self._post(url, batch, token)
+            if response.status == 401:
+                raise ZevvyAuthenticationError(
+                    "zevvy rejected the access token right after a refresh"
+                )
+        secrets = (token,)
+        raise_for_transient(response, secrets)
+        if 200 <= response.status < 300 or response.status == 409:
+            return response
+        message = server_message(response, secrets)
+        if response.status in {400, 422}:
+            raise ZevvyRejectedError(response.status, message)
+        raise ZevvyResponseError(response.status, message)
+
+    async def _post(
+        self, url: URL, batch: list[dict[str, str | float]], token: str
+    ) -> Response:
+        """POST one batch."""
+        return await request(
+            self._session,
+            self._request_timeout,
+            "POST",
+            url,
+            json_body=batch,
+            headers={"Authorization": f"Bearer {token}"},
+        )

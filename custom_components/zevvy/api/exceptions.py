@@ -1,0 +1,62 @@
+"""Errors of the zevvy client; their messages never carry secrets."""
+
+from __future__ import annotations
+
+
+class ZevvyError(Exception):
+    """Base class for every error of the zevvy client."""
+
+
+class ZevvyConnectionError(ZevvyError):
+    """zevvy is unreachable, too slow or answered with a server error (5xx)."""
+
+
+class ZevvyRateLimitError(ZevvyConnectionError):
+    """zevvy answered 429 Too Many Requests."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        """Store the number of seconds zevvy asks us to wait, if it named one."""
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ZevvyAuthenticationError(ZevvyError):
+    """The refresh token was rejected (invalid_grant): the user must log in again."""
+
+
+class ZevvyInvalidClientError(ZevvyAuthenticationError):
+    """The client id or client secret was rejected (invalid_client)."""
+
+
+class ZevvyResponseError(ZevvyError):
+    """zevvy answered with an unexpected status or an unusable body."""
+
+    def __init__(self, status: int, message: str) -> None:
+        """Store the HTTP status and the (sanitized) server message."""
+        super().__init__(f"zevvy answered HTTP {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class ZevvyRejectedError(ZevvyResponseError):
+    """zevvy rejected the readings as invalid (400 or 422)."""
+
+
+class ZevvyDeviceFlowError(ZevvyError):
+    """The device-flow login did not (yet) produce tokens."""
+
+
+class ZevvyAuthorizationPending(ZevvyDeviceFlowError):  # noqa: N818
+    """The user has not approved the login yet: poll again after the interval."""
+
+
+class ZevvySlowDown(ZevvyDeviceFlowError):  # noqa: N818
+    """Polling too fast: add SLOW_DOWN_INCREMENT seconds to the interval."""
+
+
+class ZevvyAccessDenied(ZevvyDeviceFlowError):  # noqa: N818
+    """The user refused the login."""
+
+
+class ZevvyExpiredToken(ZevvyDeviceFlowError):  # noqa: N818
+    """The device code expired before the user approved: start over."""

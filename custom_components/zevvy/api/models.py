@@ -1,0 +1,57 @@
+"""What the zevvy servers return and what the client sends."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """The OAuth endpoints of the identity server."""
+
+    device_authorization_endpoint: str
+    token_endpoint: str
+
+
+@dataclass(frozen=True)
+class DeviceAuthorization:
+    """An answer to the device authorization request (RFC 8628 section 3.2)."""
+
+    device_code: str = field(repr=False)
+    user_code: str
+    verification_uri: str
+    verification_uri_complete: str
+    expires_in: float
+    interval: float
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Tokens from the token endpoint."""
+
+    access_token: str = field(repr=False)
+    refresh_token: str = field(repr=False)
+    expires_in: float
+
+
+@dataclass(frozen=True)
+class Account:
+    """The zevvy account an access token belongs to."""
+
+    sub: str
+    username: str | None
+    email: str | None
+
+    @property
+    def title(self) -> str:
+        """Return a readable name: username, else email, else the subject id."""
+        return self.username or self.email or self.sub
+
+
+@dataclass(frozen=True)
+class Reading:
+    """A cumulative meter reading at a point in time (aware datetime)."""
+
+    read_at: datetime
+    value: float
