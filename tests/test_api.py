@@ -1146,10 +1146,11 @@ async def test_bulk_create_rate_limited(
 
 
 async def test_bulk_create_rate_limited_http_date(
-    stub: StubServer, session: aiohttp.ClientSession
+    stub: StubServer, session: aiohttp.ClientSession, freezer: FrozenDateTimeFactory
 ) -> None:
     """Retry-After as an HTTP date is turned into seconds."""
-    when = datetime.now(UTC) + timedelta(seconds=120)
+    freezer.move_to(START)
+    when = START + timedelta(seconds=120)
     stub.add(404)  # discovery
     stub.add(
         200, {"access_token": "opaque-access", "refresh_token": "b", "expires_in": 300}
@@ -1163,8 +1164,7 @@ async def test_bulk_create_rate_limited_http_date(
     client = ZevvyClient(session, TokenManager(auth, "refresh"), stub.url)
     with pytest.raises(ZevvyRateLimitError, match="Too many") as err:
         await client.bulk_create("d", "r", make_readings(1))
-    assert err.value.retry_after is not None
-    assert 110 < err.value.retry_after <= 120
+    assert err.value.retry_after == 120
 
 
 async def test_bulk_create_success_bodies(
