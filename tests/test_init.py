@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from freezegun.api import FrozenDateTimeFactory
 from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
 from homeassistant.core import HomeAssistant
 import pytest
@@ -78,9 +79,10 @@ async def test_rotated_token_saved_without_reload(
 async def test_rotated_token_on_disk_before_it_is_used(
     hass: HomeAssistant,
     sandbox: ZevvySandbox,
-    init_integration: MockConfigEntry,
+    mock_config_entry: MockConfigEntry,
     hass_storage: dict[str, Any],
     monkeypatch: pytest.MonkeyPatch,
+    freezer: FrozenDateTimeFactory,
 ) -> None:
     """zevvy sees a new access token only once its refresh token is on disk.
 
@@ -88,6 +90,10 @@ async def test_rotated_token_on_disk_before_it_is_used(
     token in .storage, so the next start does not present a used one (which a
     provider like Keycloak answers by ending the login).
     """
+    freezer.move_to("2026-11-26T12:05:00+00:00")
+    mock_config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
     on_disk_when_used: list[bool] = []
     store_batch = sandbox._store_batch
 
@@ -99,7 +105,7 @@ async def test_rotated_token_on_disk_before_it_is_used(
     monkeypatch.setattr(sandbox, "_store_batch", spy)
     # zevvy answers 401 to the current access token: the client refreshes.
     sandbox.expire_access_tokens()
-    tokens = init_integration.runtime_data.tokens
+    tokens = mock_config_entry.runtime_data.tokens
     before = tokens.refresh_token
     await hass.services.async_call(
         DOMAIN,
@@ -108,7 +114,9 @@ async def test_rotated_token_on_disk_before_it_is_used(
         blocking=True,
     )
     assert tokens.refresh_token != before
-    assert len(sandbox.readings("Car", "Energy")) == 1
+    assert [r.read_at for r in sandbox.readings("Car", "Energy")] == [
+        "2026-11-26T12:00:00.000Z"
+    ]
     assert on_disk_when_used == [True]
 
 
