@@ -142,6 +142,29 @@ class ManagedProcess:
             process.wait(10)
         self.process = None
 
+    def kill(self) -> None:
+        """Kill the process group with SIGKILL, as a power cut or the OOM killer would.
+
+        Nothing is written on the way out: what is not on disk yet is lost.
+        """
+        process = self.process
+        if process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(10)
+        self.process = None
+        # libfaketime cleans its shared memory up only on a normal exit; a later
+        # process with the same id would fail to start on the leftovers.
+        shm = Path("/dev/shm")  # noqa: S108 (libfaketime's names, not ours)
+        for leftover in (
+            shm / f"faketime_shm_{process.pid}",
+            shm / f"sem.faketime_sem_{process.pid}",
+        ):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+
     def log_tail(self, lines: int = 60) -> str:
         """Return the end of the log, for failure messages."""
         if not self.log_path.exists():
@@ -230,6 +253,10 @@ class SandboxProcess(ManagedProcess):
 class HomeAssistantProcess(ManagedProcess):
     """`hass -c <copy of config/> --skip-pip` on a free port."""
 
+    # With a path: the next start reads its clock offset from this file (see
+    # jump_clock) instead of the FAKETIME environment variable.
+    clock_file: Path | None = None
+
     def __init__(self, config_dir: Path, log_path: Path) -> None:
         """Copy the development configuration into config_dir."""
         super().__init__("Home Assistant", log_path)
@@ -298,6 +325,59 @@ class HomeAssistantProcess(ManagedProcess):
             tokens = ha_onboard.refresh(self.url, self.refresh_token)
             self.token = tokens["access_token"]
             self.wait_running()
+
+    def _spawn(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        """Start hass; with clock_file, libfaketime follows that file."""
+        if self.clock_file is not None and env is not None and "FAKETIME" in env:
+            env = dict(env)
+            self.clock_file.write_text(env.pop("FAKETIME") + "\n")
+            # libfaketime reads the file again once a second (the default is 10).
+            env |= {
+                "FAKETIME_TIMESTAMP_FILE": str(self.clock_file),
+                "FAKETIME_CACHE_DURATION": "1",
+            }
+        super()._spawn(args, env)
+
+    def jump_clock(self, seconds: float) -> None:
+        """Move the running Home Assistant's clock forward by seconds, at once.
+
+        Like a machine waking from suspend: the wall clock and the monotonic
+        clock jump together, so every timer due in between fires right away.
+        Needs clock_file set before the last start. Waits until Home Assistant's
+        clock shows the jump (at most about 1 s, libfaketime's cache) and
+        renews the owner's access token, which may have expired in the jump.
+        """
+        assert self.clock_file is not None, "set clock_file before starting"
+        assert self.clock_offset, "the clock file exists after a start with a clock"
+        self.clock_offset += round(seconds)
+        self.clock_file.write_text(f"{self.clock_offset:+d}s\n")
+        wait_for(
+            lambda: self.clock() > self.now() - timedelta(seconds=2),
+            timeout=10,
+            message="Home Assistant's clock to jump",
+        )
+        if self.refresh_token is not None:
+            self.token = ha_onboard.refresh(self.url, self.refresh_token)[
+                "access_token"
+            ]
+
+    def clock(self) -> datetime:
+        """Return the time Home Assistant's clock shows (its template now())."""
+        for attempt in range(2):
+            response = self.http.post(
+                f"{self.url}/api/template",
+                json={"template": "{{ as_timestamp(now()) }}"},
+                headers={"Authorization": f"Bearer {self.token}"},
+                timeout=10,
+            )
+            if response.status_code != 401 or self.refresh_token is None or attempt:
+                break
+            # The owner's access token may have expired in a clock jump.
+            self.token = ha_onboard.refresh(self.url, self.refresh_token)[
+                "access_token"
+            ]
+        response.raise_for_status()
+        return datetime.fromtimestamp(float(response.text), UTC)
 
     def restart(self, clock: datetime | None = None) -> None:
         """Stop Home Assistant gracefully and start it again on the same port."""
