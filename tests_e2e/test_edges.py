@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import aiohttp
 
@@ -328,12 +329,9 @@ def recorded_kwh(
     home_assistant: HomeAssistantProcess, entity_id: str, moment: datetime
 ) -> float:
     """Return an entity's value (in kWh) as of moment in the recorder's history."""
-    start = (moment - timedelta(minutes=10)).isoformat()
-    history = home_assistant.api(
-        "GET",
-        f"history/period/{start}?filter_entity_id={entity_id}"
-        f"&end_time={moment.isoformat()}&no_attributes",
-    )
+    start = quote((moment - timedelta(minutes=10)).isoformat())
+    query = urlencode({"filter_entity_id": entity_id, "end_time": moment.isoformat()})
+    history = home_assistant.api("GET", f"history/period/{start}?{query}&no_attributes")
     states = [
         state
         for state in history[0]
