@@ -54,6 +54,8 @@ class BatchDelivery:
         # Readings per request; lowered when zevvy answers 413 (kept until the
         # entry is reloaded).
         self.batch_size = MAX_BATCH
+        # Readings confirmed so far (a round counts its own as a difference).
+        self.confirmed = 0
 
     async def async_deliver(self, batch: Batch) -> int:
         """Send a batch; return how many readings zevvy confirmed.
@@ -75,6 +77,7 @@ class BatchDelivery:
 
     def _confirm(self, batch: Batch) -> int:
         self.outbox.confirm(batch)
+        self.confirmed += len(batch)
         return len(batch)
 
     def _reject(self, batch: Batch, message: str) -> None:

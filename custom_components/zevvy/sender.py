@@ -194,10 +194,10 @@ class Sender:
             return 0, None
         semaphore = asyncio.Semaphore(PARALLEL_UPLOADS)
         failures: list[ZevvyError] = []
-        sent = 0
+        # Also what was confirmed of a batch before an error.
+        confirmed_before = self._delivery.confirmed
 
         async def send_queue(key: str) -> None:
-            nonlocal sent
             while not failures:
                 batch = self.outbox.next_batch(key, self._delivery.batch_size)
                 if batch is None:
@@ -206,7 +206,7 @@ class Sender:
                     if failures:
                         return
                     try:
-                        sent += await self._delivery.async_deliver(batch)
+                        await self._delivery.async_deliver(batch)
                     except ZevvyMeasurementsError as err:
                         self._async_set_aside(batch.destination, err)
                         return
@@ -216,6 +216,7 @@ class Sender:
                 self._async_register_ok(batch.destination)
 
         await asyncio.gather(*(send_queue(key) for key in keys))
+        sent = self._delivery.confirmed - confirmed_before
         return sent, failures[0] if failures else None
 
     # --- registers set aside ------------------------------------------------------
