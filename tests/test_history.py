@@ -624,6 +624,6 @@ async def test_without_recorder(
     assert "Recorder not loaded: no gap fill" in caplog.text
 
     with pytest.raises(ServiceValidationError) as err:
-        await _upload_history(hass, start=datetime.now(UTC) - timedelta(days=1))
+        await _upload_history(hass, start=NOW - timedelta(days=1))
     assert err.value.translation_key == "history_no_recorder"
     assert "needs the recorder" in str(err.value)

@@ -53,3 +53,9 @@ REGISTER_BACKOFF_MAX: Final = 2 * 3600.0
 # Gap fill at Home Assistant start: seconds to wait after the start so that the
 # recorder has compiled the statistics it missed (it does so once started).
 GAP_FILL_STARTUP_DELAY: Final = 120.0
+
+# Actions: the largest meter reading accepted (1 TWh; no community meter comes
+# near it, but a wrong unit or a typo does), and the first year a reading may be
+# for (older times are typos; years below 1000 cannot even be written as readAt).
+MAX_READING_KWH: Final = 1e9
+EARLIEST_READING_YEAR: Final = 2000
