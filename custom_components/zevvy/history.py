@@ -62,8 +62,8 @@ from .const import COLLECT_INTERVAL_MINUTES, GAP_FILL_STARTUP_DELAY, LOGGER
 from .coordinator import AddFn, ZevvyConfigEntry
 from .meters import ENERGY_UNITS, Meter, resolve_meters, to_kwh
 from .outbox import AddResult, Destination
+from .quarters import recorder_loaded
 
-RECORDER_DOMAIN: Final = "recorder"
 # Readings handed to the outbox between two yields to the event loop.
 ADD_CHUNK: Final = 1000
 QUARTER_SECONDS: Final = COLLECT_INTERVAL_MINUTES * 60
@@ -278,12 +278,6 @@ async def async_fill_meter(
     result.already_delivered += delivered_again
     result.already_queued = added.duplicates - delivered_again
     return result
-
-
-@callback
-def recorder_loaded(hass: HomeAssistant) -> bool:
-    """Return whether the recorder is set up (it is optional)."""
-    return RECORDER_DOMAIN in hass.config.components
 
 
 def log_result(kind: str, results: Sequence[MeterResult]) -> None:
