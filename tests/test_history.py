@@ -32,7 +32,10 @@ from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import entity_registry as er, issue_registry as ir
 from homeassistant.helpers.recorder import get_instance, session_scope
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_fire_time_changed,
+)
 from pytest_homeassistant_custom_component.components.recorder.common import (
     async_wait_recording_done,
 )
@@ -627,3 +630,65 @@ async def test_without_recorder(
         await _upload_history(hass, start=NOW - timedelta(days=1))
     assert err.value.translation_key == "history_no_recorder"
     assert "needs the recorder" in str(err.value)
+
+
+async def test_backfill_after_live_delivery_holds_a_reset(
+    recorder_mock: Recorder,
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A reset inside the backfilled period is held although live delivery ran.
+
+    The meter was replaced at 11:00 and the 12:00 tick delivered the new meter's
+    0.5 kWh. The backfill from 10:00 brings the old meter's readings, older but
+    higher than the delivered 12:00 one: they are held, not sent.
+    """
+    hour = NOW.replace(minute=0)
+    reset = hour - timedelta(hours=1)
+
+    def value(moment: datetime) -> float:
+        if moment <= reset:
+            return _value(moment)
+        return round((moment - reset).total_seconds() / 3600 * RATE, 3)
+
+    freezer.move_to(hour - timedelta(minutes=2))
+    mock_config_entry.add_to_hass(hass)
+    entity_id, subentry_id = _add_meter(hass, mock_config_entry, "a")
+    hass.states.async_set(
+        entity_id,
+        str(value(hour)),
+        {"unit_of_measurement": "kWh", "state_class": "total_increasing"},
+    )
+    coordinator = await _setup(hass, mock_config_entry)
+    freezer.move_to(hour)
+    async_fire_time_changed(hass, hour)
+    await hass.async_block_till_done()
+    assert [(r.read_at, r.value) for r in sandbox.readings()] == [(_stamp(hour), 0.5)]
+
+    freezer.move_to(NOW)
+    await _import(
+        hass,
+        entity_id,
+        short=_rows(hour - timedelta(hours=2), hour, timedelta(minutes=5), value),
+    )
+    response = await _upload_history(hass, start=hour - timedelta(hours=2))
+
+    assert response["meters"][entity_id]["held"] == 4  # 10:15 .. 11:00
+    assert response["meters"][entity_id]["queued"] == 3  # 11:15 .. 11:45
+    assert response["meters"][entity_id]["already_delivered"] == 1
+    issue = ir.async_get(hass).async_get_issue(
+        DOMAIN, f"reading_held_{mock_config_entry.entry_id}_{subentry_id}"
+    )
+    assert issue is not None
+    assert issue.translation_placeholders is not None
+    # The drop: from the old meter's 10:15 reading to the new meter's 11:15.
+    first_held = hour - timedelta(minutes=105)
+    assert issue.translation_placeholders["previous"] == f"{value(first_held):.3f}"
+    assert issue.translation_placeholders["value"] == "0.125"
+    await coordinator.async_send()
+    stored = sorted((r.read_at, r.value) for r in sandbox.readings())
+    after_reset = [reset + timedelta(minutes=15 * i) for i in range(1, 5)]
+    assert stored == [(_stamp(m), value(m)) for m in after_reset]
+    assert coordinator.outbox.held_count == 4
