@@ -14,6 +14,7 @@ from typing import Any
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.components.recorder import Recorder
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.recorder import get_instance
 import pytest
 from pytest_homeassistant_custom_component.common import (
@@ -151,11 +152,21 @@ async def test_clock_jump_over_a_quarter_hour(
     sandbox: ZevvySandbox,
     freezer: FrozenDateTimeFactory,
 ) -> None:
-    """The clock jumps 25 minutes forward: every quarter passed gets its value once."""
+    """The clock jumps 25 minutes forward: every quarter passed gets its value once.
+
+    A second meter whose sensor has no state gets no reading at all.
+    """
     freezer.move_to(START)
     mock_config_entry.add_to_hass(hass)
     meter = Meter(hass, mock_config_entry, freezer, recorded=False)
     await meter.set(_at(12, 10), 1000.1)
+    silent, _ = _add_meter(hass, mock_config_entry, "b")
+    hass.states.async_remove(silent)  # its integration has not set it up (yet)
+    er.async_get(hass).async_update_entity(
+        silent,
+        capabilities={"state_class": "total_increasing"},
+        unit_of_measurement="kWh",
+    )
     await _setup(hass, mock_config_entry)
 
     await meter.fire(_at(12, 14))
@@ -166,3 +177,4 @@ async def test_clock_jump_over_a_quarter_hour(
         (_stamp(_at(12, 15)), 1000.1),
         (_stamp(_at(12, 30)), 1000.1),
     ]
+    assert sandbox.readings("Device b") == []
