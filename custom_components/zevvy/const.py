@@ -53,3 +53,9 @@ GAP_FILL_STARTUP_DELAY: Final = 120.0
 # last quarter hour yet: look again after each of its next compiles (every 5
 # minutes), this many times at most.
 GAP_FILL_RETRIES: Final = 3
+
+# Actions: the largest meter reading accepted (1 TWh; no community meter comes
+# near it, but a wrong unit or a typo does), and the first year a reading may be
+# for (older times are typos; years below 1000 cannot even be written as readAt).
+MAX_READING_KWH: Final = 1e9
+EARLIEST_READING_YEAR: Final = 2000

@@ -28,6 +28,10 @@ class ZevvyInvalidClientError(ZevvyAuthenticationError):
     """The client id or client secret was rejected (invalid_client)."""
 
 
+class ZevvyAccountError(ZevvyError):
+    """The identity server named no account: no token claims, no userinfo."""
+
+
 class ZevvyResponseError(ZevvyError):
     """zevvy answered with an unexpected status or an unusable body."""
 
