@@ -35,11 +35,13 @@ from custom_components.zevvy.api import (
     ZevvyAuthenticationError,
     ZevvyAuthorizationPending,
     ZevvyClient,
+    ZevvyConflictError,
     ZevvyConnectionError,
     ZevvyDeviceFlowError,
     ZevvyError,
     ZevvyExpiredToken,
     ZevvyInvalidClientError,
+    ZevvyMeasurementsError,
     ZevvyRateLimitError,
     ZevvyRejectedError,
     ZevvyResponseError,
@@ -1016,30 +1018,61 @@ async def test_bulk_create_nothing(sandbox: ZevvySandbox, client: ZevvyClient) -
     assert sandbox.requests == []
 
 
+@pytest.mark.parametrize("details", [False, True])
 async def test_bulk_create_all_present(
-    sandbox: ZevvySandbox, client: ZevvyClient
+    sandbox: ZevvySandbox, client: ZevvyClient, details: bool
 ) -> None:
-    """Resending delivered readings counts them as already present."""
+    """Readings zevvy has: one request, a conflict naming them if zevvy does."""
+    sandbox.configure(conflict_details=details)
     await client.bulk_create("d", "r", make_readings(4))
     sandbox.clear_requests()
-    await client.bulk_create("d", "r", make_readings(4))
-    # 4 -> 2 + 2 -> 1 + 1 + 1 + 1: every request conflicts.
-    assert api_statuses(sandbox) == [409] * 7
+    with pytest.raises(ZevvyConflictError, match="already exist") as err:
+        await client.bulk_create("d", "r", make_readings(4))
+    assert api_statuses(sandbox) == [409]
+    assert err.value.status == 409
+    if details:
+        assert err.value.conflicts == tuple(r.read_at for r in make_readings(4))
+    else:
+        assert err.value.conflicts is None
     assert len(sandbox.readings()) == 4
 
 
 async def test_bulk_create_partly_present(
     sandbox: ZevvySandbox, client: ZevvyClient
 ) -> None:
-    """New readings in a batch with known ones still arrive (all-or-nothing 409)."""
-    await client.bulk_create("d", "r", [make_readings(1, 1)[0], make_readings(1, 4)[0]])
-    sandbox.clear_requests()
-    await client.bulk_create("d", "r", make_readings(6))
-    # 4 created one by one, 2 known ones answered 409 on their own.
-    assert api_statuses(sandbox).count(201) == 4
+    """A server that stores the new readings still answers 409 (partial)."""
+    sandbox.configure(conflict_mode="partial", conflict_details=True)
+    await client.bulk_create("d", "r", [make_readings(1, 1)[0]])
+    with pytest.raises(ZevvyConflictError) as err:
+        await client.bulk_create("d", "r", make_readings(3))
+    assert err.value.conflicts == (make_readings(1, 1)[0].read_at,)
     assert sorted(r.read_at for r in sandbox.readings()) == [
-        read_at(i) for i in range(6)
+        read_at(i) for i in range(3)
     ]
+
+
+async def test_bulk_create_conflict_bodies(
+    stub: StubServer, session: aiohttp.ClientSession
+) -> None:
+    """Only aware readAt strings of a conflicts list count; anything else is no list."""
+    stub.add(404)  # discovery
+    stub.add(
+        200, {"access_token": "opaque-access", "refresh_token": "b", "expires_in": 300}
+    )
+    stub.add(
+        409,
+        {"conflicts": ["2026-11-26T14:00:00.000Z", 5, "soon", "2026-11-26T14:15"]},
+    )
+    stub.add(409, {"conflicts": "2026-11-26T14:00:00.000Z"})
+    stub.add(409, text="Conflict")
+    auth = ZevvyAuth(session, "id", "secret", stub.url)
+    client = ZevvyClient(session, TokenManager(auth, "refresh"), stub.url)
+    found = []
+    for _ in range(3):
+        with pytest.raises(ZevvyConflictError) as err:
+            await client.bulk_create("d", "r", make_readings(1))
+        found.append(err.value.conflicts)
+    assert found == [(datetime(2026, 11, 26, 14, 0, tzinfo=UTC),), None, None]
 
 
 async def test_bulk_create_refreshes_after_401(
@@ -1093,9 +1126,9 @@ async def test_bulk_create_403(
     client = ZevvyClient(
         session, TokenManager(auth, issued.refresh_token), sandbox.api_url
     )
-    with pytest.raises(ZevvyResponseError, match="measurement") as err:
+    with pytest.raises(ZevvyMeasurementsError, match="measurement") as err:
         await client.bulk_create("d", "r", make_readings(1))
-    assert type(err.value) is ZevvyResponseError
+    assert type(err.value) is ZevvyMeasurementsError
     assert err.value.status == 403
 
 
@@ -1119,15 +1152,22 @@ async def test_bulk_create_422_long_message(
     assert err.value.message.endswith("…")
 
 
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(404, ZevvyMeasurementsError), (413, ZevvyMeasurementsError), (302, None)],
+)
 async def test_bulk_create_unexpected_status(
-    sandbox: ZevvySandbox, client: ZevvyClient
+    sandbox: ZevvySandbox,
+    client: ZevvyClient,
+    status: int,
+    error: type[ZevvyResponseError] | None,
 ) -> None:
-    """Other statuses are response errors."""
-    sandbox.inject_fault(status=404, body={"detail": "No such route"})
+    """Other 4xx are about the request or register; anything else a response error."""
+    sandbox.inject_fault(status=status, body={"detail": "No such route"})
     with pytest.raises(ZevvyResponseError, match="No such route") as err:
         await client.bulk_create("d", "r", make_readings(1))
-    assert type(err.value) is ZevvyResponseError
-    assert err.value.status == 404
+    assert type(err.value) is (error or ZevvyResponseError)
+    assert err.value.status == status
 
 
 @pytest.mark.parametrize(("retry_after", "expected"), [(7, 7.0), (None, None)])

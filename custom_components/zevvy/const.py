@@ -45,6 +45,10 @@ OUTBOX_MAX_READINGS: Final = 60 * 96 * 100
 # Retry backoff for transient zevvy errors, in seconds.
 BACKOFF_INITIAL: Final = 30.0
 BACKOFF_MAX: Final = 30 * 60.0
+# Retry backoff of one register zevvy refused (403, 404, ...), in seconds; the
+# other registers keep their schedule meanwhile.
+REGISTER_BACKOFF_INITIAL: Final = 15 * 60.0
+REGISTER_BACKOFF_MAX: Final = 2 * 3600.0
 
 # Gap fill at Home Assistant start: seconds to wait after the start so that the
 # recorder has compiled the statistics it missed (it does so once started).

@@ -359,14 +359,13 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
         return await self.sender.async_send()
 
     async def async_send_now(self) -> SendResult:
-        """Send everything pending now, ignoring a retry timer or a failed login.
+        """Send everything pending now, ignoring a retry timer, a failed login or
+        a register's backoff.
 
         Nothing is collected here: a state read between quarter hours is not
         the meter reading of any quarter hour.
         """
-        self.sender.cancel_retry()
-        self.sender.auth_failed = False
-        sent = await self.sender.async_send()
+        sent = await self.sender.async_send_now()
         return SendResult(
             sent=sent,
             pending=self.outbox.pending_count,
