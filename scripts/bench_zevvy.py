@@ -55,7 +55,7 @@ from custom_components.zevvy.const import (
     PARALLEL_UPLOADS,
     SUBENTRY_TYPE_METER,
 )
-from custom_components.zevvy.coordinator import ZevvyCoordinator
+from custom_components.zevvy.coordinator import ZevvyCoordinator, next_quarter
 from custom_components.zevvy.outbox import (
     Destination,
     Outbox,
@@ -382,7 +382,9 @@ async def main() -> dict[str, Any]:
         ):
             # The issue registry and friends are loaded by the test helper.
             ticks = []
-            read_at = datetime(2026, 11, 26, 12, 15, tzinfo=UTC)
+            # Quarter hours after now: the states set before each tick are the
+            # readings of those quarter hours (a reading is never older).
+            read_at = next_quarter(datetime.now(UTC))
             for count in (10, 100, 1000):
                 coordinator = await _setup(hass, sandbox, session, count, f"t{count}")
                 await coordinator.async_send()  # warm up: token, connections

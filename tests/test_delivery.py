@@ -571,6 +571,34 @@ async def test_lower_reading_is_held_until_the_user_decides(
     assert coordinator.outbox.held_count == 0
 
 
+async def test_less_precise_unit_is_not_a_drop(
+    hass: HomeAssistant, meters: Meters, sandbox: ZevvySandbox
+) -> None:
+    """Wh to kWh with one decimal: 1234.567 then 1234.5 is no drop; 1234.3 is."""
+    one = meters.add("one", 1_234_567.0)
+    coordinator = await meters.setup()
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1), grow=False
+    )
+    entity_id = meters.entity_ids[one]
+    attributes = {"unit_of_measurement": "kWh", "state_class": "total_increasing"}
+    # The sensor now shows kWh with one decimal (cut off, not rounded).
+    hass.states.async_set(entity_id, "1234.5", attributes)
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 31, tzinfo=UTC), timedelta(minutes=1), grow=False
+    )
+    assert [r.value for r in sandbox.readings()] == [1234.567, 1234.5]
+    assert coordinator.outbox.held_count == 0
+
+    # More than one step of the coarser precision lower: a drop.
+    hass.states.async_set(entity_id, "1234.3", attributes)
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 46, tzinfo=UTC), timedelta(minutes=1), grow=False
+    )
+    assert [r.value for r in sandbox.readings()] == [1234.567, 1234.5]
+    assert coordinator.outbox.held_count == 1
+
+
 async def test_outbox_bound_drops_oldest(
     hass: HomeAssistant,
     meters: Meters,

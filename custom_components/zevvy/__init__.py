@@ -26,8 +26,8 @@ from .const import (
 )
 from .coordinator import ZevvyConfigEntry, ZevvyCoordinator, ZevvyRuntimeData
 from .entity import account_device_info
+from .gap_fill import async_start_gap_fill
 from .helpers import async_on_entry_updated
-from .history import async_start_gap_fill
 from .issues import async_delete_entry_issues, async_setup_meter_issues
 from .outbox import Outbox
 from .services import async_setup_services

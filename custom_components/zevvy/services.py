@@ -51,9 +51,10 @@ from .helpers import (
     aware,
     validation_error,
 )
-from .history import MeterResult, async_fill_meter, log_result, recorder_loaded
+from .history import MeterResult, async_fill_meter, log_result
 from .meters import ENERGY_UNITS, Meter, resolve_meters, to_kwh
 from .outbox import Destination
+from .quarters import recorder_loaded
 from .sender import SendError
 
 SERVICE_UPLOAD_NOW: Final = "upload_now"

@@ -347,8 +347,16 @@ class Outbox:
             )
 
     def _async_raise_held_issue(self, key: str, queue: Queue) -> None:
-        last_value = queue.held.values[-1]
-        baseline = queue.baseline(queue.held.times[0])
+        # From the higher to the lower value: the reading before the first held
+        # one to the newest held one, or (held because higher than a reading
+        # after it, e.g. a backfill across a reset) the first held one to that.
+        first = queue.held.values[0]
+        higher, lower = policy.drop_of(queue, queue.held.times[0], first) or (
+            None,
+            first,
+        )
+        if lower == first:
+            lower = queue.held.values[-1]
         async_create_issue(
             self.hass,
             IssueKind.READING_HELD,
@@ -357,10 +365,8 @@ class Outbox:
             {
                 "device": queue.device_ref,
                 "register": queue.register_ref,
-                "value": f"{last_value:.{READING_DECIMALS}f}",
-                "previous": "?"
-                if baseline is None
-                else f"{baseline:.{READING_DECIMALS}f}",
+                "value": f"{lower:.{READING_DECIMALS}f}",
+                "previous": "?" if higher is None else f"{higher:.{READING_DECIMALS}f}",
                 "count": str(len(queue.held)),
                 "time": from_epoch(queue.held.times[0]).isoformat(),
             },

@@ -2,10 +2,18 @@
 
 * A reading at a time its queue already keeps (pending, held, rejected, or the
   last one sent) is a duplicate and skipped.
-* A reading lower than the one before it (pending or sent) is held back: zevvy
-  flags drops as anomalies; the user decides in a repair issue (meter replaced:
-  queue them; or discard them). Every reading lower than the baseline is held
-  while the issue is open, so a replaced meter's readings are all kept.
+* A drop is held back: zevvy flags drops as anomalies; the user decides in a
+  repair issue (meter replaced: queue them; or discard them). A reading is
+  checked against its neighbours in time, pending or the last delivered one,
+  before *and* after it, so that backfilled readings older than what was
+  delivered are checked too: lower than the reading before it, or higher than
+  the one after it, is a drop (``drop_of``). Every such reading is held while
+  the issue is open, so a replaced meter's readings are all kept.
+* Less precision is no drop: a sensor switched from Wh to kWh with one decimal
+  turns 1234.567 into 1234.5. Between readings of different precision (decimals
+  of the value as given, at most 3), a difference of up to one step of the
+  coarser one (here 0.1 kWh) is tolerated; readings of equal precision must
+  not go down at all (``drop_tolerance``).
 * The outbox keeps at most ``OUTBOX_MAX_READINGS`` readings, pending, held and
   rejected alike; beyond that the oldest readings of all queues go first,
   whatever their kind, so old stuck readings never push fresh ones out.
@@ -20,7 +28,7 @@ from dataclasses import dataclass, field
 import heapq
 
 from ..api import Reading
-from ..const import LOGGER, OUTBOX_MAX_READINGS
+from ..const import LOGGER, OUTBOX_MAX_READINGS, READING_DECIMALS
 from ..meters import round_kwh
 from .format import Destination, Queue, Series, from_epoch, to_epoch
 
@@ -53,6 +61,47 @@ class AddResult:
         self.dropped += other.dropped
 
 
+def _decimals(milli: int) -> int:
+    """Return the decimals a reading (in Wh, i.e. kWh * 1000) was given with."""
+    decimals = READING_DECIMALS
+    while decimals and milli % 10 == 0:
+        milli //= 10
+        decimals -= 1
+    return decimals
+
+
+def drop_tolerance(first: int, second: int) -> int:
+    """Return how much (Wh) ``second`` may be below ``first`` without a drop.
+
+    Readings in Wh. Zero for readings of the same precision; else one step of
+    the coarser reading's last decimal (1234.567 and 1234.5: 100 Wh).
+    """
+    coarser = min(_decimals(first), _decimals(second))
+    if coarser == max(_decimals(first), _decimals(second)):
+        return 0
+    return int(10 ** (READING_DECIMALS - coarser))
+
+
+def _is_drop(higher: float, lower: float) -> bool:
+    """Return whether ``lower`` (the later reading) is a drop from ``higher``."""
+    first, second = round(higher * 1000), round(lower * 1000)
+    return second < first - drop_tolerance(first, second)
+
+
+def drop_of(queue: Queue, when: int, value: float) -> tuple[float, float] | None:
+    """Return (from, to) if a reading at ``when`` is a drop against its neighbours.
+
+    ``from`` is the higher, earlier value and ``to`` the lower, later one: the
+    reading and its neighbour before it, or its neighbour after it and itself.
+    """
+    before, after = queue.neighbours(when)
+    if before is not None and _is_drop(before, value):
+        return before, value
+    if after is not None and _is_drop(value, after):
+        return value, after
+    return None
+
+
 def add_readings(
     queue: Queue, destination: Destination, readings: Iterable[Reading]
 ) -> AddResult:
@@ -64,18 +113,17 @@ def add_readings(
         if queue.contains(when):
             result.duplicates += 1
             continue
-        baseline = queue.baseline(when)
-        if baseline is not None and value < baseline:
+        if (drop := drop_of(queue, when, value)) is not None:
             queue.held.insert(when, value)
             result.held += 1
             LOGGER.warning(
-                "Reading %s kWh of %s / %s at %s is lower than the one before "
-                "(%s kWh); held back until you decide in Repairs",
+                "Reading %s kWh of %s / %s at %s is a drop (%s kWh, then %s kWh); "
+                "held back until you decide in Repairs",
                 value,
                 destination.device_ref,
                 destination.register_ref,
                 from_epoch(when).isoformat(),
-                baseline,
+                *drop,
             )
             continue
         queue.pending.insert(when, value)
