@@ -125,7 +125,13 @@ def login_still_works(
     home_assistant: HomeAssistantProcess, sandbox: SandboxProcess
 ) -> None:
     """Assert that zevvy's entry runs on the first login: no new login asked for."""
-    entry = home_assistant.config_entries("zevvy")[0]
+    entry = wait_for(
+        lambda: (entry := home_assistant.config_entries("zevvy")[0])["state"]
+        not in ("not_loaded", "setup_in_progress")
+        and entry,
+        timeout=30,
+        message="the zevvy entry's setup",
+    )
     assert entry["state"] == "loaded", entry
     # No reauthentication waiting in Settings > Devices & services.
     flows = websocket(home_assistant, {"type": "config_entries/flow/progress"})
@@ -197,6 +203,7 @@ def test_kill_9_after_a_tick_and_refresh_loses_and_repeats_nothing(
     # --- Started again: the login works, the readings arrive. --------------
     second = first + QUARTER
     home_assistant.start(clock=second - timedelta(seconds=LEAD))
+    login_still_works(home_assistant, sandbox)
     wait_for(
         lambda: len(stored(sandbox)) == len(meters),
         timeout=LEAD,
