@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -292,7 +293,7 @@ def test_one_register_refused_never_delays_the_others(
             for entity_id in good
         }
         wait_for(
-            lambda expected=expected: set(stored(sandbox)) == expected,
+            partial(lambda wanted: set(stored(sandbox)) == wanted, expected),
             timeout=5 + ON_TIME if index else LEAD + ON_TIME,
             message=f"the good meters' readings of {quarter} on time",
         )
