@@ -27,8 +27,9 @@ from homeassistant.util import dt as dt_util
 
 from .api import Reading, TokenManager, ZevvyClient
 from .const import COLLECT_INTERVAL_MINUTES, DOMAIN, LOGGER
-from .meters import resolve_meters, state_to_kwh
+from .meters import resolve_meters
 from .outbox import AddResult, Destination, Outbox, QueueView, is_meter_key
+from .running_total import RunningTotals
 from .sender import Sender, SendError
 
 # Seconds between two status updates while the outbox changes (confirmations).
@@ -133,6 +134,9 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
             track=self._track,
             on_round=self._async_publish,
         )
+        # Each meter's reading from its sensor's state (a running total for
+        # sensors that restart from zero).
+        self.readings = RunningTotals(hass, config_entry, outbox)
         self._unsub_tick: CALLBACK_TYPE | None = None
         self._unsub_outbox: CALLBACK_TYPE | None = None
         self._unsub_publish: CALLBACK_TYPE | None = None
@@ -201,6 +205,7 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
         """Start the quarter-hour schedule and send what waits from before."""
         self._stopped = False
         self._unsub_outbox = self.outbox.async_add_listener(self._async_outbox_changed)
+        self.readings.async_start()
         self._schedule_tick()
         if self.outbox.pending_count:
             self.sender.async_start_send()
@@ -209,6 +214,7 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
         """Stop timers and sending and write the outbox (entry unload)."""
         self._stopped = True
         self.sender.async_stop()
+        self.readings.async_stop()
         for unsub in (self._unsub_tick, self._unsub_outbox, self._unsub_publish):
             if unsub is not None:
                 unsub()
@@ -301,7 +307,8 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
         await self._async_prune_removed_meters()
         items: list[tuple[Destination, tuple[Reading]]] = []
         for meter in resolve_meters(self.hass, self.config_entry):
-            value = state_to_kwh(self.hass.states.get(meter.entity_id))
+            state = self.hass.states.get(meter.entity_id)
+            value = self.readings.reading(meter, state, read_at)
             if value is None:
                 LOGGER.debug("No reading for %s at %s", meter.entity_id, read_at)
                 continue

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 import threading
+from typing import Any
 
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 
@@ -19,7 +20,16 @@ from ..api import Reading
 from ..const import LOGGER, READING_DECIMALS
 from ..issues import IssueKind, async_create_issue, async_delete_issue
 from . import policy
-from .format import Destination, Queue, Series, decode, from_epoch, snapshot, to_epoch
+from .format import (
+    Destination,
+    Queue,
+    Series,
+    decode,
+    decode_meter_states,
+    from_epoch,
+    snapshot,
+    to_epoch,
+)
 from .policy import AddResult
 from .store import OutboxStore
 
@@ -69,13 +79,15 @@ class Outbox:
         self.entry_id = entry_id
         self._queues: dict[str, Queue] = {}
         self._overflow_dropped = 0
+        # Per meter key: what a reading source remembers (running_total.py).
+        self._meter_states: dict[str, dict[str, Any]] = {}
         # Guards the queues against a snapshot taken in the executor.
         self._lock = threading.RLock()
         self._listeners: list[Callable[[], None]] = []
         self.storage = OutboxStore(
             hass,
             entry_id,
-            lambda: snapshot(self._queues, self._overflow_dropped),
+            lambda: snapshot(self._queues, self._overflow_dropped, self._meter_states),
             self._lock,
         )
 
@@ -85,6 +97,7 @@ class Outbox:
         """Load the outbox from storage."""
         if data := await self.storage.async_load():
             self._queues, self._overflow_dropped = decode(data)
+            self._meter_states = decode_meter_states(data)
         LOGGER.debug(
             "Outbox %s loaded: %s readings pending", self.entry_id, self.pending_count
         )
@@ -106,6 +119,7 @@ class Outbox:
         """Delete the stored outbox (the config entry is being removed)."""
         with self._lock:
             self._queues.clear()
+            self._meter_states.clear()
         await self.storage.async_remove()
 
     # --- listeners ----------------------------------------------------------
@@ -139,8 +153,8 @@ class Outbox:
 
     @property
     def keys(self) -> list[str]:
-        """Return the keys of all queues."""
-        return list(self._queues)
+        """Return the keys of all queues (and of meters with a stored state)."""
+        return list(self._queues.keys() | self._meter_states.keys())
 
     def views(self) -> dict[str, QueueView]:
         """Return what each queue holds, by key."""
@@ -183,6 +197,17 @@ class Outbox:
         """Return keys that have readings to send, oldest first reading first."""
         keyed = [(q.pending.times[0], k) for k, q in self._queues.items() if q.pending]
         return [key for _, key in sorted(keyed)]
+
+    def meter_states(self) -> dict[str, dict[str, Any]]:
+        """Return the stored states of the meters' reading sources, by key."""
+        return dict(self._meter_states)
+
+    @callback
+    def set_meter_state(self, key: str, data: dict[str, Any]) -> None:
+        """Keep a meter's reading-source state (a new dict); write soon."""
+        with self._lock:
+            self._meter_states[key] = data
+        self.async_schedule_save()
 
     # --- adding -------------------------------------------------------------
 
@@ -383,6 +408,7 @@ class Outbox:
         """A meter was removed: drop everything it still had (and its issues)."""
         with self._lock:
             queue = self._queues.pop(key, None)
+            self._meter_states.pop(key, None)
         if queue is None:
             return 0
         for kind in (IssueKind.READING_HELD, IssueKind.BATCH_REJECTED):

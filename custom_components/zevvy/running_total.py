@@ -1,0 +1,383 @@
+"""Running totals: a meter reading that only goes up, from a sensor that restarts.
+
+Many chargers and counters restart from zero: wallbox's ``added_energy`` and
+peblar's ``energy_session`` per charging session, daily counters, utility_meter
+cycles. A meter with the reading source "running total" delivers
+
+    reading(Q) = start value + what the sensor counted from the meter's start to Q
+
+adding across resets by the rule Home Assistant's statistics use for the ``sum``
+of an energy sensor (``compile_statistics`` in
+homeassistant/components/sensor/recorder.py, mirrored in ``count``):
+
+* ``total_increasing``: a value below 90 % of the one before is a reset (a new
+  cycle counted from 0, so the new value counts fully); a smaller dip is counted
+  as a decrease (the reading goes down and the outbox holds it back); negative
+  values are ignored.
+* ``total``: a new ``last_reset`` starts a new cycle from 0; otherwise the
+  difference counts.
+* The first value is the zero point; unknown, unavailable and non-numeric states
+  are skipped.
+
+The tracker sees every state change of its meters (as the recorder does), so a
+session that ends and restarts between two quarter hours is counted. Per meter it
+keeps a ``RunningState`` (last value, counted so far, ``last_reset``, the counted
+amount at recent quarter hours) persisted with the outbox, so it survives
+restarts (a reset while Home Assistant was stopped is seen on the first state
+after the start), reauthentication and outages.
+
+The value at quarter hour Q is the one after the last state *before* Q, like a
+statistics row ending at Q. History (``history.py``) computes the same readings
+from the statistics: start value + sum(Q) - sum(start); both count from the
+meter's start (``start_at``, the first quarter hour after the meter was added or
+switched), so live ticks, gap fill and ``upload_history`` agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+import math
+from typing import Any, Final
+
+from homeassistant.components.sensor import (
+    ATTR_LAST_RESET,
+    ATTR_STATE_CLASS,
+    SensorStateClass,
+)
+from homeassistant.config_entries import ConfigEntry
+from homeassistant.const import ATTR_UNIT_OF_MEASUREMENT, UnitOfEnergy
+from homeassistant.core import (
+    CALLBACK_TYPE,
+    Event,
+    EventStateChangedData,
+    HomeAssistant,
+    State,
+    callback,
+)
+from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.event import async_track_state_change_event
+from homeassistant.util import dt as dt_util
+from homeassistant.util.unit_conversion import EnergyConverter
+
+from .const import COLLECT_INTERVAL_MINUTES
+from .helpers import async_on_entry_updated
+from .meters import (
+    ENERGY_UNITS,
+    Meter,
+    friendly_name,
+    resolve_meters,
+    state_to_kwh,
+    to_kwh,
+)
+from .outbox import Outbox
+
+QUARTER: Final = COLLECT_INTERVAL_MINUTES * 60
+# Home Assistant's rule: a total_increasing value below this share of the one
+# before is a meter reset (``reset_detected`` in sensor/recorder.py).
+RESET_RATIO: Final = 0.9
+# Seconds of quarter-hour marks kept: how late a tick may ask for a quarter hour.
+MARKS_KEPT: Final = 24 * 3600
+
+# Words in a sensor's translation key, entity id or name that say it restarts
+# from zero (peblar ``energy_session``, tesla_wall_connector
+# ``session_energy_wh``, daily and per-cycle counters).
+_RESTARTING_WORDS: Final = ("session", "daily", "cycle")
+# Integrations whose energy sensors restart although no word says so: wallbox
+# ``added_energy`` (per charging session), ohme ``energy`` (per session), and the
+# utility_meter helper (per cycle). None: every energy sensor of the platform.
+_RESTARTING_PLATFORMS: Final[Mapping[str, frozenset[str] | None]] = {
+    "wallbox": frozenset({"added_energy", "added_discharged_energy"}),
+    "ohme": None,
+    "utility_meter": None,
+}
+
+
+@callback
+def restarts_from_zero(hass: HomeAssistant, entity_entry: er.RegistryEntry) -> bool:
+    """Return whether a sensor restarts from zero: a running total suits it.
+
+    A ``last_reset`` attribute, a translation key, entity id or name that says
+    session, daily or cycle, or an integration known for such sensors (wallbox's
+    ``added_energy``, ohme, the utility_meter helper).
+    """
+    state = hass.states.get(entity_entry.entity_id)
+    if state is not None and state.attributes.get(ATTR_LAST_RESET) is not None:
+        return True
+    if entity_entry.platform in _RESTARTING_PLATFORMS:
+        keys = _RESTARTING_PLATFORMS[entity_entry.platform]
+        if keys is None or entity_entry.translation_key in keys:
+            return True
+    words = " ".join(
+        text
+        for text in (
+            entity_entry.translation_key,
+            entity_entry.entity_id,
+            entity_entry.original_name,
+            entity_entry.name,
+            friendly_name(hass, entity_entry),
+        )
+        if text
+    ).casefold()
+    return any(word in words for word in _RESTARTING_WORDS)
+
+
+def _last_reset(value: Any) -> str | None:
+    """Return ``last_reset`` as a UTC ISO string (None if missing or invalid)."""
+    if not isinstance(value, str) or (moment := dt_util.parse_datetime(value)) is None:
+        return None
+    return dt_util.as_utc(moment).isoformat()
+
+
+@dataclass(slots=True)
+class RunningState:
+    """What a running total remembers of its sensor (persisted with the outbox).
+
+    ``counted`` is what the sensor counted since the tracker first saw it (kWh);
+    ``marks`` the counted amount at recent quarter hours crossed by a state
+    change; ``known_from``: quarter hours up to it cannot be answered.
+    ``start_at``/``start_counted``: the counted amount at the meter's start.
+    """
+
+    value: float | None = None
+    last_reset: str | None = None
+    counted: float = 0.0
+    seen: float | None = None
+    known_from: float = 0.0
+    marks: list[tuple[int, float]] = field(default_factory=list)
+    start_at: int | None = None
+    start_counted: float | None = None
+
+    def count(self, value: float, last_reset: str | None, state_class: Any) -> None:
+        """Add one sensor value by Home Assistant's statistics rule."""
+        previous = self.value
+        if (
+            state_class != SensorStateClass.TOTAL_INCREASING
+            and last_reset is not None
+            and last_reset != self.last_reset
+        ):
+            # A new cycle (or the zero point): it counts from 0.
+            self.last_reset = last_reset
+            self.counted += 0.0 if previous is None else value
+        elif previous is None:
+            pass  # the zero point
+        elif state_class == SensorStateClass.TOTAL_INCREASING:
+            if value < 0:
+                return  # Home Assistant ignores it
+            reset = value < RESET_RATIO * previous
+            self.counted += value if reset else value - previous
+        else:
+            self.counted += value - previous
+        self.value = value
+
+    def apply(
+        self, when: float, value: float, last_reset: str | None, state_class: Any
+    ) -> bool:
+        """Take a sensor state of time ``when``; False if not newer than the last."""
+        if self.seen is not None and when <= self.seen:
+            return False
+        if self.seen is None:
+            self.known_from = when
+        elif (quarter := int(when - when % QUARTER)) > self.seen:
+            # The counted amount at the newest quarter hour this state crosses.
+            self.marks.append((quarter, self.counted))
+        self.count(value, last_reset, state_class)
+        self.seen = when
+        while self.marks and self.marks[0][0] < when - MARKS_KEPT:
+            self.known_from = max(self.known_from, self.marks.pop(0)[0])
+        return True
+
+    def counted_at(self, quarter: int) -> float | None:
+        """Return the counted amount at a quarter hour, None if unknown."""
+        if self.seen is None or quarter <= self.known_from:
+            return None
+        if self.seen < quarter:
+            return self.counted
+        return next((counted for when, counted in self.marks if when >= quarter), None)
+
+    def reading_at(self, quarter: int, start_value: float) -> float | None:
+        """Return the running total at a quarter hour (kWh), None if unknown."""
+        if self.start_at is None or quarter < self.start_at:
+            return None
+        if self.start_counted is None:
+            start = self.counted_at(self.start_at)
+            if start is None:
+                return None
+            self.start_counted = start
+        counted = self.counted_at(quarter)
+        if counted is None:
+            return None
+        return to_kwh(
+            start_value + counted - self.start_counted, UnitOfEnergy.KILO_WATT_HOUR
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the stored form."""
+        return {
+            "value": self.value,
+            "last_reset": self.last_reset,
+            "counted": self.counted,
+            "seen": self.seen,
+            "known_from": self.known_from,
+            "marks": [list(mark) for mark in self.marks],
+            "start_at": self.start_at,
+            "start_counted": self.start_counted,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunningState:
+        """Build the state from its stored form."""
+        return cls(
+            value=data.get("value"),
+            last_reset=data.get("last_reset"),
+            counted=float(data.get("counted") or 0.0),
+            seen=data.get("seen"),
+            known_from=float(data.get("known_from") or 0.0),
+            marks=[
+                (int(when), float(counted)) for when, counted in data.get("marks") or []
+            ],
+            start_at=data.get("start_at"),
+            start_counted=data.get("start_counted"),
+        )
+
+
+def state_value(state: State) -> tuple[float, str | None, Any] | None:
+    """Return (kWh, last_reset, state class) of a state, None if not numeric.
+
+    Unlike a reading, the value is neither rounded nor refused when negative
+    (the rule decides).
+    """
+    unit = state.attributes.get(ATTR_UNIT_OF_MEASUREMENT)
+    if unit not in ENERGY_UNITS:
+        return None
+    try:
+        value = float(state.state)
+    except ValueError:
+        return None
+    if not math.isfinite(value):
+        return None
+    return (
+        EnergyConverter.convert(value, unit, UnitOfEnergy.KILO_WATT_HOUR),
+        _last_reset(state.attributes.get(ATTR_LAST_RESET)),
+        state.attributes.get(ATTR_STATE_CLASS),
+    )
+
+
+class RunningTotals:
+    """The running totals of an entry's meters, fed by their state changes.
+
+    ``reading`` is the collector's hook: the reading of any meter for a quarter
+    hour (the sensor's value, or the running total).
+    """
+
+    def __init__(
+        self, hass: HomeAssistant, entry: ConfigEntry[Any], outbox: Outbox
+    ) -> None:
+        """Create the tracker; ``async_start`` loads the states and subscribes."""
+        self._hass = hass
+        self._entry = entry
+        self._outbox = outbox
+        self._states: dict[str, RunningState] = {}
+        self._meters: dict[str, Meter] = {}  # by entity id
+        self._unsub: CALLBACK_TYPE | None = None
+
+    @callback
+    def async_start(self) -> None:
+        """Load the persisted states, follow the meters and their changes."""
+        self._states = {
+            key: RunningState.from_json(data)
+            for key, data in self._outbox.meter_states().items()
+        }
+        async_on_entry_updated(self._hass, self._entry, self.async_sync)
+        self.async_sync()
+
+    @callback
+    def async_stop(self) -> None:
+        """Stop following state changes."""
+        if self._unsub is not None:
+            self._unsub()
+            self._unsub = None
+
+    @callback
+    def async_sync(self) -> None:
+        """Follow the running-total meters (after a meter was added or changed)."""
+        meters = {
+            meter.entity_id: meter
+            for meter in resolve_meters(self._hass, self._entry)
+            if meter.running_total
+        }
+        for meter in meters.values():
+            state = self._states.setdefault(meter.subentry_id, RunningState())
+            if state.start_at != meter.start_at:
+                # A new start (added, or switched to a running total).
+                state.start_at, state.start_counted = meter.start_at, None
+            self._apply(meter, self._hass.states.get(meter.entity_id))
+            self._store(meter.subentry_id)
+        if set(meters) != set(self._meters):
+            self.async_stop()
+            if meters:
+                self._unsub = async_track_state_change_event(
+                    self._hass, list(meters), self._async_state_changed
+                )
+        self._meters = meters
+
+    @callback
+    def _async_state_changed(self, event: Event[EventStateChangedData]) -> None:
+        meter = self._meters.get(event.data["entity_id"])
+        if meter is not None and self._apply(meter, event.data["new_state"]):
+            self._store(meter.subentry_id)
+
+    def _apply(self, meter: Meter, state: State | None) -> bool:
+        if state is None or (found := state_value(state)) is None:
+            return False
+        running = self._states.setdefault(meter.subentry_id, RunningState())
+        return running.apply(state.last_updated_timestamp, *found)
+
+    def _store(self, key: str) -> None:
+        self._outbox.set_meter_state(key, self._states[key].to_json())
+
+    def reading(
+        self, meter: Meter, state: State | None, read_at: datetime
+    ) -> float | None:
+        """Return a meter's reading for the quarter hour ``read_at`` (kWh).
+
+        ``state`` is the sensor's state at ``read_at``: its value for a meter
+        register, and one more state change for a running total (already seen
+        ones are ignored). None: no reading for this quarter hour.
+        """
+        if not meter.running_total:
+            return state_to_kwh(state)
+        if self._apply(meter, state):
+            self._store(meter.subentry_id)
+        running = self._states.get(meter.subentry_id)
+        if running is None:
+            return None
+        had_start = running.start_counted is not None
+        value = running.reading_at(int(read_at.timestamp()), meter.start_value)
+        if not had_start and running.start_counted is not None:
+            self._store(meter.subentry_id)
+        return value
+
+    @callback
+    def async_seed(self, meter: Meter, start_at: int, value: float) -> None:
+        """Continue from a delivered sensor value: it was ``value`` at ``start_at``.
+
+        Used when a meter register is switched to a running total: the running
+        total starts at the last reading zevvy has, and the sensor is taken to
+        have read ``value`` then, so that what it counted since (a reset counted
+        from zero) is added by the next state.
+        """
+        running = self._states[meter.subentry_id] = RunningState(
+            value=value,
+            seen=start_at - 1,
+            known_from=start_at - 1,
+            start_at=start_at,
+            start_counted=0.0,
+        )
+        state = self._hass.states.get(meter.entity_id)
+        if state is not None and (found := state_value(state)) and found[0] >= value:
+            # Not lower: taken as the same cycle (a new last_reset would count
+            # the whole value again).
+            running.last_reset = found[1]
+        self._store(meter.subentry_id)
