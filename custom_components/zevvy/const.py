@@ -42,6 +42,9 @@ SOURCE_SENSOR: Final = "sensor"
 SOURCE_RUNNING_TOTAL: Final = "running_total"
 CONF_START_VALUE: Final = "start_value"
 CONF_START_AT: Final = "start_at"
+# Continuing a meter register's series: the sensor's value at ``start_at`` (the
+# last reading zevvy received), so that a reset since is counted.
+CONF_START_SEED: Final = "start_seed"
 
 # Readings.
 # Quarter-hour collection slots, in minutes.

@@ -29,7 +29,7 @@ from .api import Reading, TokenManager, ZevvyClient
 from .const import COLLECT_INTERVAL_MINUTES, DOMAIN, LOGGER
 from .meters import resolve_meters
 from .outbox import AddResult, Destination, Outbox, QueueView, is_meter_key
-from .running_total import RunningTotals
+from .readings import MeterReadings
 from .sender import Sender, SendError
 
 # Seconds between two status updates while the outbox changes (confirmations).
@@ -136,7 +136,7 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
         )
         # Each meter's reading from its sensor's state (a running total for
         # sensors that restart from zero).
-        self.readings = RunningTotals(hass, config_entry, outbox)
+        self.readings = MeterReadings(hass, config_entry, outbox)
         self._unsub_tick: CALLBACK_TYPE | None = None
         self._unsub_outbox: CALLBACK_TYPE | None = None
         self._unsub_publish: CALLBACK_TYPE | None = None

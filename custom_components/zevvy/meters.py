@@ -56,6 +56,7 @@ from .const import (
     CONF_READING_SOURCE,
     CONF_REGISTER_REF,
     CONF_START_AT,
+    CONF_START_SEED,
     CONF_START_VALUE,
     READING_DECIMALS,
     SOURCE_RUNNING_TOTAL,
@@ -104,6 +105,7 @@ class Meter:
     reading_source: str = SOURCE_SENSOR
     start_value: float = 0.0  # running total: the reading at ``start_at``
     start_at: int | None = None  # running total: its start (epoch, a quarter hour)
+    start_seed: float | None = None  # the sensor's value at start_at, if known
 
     @property
     def running_total(self) -> bool:
@@ -137,15 +139,18 @@ def meter_title(device_ref: str, register_ref: str) -> str:
 
 
 def source_data(
-    reading_source: str, start_value: float, start_at: int | None
+    reading_source: str,
+    start_value: float = 0.0,
+    start_at: int | None = None,
+    start_seed: float | None = None,
 ) -> dict[str, Any]:
-    """Return a meter's reading source as subentry data."""
-    if reading_source != SOURCE_RUNNING_TOTAL:
-        return {CONF_READING_SOURCE: SOURCE_SENSOR}
+    """Return a meter's reading source as subentry data (all keys, for updates)."""
+    running = reading_source == SOURCE_RUNNING_TOTAL
     return {
-        CONF_READING_SOURCE: SOURCE_RUNNING_TOTAL,
-        CONF_START_VALUE: round_kwh(start_value),
-        CONF_START_AT: start_at,
+        CONF_READING_SOURCE: SOURCE_RUNNING_TOTAL if running else SOURCE_SENSOR,
+        CONF_START_VALUE: round_kwh(start_value) if running else None,
+        CONF_START_AT: start_at if running else None,
+        CONF_START_SEED: start_seed if running else None,
     }
 
 
@@ -165,7 +170,7 @@ def meter_subentry_data(
             CONF_ENTITY_ID: entity_entry.entity_id,
             CONF_DEVICE_REF: device_ref,
             CONF_REGISTER_REF: register_ref,
-            **(source or source_data(SOURCE_SENSOR, 0.0, None)),
+            **(source or source_data(SOURCE_SENSOR)),
         },
         subentry_type=SUBENTRY_TYPE_METER,
         title=meter_title(device_ref, register_ref),
@@ -422,6 +427,7 @@ def check_meters(hass: HomeAssistant, entry: ConfigEntry[Any]) -> list[MeterChec
                 reading_source=data.get(CONF_READING_SOURCE, SOURCE_SENSOR),
                 start_value=float(data.get(CONF_START_VALUE) or 0.0),
                 start_at=data.get(CONF_START_AT),
+                start_seed=data.get(CONF_START_SEED),
             )
         checks.append(
             MeterCheck(

@@ -19,12 +19,13 @@ homeassistant/components/sensor/recorder.py, mirrored in ``count``):
 * The first value is the zero point; unknown, unavailable and non-numeric states
   are skipped.
 
-The tracker sees every state change of its meters (as the recorder does), so a
-session that ends and restarts between two quarter hours is counted. Per meter it
-keeps a ``RunningState`` (last value, counted so far, ``last_reset``, the counted
-amount at recent quarter hours) persisted with the outbox, so it survives
-restarts (a reset while Home Assistant was stopped is seen on the first state
-after the start), reauthentication and outages.
+``readings.py`` feeds every state change of the meters' sensors (as the recorder
+sees them) into a ``RunningState`` per meter (last value, counted so far,
+``last_reset``, the counted amount at recent quarter hours), persisted with the
+outbox, so that a session that ends and restarts between two quarter hours is
+counted and the total survives restarts (a reset while Home Assistant was
+stopped is seen on the first state after the start), reauthentication and
+outages.
 
 The value at quarter hour Q is the one after the last state *before* Q, like a
 statistics row ending at Q. History (``history.py``) computes the same readings
@@ -37,7 +38,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 import math
 from typing import Any, Final
 
@@ -46,33 +46,25 @@ from homeassistant.components.sensor import (
     ATTR_STATE_CLASS,
     SensorStateClass,
 )
-from homeassistant.config_entries import ConfigEntry
 from homeassistant.const import ATTR_UNIT_OF_MEASUREMENT, UnitOfEnergy
 from homeassistant.core import (
-    CALLBACK_TYPE,
-    Event,
-    EventStateChangedData,
     HomeAssistant,
     State,
     callback,
 )
 from homeassistant.helpers import entity_registry as er
-from homeassistant.helpers.event import async_track_state_change_event
 from homeassistant.util import dt as dt_util
 from homeassistant.util.unit_conversion import EnergyConverter
 
-from .const import COLLECT_INTERVAL_MINUTES
-from .helpers import async_on_entry_updated
+from .const import COLLECT_INTERVAL_MINUTES, LOGGER
 from .meters import (
     ENERGY_UNITS,
     Meter,
     friendly_name,
-    resolve_meters,
-    state_to_kwh,
     to_kwh,
 )
-from .outbox import Outbox
 
+RECORDER_DOMAIN: Final = "recorder"
 QUARTER: Final = COLLECT_INTERVAL_MINUTES * 60
 # Home Assistant's rule: a total_increasing value below this share of the one
 # before is a meter reset (``reset_detected`` in sensor/recorder.py).
@@ -149,6 +141,31 @@ class RunningState:
     start_at: int | None = None
     start_counted: float | None = None
 
+    def restart(self, meter: Meter, state: State | None) -> RunningState:
+        """Return the state for a new start of the meter (its ``start_at``).
+
+        Continuing a meter register's series (``start_seed``: the sensor read
+        that at the start, the last reading zevvy has), counting starts there:
+        the next state adds what the sensor counted since (a reset from zero).
+        Otherwise the counting goes on and the new start is looked up.
+        """
+        if meter.start_at is None or meter.start_seed is None:
+            self.start_at, self.start_counted = meter.start_at, None
+            return self
+        running = RunningState(
+            value=meter.start_seed,
+            seen=meter.start_at - 1,
+            known_from=meter.start_at - 1,
+            start_at=meter.start_at,
+            start_counted=0.0,
+        )
+        found = None if state is None else state_value(state)
+        if found is not None and found[0] >= meter.start_seed:
+            # Not lower: the same cycle (a new last_reset would count the whole
+            # value again).
+            running.last_reset = found[1]
+        return running
+
     def count(self, value: float, last_reset: str | None, state_class: Any) -> None:
         """Add one sensor value by Home Assistant's statistics rule."""
         previous = self.value
@@ -202,6 +219,19 @@ class RunningState:
             return None
         if self.start_counted is None:
             start = self.counted_at(self.start_at)
+            if (
+                start is None
+                and self.seen is not None
+                and self.start_at <= self.known_from
+            ):
+                # Nothing known of the start (its state was lost): the running
+                # total starts at the first state known instead.
+                LOGGER.warning(
+                    "Running total: the sensor's state at the meter's start is "
+                    "unknown; counting from %s",
+                    dt_util.utc_from_timestamp(self.known_from).isoformat(),
+                )
+                start = self.counted_at(int(self.known_from) + 1)
             if start is None:
                 return None
             self.start_counted = start
@@ -262,122 +292,3 @@ def state_value(state: State) -> tuple[float, str | None, Any] | None:
         _last_reset(state.attributes.get(ATTR_LAST_RESET)),
         state.attributes.get(ATTR_STATE_CLASS),
     )
-
-
-class RunningTotals:
-    """The running totals of an entry's meters, fed by their state changes.
-
-    ``reading`` is the collector's hook: the reading of any meter for a quarter
-    hour (the sensor's value, or the running total).
-    """
-
-    def __init__(
-        self, hass: HomeAssistant, entry: ConfigEntry[Any], outbox: Outbox
-    ) -> None:
-        """Create the tracker; ``async_start`` loads the states and subscribes."""
-        self._hass = hass
-        self._entry = entry
-        self._outbox = outbox
-        self._states: dict[str, RunningState] = {}
-        self._meters: dict[str, Meter] = {}  # by entity id
-        self._unsub: CALLBACK_TYPE | None = None
-
-    @callback
-    def async_start(self) -> None:
-        """Load the persisted states, follow the meters and their changes."""
-        self._states = {
-            key: RunningState.from_json(data)
-            for key, data in self._outbox.meter_states().items()
-        }
-        async_on_entry_updated(self._hass, self._entry, self.async_sync)
-        self.async_sync()
-
-    @callback
-    def async_stop(self) -> None:
-        """Stop following state changes."""
-        if self._unsub is not None:
-            self._unsub()
-            self._unsub = None
-
-    @callback
-    def async_sync(self) -> None:
-        """Follow the running-total meters (after a meter was added or changed)."""
-        meters = {
-            meter.entity_id: meter
-            for meter in resolve_meters(self._hass, self._entry)
-            if meter.running_total
-        }
-        for meter in meters.values():
-            state = self._states.setdefault(meter.subentry_id, RunningState())
-            if state.start_at != meter.start_at:
-                # A new start (added, or switched to a running total).
-                state.start_at, state.start_counted = meter.start_at, None
-            self._apply(meter, self._hass.states.get(meter.entity_id))
-            self._store(meter.subentry_id)
-        if set(meters) != set(self._meters):
-            self.async_stop()
-            if meters:
-                self._unsub = async_track_state_change_event(
-                    self._hass, list(meters), self._async_state_changed
-                )
-        self._meters = meters
-
-    @callback
-    def _async_state_changed(self, event: Event[EventStateChangedData]) -> None:
-        meter = self._meters.get(event.data["entity_id"])
-        if meter is not None and self._apply(meter, event.data["new_state"]):
-            self._store(meter.subentry_id)
-
-    def _apply(self, meter: Meter, state: State | None) -> bool:
-        if state is None or (found := state_value(state)) is None:
-            return False
-        running = self._states.setdefault(meter.subentry_id, RunningState())
-        return running.apply(state.last_updated_timestamp, *found)
-
-    def _store(self, key: str) -> None:
-        self._outbox.set_meter_state(key, self._states[key].to_json())
-
-    def reading(
-        self, meter: Meter, state: State | None, read_at: datetime
-    ) -> float | None:
-        """Return a meter's reading for the quarter hour ``read_at`` (kWh).
-
-        ``state`` is the sensor's state at ``read_at``: its value for a meter
-        register, and one more state change for a running total (already seen
-        ones are ignored). None: no reading for this quarter hour.
-        """
-        if not meter.running_total:
-            return state_to_kwh(state)
-        if self._apply(meter, state):
-            self._store(meter.subentry_id)
-        running = self._states.get(meter.subentry_id)
-        if running is None:
-            return None
-        had_start = running.start_counted is not None
-        value = running.reading_at(int(read_at.timestamp()), meter.start_value)
-        if not had_start and running.start_counted is not None:
-            self._store(meter.subentry_id)
-        return value
-
-    @callback
-    def async_seed(self, meter: Meter, start_at: int, value: float) -> None:
-        """Continue from a delivered sensor value: it was ``value`` at ``start_at``.
-
-        Used when a meter register is switched to a running total: the running
-        total starts at the last reading zevvy has, and the sensor is taken to
-        have read ``value`` then, so that what it counted since (a reset counted
-        from zero) is added by the next state.
-        """
-        running = self._states[meter.subentry_id] = RunningState(
-            value=value,
-            seen=start_at - 1,
-            known_from=start_at - 1,
-            start_at=start_at,
-            start_counted=0.0,
-        )
-        state = self._hass.states.get(meter.entity_id)
-        if state is not None and (found := state_value(state)) and found[0] >= value:
-            # Not lower: taken as the same cycle (a new last_reset would count
-            # the whole value again).
-            running.last_reset = found[1]
-        self._store(meter.subentry_id)

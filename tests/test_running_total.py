@@ -1,0 +1,219 @@
+"""Chargers and counters that restart from zero: a reading that only goes up.
+
+A meter with the reading source "running total" delivers its start value plus
+everything its sensor counted since, across resets, by Home Assistant's
+statistics rule. The sensors here have the shapes of real ones: wallbox's
+``added_energy`` (kWh, total_increasing, back to 0 at each charging session),
+peblar's ``energy_session`` (Wh), a utility_meter daily cycle (``total`` with
+``last_reset``). The clock is frozen; ticks fire on the quarter hours; readings
+travel to the sandbox over HTTP.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from freezegun.api import FrozenDateTimeFactory
+from homeassistant.config_entries import ConfigEntryState, ConfigSubentry
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import entity_registry as er, issue_registry as ir
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_fire_time_changed,
+)
+
+from custom_components.zevvy.const import (
+    CONF_DEVICE_REF,
+    CONF_ENTITY_ID,
+    CONF_ENTITY_REGISTRY_ID,
+    CONF_REGISTER_REF,
+    DOMAIN,
+    SOURCE_RUNNING_TOTAL,
+    SUBENTRY_TYPE_METER,
+)
+from custom_components.zevvy.coordinator import ZevvyCoordinator
+from custom_components.zevvy.meters import meter_title, source_data
+from zevvy_sandbox import ZevvySandbox
+
+START = datetime(2026, 11, 26, 12, 7, tzinfo=UTC)
+Q0 = datetime(2026, 11, 26, 12, 15, tzinfo=UTC)
+
+KWH_SESSION = {"unit_of_measurement": "kWh", "state_class": "total_increasing"}
+WH_SESSION = {"unit_of_measurement": "Wh", "state_class": "total_increasing"}
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+
+def add_sensor(
+    hass: HomeAssistant,
+    name: str,
+    value: str,
+    attributes: dict[str, Any],
+    platform: str = "test",
+) -> er.RegistryEntry:
+    """Register a sensor and set its first state."""
+    entity = er.async_get(hass).async_get_or_create(
+        "sensor", platform, f"uid_{name}", suggested_object_id=name
+    )
+    hass.states.async_set(entity.entity_id, value, attributes)
+    return entity
+
+
+def add_running_meter(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    entity: er.RegistryEntry,
+    *,
+    device: str,
+    start_value: float = 0.0,
+    start_at: datetime = Q0,
+) -> str:
+    """Add a running-total meter subentry for ``entity``; return its id."""
+    subentry = ConfigSubentry(
+        data={
+            CONF_ENTITY_REGISTRY_ID: entity.id,
+            CONF_ENTITY_ID: entity.entity_id,
+            CONF_DEVICE_REF: device,
+            CONF_REGISTER_REF: "Energy",
+            **source_data(SOURCE_RUNNING_TOTAL, start_value, int(start_at.timestamp())),
+        },
+        subentry_type=SUBENTRY_TYPE_METER,
+        title=meter_title(device, "Energy"),
+        unique_id=entity.id,
+    )
+    hass.config_entries.async_add_subentry(entry, subentry)
+    return subentry.subentry_id
+
+
+async def setup_entry(hass: HomeAssistant, entry: MockConfigEntry) -> ZevvyCoordinator:
+    """Set up (or reload) the entry; return its coordinator."""
+    if entry.entry_id not in {e.entry_id for e in hass.config_entries.async_entries()}:
+        entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    coordinator: ZevvyCoordinator = entry.runtime_data.coordinator
+    return coordinator
+
+
+async def at(
+    hass: HomeAssistant, freezer: FrozenDateTimeFactory, moment: datetime
+) -> None:
+    """Move the clock to ``moment`` and run what is due (ticks, uploads)."""
+    freezer.move_to(moment)
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+
+
+def readings(sandbox: ZevvySandbox, device: str) -> list[tuple[str, float]]:
+    return [(r.read_at, r.value) for r in sandbox.readings(device, "Energy")]
+
+
+def minute(value: int, hour: int = 12) -> datetime:
+    return datetime(2026, 11, 26, hour, value, tzinfo=UTC)
+
+
+async def test_wallbox_sessions_give_a_reading_that_only_goes_up(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """Sessions restart at 0, the sensor is unavailable in between, resets to a
+    small value and resets while the integration is stopped: zevvy receives the
+    start value plus the energy charged, never less than before."""
+    freezer.move_to(START)
+    charger = add_sensor(hass, "wallbox_added_energy", "3.0", KWH_SESSION)
+    mock_config_entry.add_to_hass(hass)
+    add_running_meter(
+        hass, mock_config_entry, charger, device="Wallbox", start_value=100.0
+    )
+    coordinator = await setup_entry(hass, mock_config_entry)
+    script: list[tuple[datetime, str]] = [
+        (minute(10), "4.0"),  # before the meter's start: not counted
+        (minute(20), "6.0"),  # +2
+        (minute(25), "0.0"),  # a new session: +0
+        (minute(28), "1.5"),  # +1.5
+        (minute(35), "unavailable"),
+        (minute(40), "0.3"),  # a new session, starts at 0.3: +0.3
+        (minute(50), "2.0"),  # +1.7
+    ]
+    for moment, value in script:
+        await at(hass, freezer, moment)
+        hass.states.async_set(charger.entity_id, value, KWH_SESSION)
+    await at(hass, freezer, minute(0, 13))
+
+    # Stopped; meanwhile a new session began and counted 0.4 kWh.
+    await at(hass, freezer, minute(2, 13))
+    assert await hass.config_entries.async_unload(mock_config_entry.entry_id)
+    await at(hass, freezer, minute(5, 13))
+    hass.states.async_set(charger.entity_id, "0.4", KWH_SESSION)
+    await at(hass, freezer, minute(10, 13))
+    coordinator = await setup_entry(hass, mock_config_entry)
+    await at(hass, freezer, minute(12, 13))
+    hass.states.async_set(charger.entity_id, "1.0", KWH_SESSION)  # +0.6
+    await at(hass, freezer, minute(15, 13))
+
+    assert readings(sandbox, "Wallbox") == [
+        (_stamp(minute(15)), 100.0),
+        (_stamp(minute(30)), 103.5),
+        (_stamp(minute(45)), 103.8),
+        (_stamp(minute(0, 13)), 105.5),
+        (_stamp(minute(15, 13)), 106.5),
+    ]
+    assert coordinator.outbox.held_count == 0
+    assert not [
+        issue
+        for (domain, _), issue in ir.async_get(hass).issues.items()
+        if domain == DOMAIN
+    ]
+
+
+async def test_daily_cycle_with_last_reset(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A ``total`` sensor (Wh) that starts a new cycle at midnight (new
+    ``last_reset``): the new cycle's first value counts in full."""
+    day1 = "2026-11-26T00:00:00+00:00"
+    day2 = "2026-11-27T00:00:00+00:00"
+
+    def daily(last_reset: str) -> dict[str, Any]:
+        return {
+            "unit_of_measurement": "Wh",
+            "state_class": "total",
+            "last_reset": last_reset,
+        }
+
+    freezer.move_to(datetime(2026, 11, 26, 23, 37, tzinfo=UTC))
+    counter = add_sensor(hass, "daily_energy", "5000", daily(day1), "utility_meter")
+    mock_config_entry.add_to_hass(hass)
+    add_running_meter(
+        hass,
+        mock_config_entry,
+        counter,
+        device="Daily",
+        start_at=datetime(2026, 11, 26, 23, 45, tzinfo=UTC),
+    )
+    await setup_entry(hass, mock_config_entry)
+    script = [
+        (minute(50, 23), "5600", day1),  # +0.6
+        (minute(55, 23), "5800", day1),  # +0.2
+        (datetime(2026, 11, 27, 0, 5, tzinfo=UTC), "150", day2),  # new cycle +0.15
+        (datetime(2026, 11, 27, 0, 10, tzinfo=UTC), "400", day2),  # +0.25
+    ]
+    for moment, value, last_reset in script:
+        await at(hass, freezer, moment)
+        hass.states.async_set(counter.entity_id, value, daily(last_reset))
+    await at(hass, freezer, datetime(2026, 11, 27, 0, 15, tzinfo=UTC))
+
+    assert readings(sandbox, "Daily") == [
+        ("2026-11-26T23:45:00.000Z", 0.0),
+        ("2026-11-27T00:00:00.000Z", 0.8),
+        ("2026-11-27T00:15:00.000Z", 1.2),
+    ]
