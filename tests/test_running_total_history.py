@@ -8,7 +8,7 @@ Home Assistant's ``sum``, not our copy of its rule.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from freezegun.api import FrozenDateTimeFactory
