@@ -47,72 +47,19 @@ from homeassistant.components.sensor import (
     SensorStateClass,
 )
 from homeassistant.const import ATTR_UNIT_OF_MEASUREMENT, UnitOfEnergy
-from homeassistant.core import (
-    HomeAssistant,
-    State,
-    callback,
-)
-from homeassistant.helpers import entity_registry as er
+from homeassistant.core import State
 from homeassistant.util import dt as dt_util
 from homeassistant.util.unit_conversion import EnergyConverter
 
 from .const import COLLECT_INTERVAL_MINUTES, LOGGER
-from .meters import (
-    ENERGY_UNITS,
-    Meter,
-    friendly_name,
-    to_kwh,
-)
+from .meters import ENERGY_UNITS, Meter, to_kwh
 
-RECORDER_DOMAIN: Final = "recorder"
 QUARTER: Final = COLLECT_INTERVAL_MINUTES * 60
 # Home Assistant's rule: a total_increasing value below this share of the one
 # before is a meter reset (``reset_detected`` in sensor/recorder.py).
 RESET_RATIO: Final = 0.9
 # Seconds of quarter-hour marks kept: how late a tick may ask for a quarter hour.
 MARKS_KEPT: Final = 24 * 3600
-
-# Words in a sensor's translation key, entity id or name that say it restarts
-# from zero (peblar ``energy_session``, tesla_wall_connector
-# ``session_energy_wh``, daily and per-cycle counters).
-_RESTARTING_WORDS: Final = ("session", "daily", "cycle")
-# Integrations whose energy sensors restart although no word says so: wallbox
-# ``added_energy`` (per charging session), ohme ``energy`` (per session), and the
-# utility_meter helper (per cycle). None: every energy sensor of the platform.
-_RESTARTING_PLATFORMS: Final[Mapping[str, frozenset[str] | None]] = {
-    "wallbox": frozenset({"added_energy", "added_discharged_energy"}),
-    "ohme": None,
-    "utility_meter": None,
-}
-
-
-@callback
-def restarts_from_zero(hass: HomeAssistant, entity_entry: er.RegistryEntry) -> bool:
-    """Return whether a sensor restarts from zero: a running total suits it.
-
-    A ``last_reset`` attribute, a translation key, entity id or name that says
-    session, daily or cycle, or an integration known for such sensors (wallbox's
-    ``added_energy``, ohme, the utility_meter helper).
-    """
-    state = hass.states.get(entity_entry.entity_id)
-    if state is not None and state.attributes.get(ATTR_LAST_RESET) is not None:
-        return True
-    if entity_entry.platform in _RESTARTING_PLATFORMS:
-        keys = _RESTARTING_PLATFORMS[entity_entry.platform]
-        if keys is None or entity_entry.translation_key in keys:
-            return True
-    words = " ".join(
-        text
-        for text in (
-            entity_entry.translation_key,
-            entity_entry.entity_id,
-            entity_entry.original_name,
-            entity_entry.name,
-            friendly_name(hass, entity_entry),
-        )
-        if text
-    ).casefold()
-    return any(word in words for word in _RESTARTING_WORDS)
 
 
 def _last_reset(value: Any) -> str | None:
