@@ -33,14 +33,22 @@ import voluptuous as vol
 from .api import Reading
 from .const import (
     COLLECT_INTERVAL_MINUTES,
+    CONF_DEVICE_REF,
     CONF_READING_SOURCE,
+    CONF_REGISTER_REF,
     CONF_START_VALUE,
     DOMAIN,
     READING_DECIMALS,
     SOURCE_RUNNING_TOTAL,
     SOURCE_SENSOR,
 )
-from .meters import friendly_name, round_kwh, source_data, state_to_kwh
+from .meters import (
+    async_default_references,
+    friendly_name,
+    round_kwh,
+    source_data,
+    state_to_kwh,
+)
 
 QUARTER: Final = COLLECT_INTERVAL_MINUTES * 60
 # Shown where a value is not known.
@@ -70,10 +78,16 @@ START_VALUE_SELECTOR: Final = NumberSelector(
         min=0, step="any", mode=NumberSelectorMode.BOX, unit_of_measurement="kWh"
     )
 )
+# Optional: a form sent without it keeps the sensor's value (a new meter) or
+# the meter's current source (a changed one).
+SOURCE_FIELD: Final[dict[vol.Marker, Any]] = {
+    vol.Optional(CONF_READING_SOURCE): SOURCE_SELECTOR
+}
 SOURCE_FIELDS: Final[dict[vol.Marker, Any]] = {
-    vol.Required(CONF_READING_SOURCE): SOURCE_SELECTOR,
+    **SOURCE_FIELD,
     vol.Optional(CONF_START_VALUE, default=0.0): START_VALUE_SELECTOR,
 }
+START_SCHEMA: Final = vol.Schema({vol.Required(CONF_START_VALUE): START_VALUE_SELECTOR})
 
 
 @callback
@@ -155,6 +169,30 @@ async def async_source_placeholders(
     }
 
 
+async def async_meter_form(
+    hass: HomeAssistant,
+    entity_entry: er.RegistryEntry,
+    user_input: Mapping[str, Any] | None,
+) -> tuple[Mapping[str, Any], dict[str, str]]:
+    """Return a new meter's form: its suggested values and text placeholders.
+
+    Suggested: what the user entered, else the default references and source.
+    """
+    suggested = user_input
+    if suggested is None:
+        device_ref, register_ref = await async_default_references(hass, entity_entry)
+        suggested = {
+            CONF_DEVICE_REF: device_ref,
+            CONF_REGISTER_REF: register_ref,
+            **suggested_source(hass, entity_entry),
+        }
+    return suggested, {
+        "entity_id": entity_entry.entity_id,
+        "name": friendly_name(hass, entity_entry),
+        **await async_source_placeholders(hass, entity_entry),
+    }
+
+
 def source_from_input(user_input: Mapping[str, Any]) -> dict[str, Any]:
     """Return the subentry data of the source chosen in a form (a new start)."""
     return source_data(
@@ -173,6 +211,16 @@ def last_delivered(
         return None
     reading: Reading | None = entry.runtime_data.outbox.last_delivered(key)
     return reading
+
+
+def last_placeholders(reading: Reading | None) -> dict[str, str]:
+    """Return the last reading zevvy has (value, time) for a text."""
+    if reading is None:
+        return {"last": UNKNOWN, "last_at": UNKNOWN}
+    return {
+        "last": kwh_text(reading.value),
+        "last_at": local_time(reading.read_at.timestamp()),
+    }
 
 
 def running_total_from(
