@@ -15,9 +15,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from freezegun.api import FrozenDateTimeFactory
-from homeassistant.config_entries import ConfigEntryState, ConfigSubentry
+from homeassistant.components.repairs import repairs_flow_manager
+from homeassistant.config_entries import (
+    SOURCE_RECONFIGURE,
+    SOURCE_USER,
+    ConfigEntryState,
+    ConfigSubentry,
+)
 from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import entity_registry as er, issue_registry as ir
+from homeassistant.setup import async_setup_component
+import pytest
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
     async_fire_time_changed,
@@ -27,7 +36,9 @@ from custom_components.zevvy.const import (
     CONF_DEVICE_REF,
     CONF_ENTITY_ID,
     CONF_ENTITY_REGISTRY_ID,
+    CONF_READING_SOURCE,
     CONF_REGISTER_REF,
+    CONF_START_VALUE,
     DOMAIN,
     SOURCE_RUNNING_TOTAL,
     SUBENTRY_TYPE_METER,
@@ -108,8 +119,10 @@ async def at(
     await hass.async_block_till_done()
 
 
-def readings(sandbox: ZevvySandbox, device: str) -> list[tuple[str, float]]:
-    return [(r.read_at, r.value) for r in sandbox.readings(device, "Energy")]
+def readings(
+    sandbox: ZevvySandbox, device: str, register: str = "Energy"
+) -> list[tuple[str, float]]:
+    return [(r.read_at, r.value) for r in sandbox.readings(device, register)]
 
 
 def minute(value: int, hour: int = 12) -> datetime:
@@ -217,3 +230,254 @@ async def test_daily_cycle_with_last_reset(
         ("2026-11-27T00:00:00.000Z", 0.8),
         ("2026-11-27T00:15:00.000Z", 1.2),
     ]
+
+
+def _suggested(result: Any) -> dict[str, Any]:
+    return {
+        str(key): key.description["suggested_value"]
+        for key in result["data_schema"].schema
+        if key.description and "suggested_value" in key.description
+    }
+
+
+@pytest.mark.parametrize(
+    ("platform", "unique_id", "attributes", "translation_key", "source"),
+    [
+        # wallbox: per charging session, no word says so
+        ("wallbox", "added_energy-123", KWH_SESSION, "added_energy", "running_total"),
+        # peblar: the translation key says session
+        ("peblar", "abc_energy_session", WH_SESSION, "energy_session", "running_total"),
+        ("peblar", "abc_energy_total", WH_SESSION, "energy_total", "sensor"),
+        # tesla_wall_connector's session energy
+        ("tesla_wall_connector", "x", WH_SESSION, "session_energy_wh", "running_total"),
+        # ohme's energy is per session
+        ("ohme", "ohme_energy", WH_SESSION, None, "running_total"),
+        # a utility_meter helper restarts every cycle
+        ("utility_meter", "um_daily", KWH_SESSION, None, "running_total"),
+        # a total with last_reset
+        (
+            "template",
+            "t",
+            {**KWH_SESSION, "state_class": "total", "last_reset": "2026-11-26"},
+            None,
+            "running_total",
+        ),
+        ("template", "grid", KWH_SESSION, None, "sensor"),
+    ],
+)
+async def test_add_meter_suggests_running_total_for_restarting_sensors(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+    platform: str,
+    unique_id: str,
+    attributes: dict[str, Any],
+    translation_key: str | None,
+    source: str,
+) -> None:
+    """Chargers' session sensors, daily counters and utility meters are suggested
+    as running totals; a meter register as the sensor's value."""
+    freezer.move_to(START)
+    entity = er.async_get(hass).async_get_or_create(
+        "sensor", platform, unique_id, translation_key=translation_key
+    )
+    hass.states.async_set(entity.entity_id, "2.5", attributes)
+    await hass.config.async_set_time_zone("Europe/Zurich")
+    await setup_entry(hass, mock_config_entry)
+    result = await hass.config_entries.subentries.async_init(
+        (mock_config_entry.entry_id, SUBENTRY_TYPE_METER),
+        context={"source": SOURCE_USER},
+    )
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {CONF_ENTITY_ID: entity.entity_id}
+    )
+    assert result["step_id"] == "references"
+    assert _suggested(result)[CONF_READING_SOURCE] == source
+    placeholders = result["description_placeholders"]
+    assert placeholders["start"] == "2026-11-26 13:15"  # Zurich time
+    assert placeholders["suggested"] == (
+        "Running total" if source == "running_total" else "The sensor's value"
+    )
+
+
+async def test_add_charger_as_running_total_from_its_own_count(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """Adding a wallbox with the charger's own meter reading as start value:
+    zevvy receives it at the next quarter hour, then the energy charged on top."""
+    freezer.move_to(START)
+    charger = add_sensor(hass, "garage_added_energy", "7.2", KWH_SESSION, "wallbox")
+    await setup_entry(hass, mock_config_entry)
+    result = await hass.config_entries.subentries.async_init(
+        (mock_config_entry.entry_id, SUBENTRY_TYPE_METER),
+        context={"source": SOURCE_USER},
+    )
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {CONF_ENTITY_ID: charger.entity_id}
+    )
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        {
+            CONF_DEVICE_REF: "Garage",
+            CONF_REGISTER_REF: "Energy",
+            CONF_READING_SOURCE: "running_total",
+            CONF_START_VALUE: 1234.5,
+        },
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    await at(hass, freezer, minute(12))
+    hass.states.async_set(charger.entity_id, "8.0", KWH_SESSION)  # before start
+    await at(hass, freezer, minute(15))
+    await at(hass, freezer, minute(20))
+    hass.states.async_set(charger.entity_id, "0.0", KWH_SESSION)  # new session
+    await at(hass, freezer, minute(25))
+    hass.states.async_set(charger.entity_id, "2.25", KWH_SESSION)
+    await at(hass, freezer, minute(30))
+    assert readings(sandbox, "Garage") == [
+        (_stamp(minute(15)), 1234.5),
+        (_stamp(minute(30)), 1236.75),
+    ]
+
+
+async def _deliver_session_values(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    freezer: FrozenDateTimeFactory,
+) -> tuple[er.RegistryEntry, str]:
+    """A session sensor chosen as a meter register delivers 5.0 at 12:15 and
+    6.0 at 12:30; return it and its meter's subentry id."""
+    freezer.move_to(START)
+    charger = add_sensor(hass, "charger_energy", "5.0", KWH_SESSION)
+    entry.add_to_hass(hass)
+    subentry = ConfigSubentry(
+        data={
+            CONF_ENTITY_REGISTRY_ID: charger.id,
+            CONF_ENTITY_ID: charger.entity_id,
+            CONF_DEVICE_REF: "Charger",
+            CONF_REGISTER_REF: "Energy",
+        },
+        subentry_type=SUBENTRY_TYPE_METER,
+        title=meter_title("Charger", "Energy"),
+        unique_id=charger.id,
+    )
+    hass.config_entries.async_add_subentry(entry, subentry)
+    await setup_entry(hass, entry)
+    await at(hass, freezer, minute(15))
+    hass.states.async_set(charger.entity_id, "6.0", KWH_SESSION)
+    await at(hass, freezer, minute(30))
+    return charger, subentry.subentry_id
+
+
+async def test_register_that_drops_switches_to_running_total_in_repairs(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A session sensor chosen as a meter register drops at the next session:
+    the repair offers the switch to a running total, which continues zevvy's
+    series from the last reading with everything charged since."""
+    charger, key = await _deliver_session_values(hass, mock_config_entry, freezer)
+    hass.states.async_set(charger.entity_id, "0.0", KWH_SESSION)  # new session
+    await at(hass, freezer, minute(33))
+    hass.states.async_set(charger.entity_id, "1.0", KWH_SESSION)
+    await at(hass, freezer, minute(45))
+    issue_id = f"reading_held_{mock_config_entry.entry_id}_{key}"
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is not None
+
+    assert await async_setup_component(hass, "repairs", {})
+    manager = repairs_flow_manager(hass)
+    assert manager is not None
+    result = await manager.async_init(DOMAIN, data={"issue_id": issue_id})
+    assert result["menu_options"] == ["replaced", "discard", "running_total"]
+    result = await manager.async_configure(
+        result["flow_id"], {"next_step_id": "running_total"}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
+    assert mock_config_entry.subentries[key].data[CONF_READING_SOURCE] == (
+        "running_total"
+    )
+
+    await at(hass, freezer, minute(50))
+    hass.states.async_set(charger.entity_id, "1.5", KWH_SESSION)
+    await at(hass, freezer, minute(0, 13))
+    assert readings(sandbox, "Charger") == [
+        (_stamp(minute(15)), 5.0),
+        (_stamp(minute(30)), 6.0),
+        (_stamp(minute(0, 13)), 7.5),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("start_value", "expected"),
+    [
+        # Kept at the last reading: zevvy's series continues with what was
+        # charged since (a new session of 2.0 kWh).
+        (None, 8.0),
+        # A new start value: the running total starts there at 12:45.
+        (100.0, 100.0),
+    ],
+)
+async def test_reconfigure_switches_to_running_total(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+    start_value: float | None,
+    expected: float,
+) -> None:
+    """Reconfigure: the source switches to a running total, continuing zevvy's
+    series from its last reading or from a new start value."""
+    await hass.config.async_set_time_zone("Europe/Zurich")
+    charger, key = await _deliver_session_values(hass, mock_config_entry, freezer)
+    hass.states.async_set(charger.entity_id, "0.0", KWH_SESSION)
+    await at(hass, freezer, minute(35))
+    hass.states.async_set(charger.entity_id, "2.0", KWH_SESSION)
+    result = await hass.config_entries.subentries.async_init(
+        (mock_config_entry.entry_id, SUBENTRY_TYPE_METER),
+        context={"source": SOURCE_RECONFIGURE, "subentry_id": key},
+    )
+    assert _suggested(result)[CONF_READING_SOURCE] == "sensor"
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        {
+            CONF_DEVICE_REF: "Charger",
+            CONF_REGISTER_REF: "Energy",
+            CONF_READING_SOURCE: "running_total",
+        },
+    )
+    assert result["step_id"] == "reconfigure_start"
+    assert result["description_placeholders"]["last"] == "6.000"
+    assert result["description_placeholders"]["last_at"] == "2026-11-26 13:30"
+    assert _suggested(result) == {CONF_START_VALUE: 6.0}
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {CONF_START_VALUE: start_value or 6.0}
+    )
+    assert result["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()
+    await at(hass, freezer, minute(45))
+    assert readings(sandbox, "Charger")[-1] == (_stamp(minute(45)), expected)
+
+    # And back to the sensor's value: zevvy gets what the sensor shows.
+    result = await hass.config_entries.subentries.async_init(
+        (mock_config_entry.entry_id, SUBENTRY_TYPE_METER),
+        context={"source": SOURCE_RECONFIGURE, "subentry_id": key},
+    )
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        {
+            CONF_DEVICE_REF: "Charger",
+            CONF_REGISTER_REF: "Sessions",
+            CONF_READING_SOURCE: "sensor",
+        },
+    )
+    assert result["reason"] == "reconfigure_successful"
+    await at(hass, freezer, minute(0, 13))
+    assert readings(sandbox, "Charger", "Sessions") == [(_stamp(minute(0, 13)), 2.0)]

@@ -328,6 +328,23 @@ async def async_fill_meter(
     return result
 
 
+async def async_fill_since(
+    hass: HomeAssistant, entry: ZevvyConfigEntry, key: str, since: datetime
+) -> None:
+    """Queue a meter's quarter hours after ``since`` from the 5-minute statistics.
+
+    After a meter switched to a running total that continues at ``since``.
+    """
+    meter = next((m for m in resolve_meters(hass, entry) if m.subentry_id == key), None)
+    if meter is None or not recorder_loaded(hass):
+        return
+    async with entry.runtime_data.coordinator.async_adding() as add:
+        result = await async_fill_meter(
+            hass, entry, meter, add, since, dt_util.utcnow(), hourly=False, after=since
+        )
+    log_result("Running total since " + since.isoformat(), [result])
+
+
 @callback
 def recorder_loaded(hass: HomeAssistant) -> bool:
     """Return whether the recorder is set up (it is optional)."""

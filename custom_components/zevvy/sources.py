@@ -42,6 +42,8 @@ from .const import (
     SOURCE_RUNNING_TOTAL,
     SOURCE_SENSOR,
 )
+from .coordinator import Decision, ZevvyConfigEntry
+from .history import async_fill_since
 from .meters import (
     async_default_references,
     friendly_name,
@@ -239,3 +241,24 @@ def running_total_from(
         start_at = int(reading.read_at.timestamp())
         return source_data(SOURCE_RUNNING_TOTAL, reading.value, start_at, reading.value)
     return source_data(SOURCE_RUNNING_TOTAL, start_value or 0.0, first_quarter())
+
+
+async def async_switch_held_to_running_total(
+    hass: HomeAssistant, entry: ZevvyConfigEntry, key: str
+) -> None:
+    """A meter register keeps dropping: it restarts from zero. Switch it.
+
+    The held readings (the sensor's values after it restarted) are discarded;
+    the running total continues zevvy's series from the reading before them,
+    and the quarter hours since are filled from the statistics.
+    """
+    runtime = entry.runtime_data
+    if (subentry := entry.subentries.get(key)) is None:
+        return
+    baseline = runtime.outbox.held_baseline(key)
+    await runtime.coordinator.async_decide(key, Decision.DISCARD_HELD)
+    hass.config_entries.async_update_subentry(
+        entry, subentry, data={**subentry.data, **running_total_from(baseline)}
+    )
+    if baseline is not None:
+        await async_fill_since(hass, entry, key, baseline.read_at)

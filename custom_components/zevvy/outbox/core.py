@@ -185,6 +185,14 @@ class Outbox:
             return None
         return Reading(from_epoch(queue.last_time), queue.last_value)
 
+    def held_baseline(self, key: str) -> Reading | None:
+        """Return the reading before a queue's first held one (what it dropped from)."""
+        queue = self._queues.get(key)
+        if queue is None or not queue.held:
+            return None
+        found = queue.before(queue.held.times[0])
+        return None if found is None else Reading(from_epoch(found[0]), found[1])
+
     def is_waiting(self, key: str, read_at: datetime) -> bool:
         """Return whether a reading waits to be sent or was rejected."""
         queue = self._queues.get(key)
@@ -217,9 +225,11 @@ class Outbox:
         if queue is None:
             queue = self._queues[destination.key] = Queue(*refs)
         elif (queue.device_ref, queue.register_ref) != refs:
-            # References are frozen per meter; if they change anyway, the new
-            # ones apply to everything not yet delivered.
+            # Renamed: the new names apply to everything not yet delivered, and
+            # zevvy starts a new series there, so the old series' last reading
+            # is no baseline any more (a lower reading is no drop).
             queue.device_ref, queue.register_ref = refs
+            queue.last_time = queue.last_value = None
         return queue
 
     @callback

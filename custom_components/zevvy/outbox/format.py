@@ -191,6 +191,18 @@ class Queue:
             or self.rejected.index(when) >= 0
         )
 
+    def before(self, when: int) -> tuple[int, float] | None:
+        """Return the reading just before ``when`` (pending or sent), if any."""
+        pos = bisect_left(self.pending.times, when)
+        if pos > 0:
+            prev_time = self.pending.times[pos - 1]
+            if self.last_time is None or self.last_time <= prev_time:
+                return prev_time, self.pending.values[pos - 1]
+        last_time, last_value = self.last_time, self.last_value
+        if last_time is not None and last_value is not None and last_time < when:
+            return last_time, last_value
+        return None
+
     def baseline(self, when: int) -> float | None:
         """Return the value of the reading just before ``when`` (pending or sent)."""
         pos = bisect_left(self.pending.times, when)
