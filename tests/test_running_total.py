@@ -11,7 +11,7 @@ travel to the sandbox over HTTP.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from freezegun.api import FrozenDateTimeFactory
@@ -113,7 +113,11 @@ async def setup_entry(hass: HomeAssistant, entry: MockConfigEntry) -> ZevvyCoord
 async def at(
     hass: HomeAssistant, freezer: FrozenDateTimeFactory, moment: datetime
 ) -> None:
-    """Move the clock to ``moment`` and run what is due (ticks, uploads)."""
+    """Move the clock to ``moment`` and run what is due (ticks, uploads).
+
+    State changes made before are handled first (time passes in between).
+    """
+    await hass.async_block_till_done()
     freezer.move_to(moment)
     async_fire_time_changed(hass)
     await hass.async_block_till_done()
@@ -481,3 +485,93 @@ async def test_reconfigure_switches_to_running_total(
     assert result["reason"] == "reconfigure_successful"
     await at(hass, freezer, minute(0, 13))
     assert readings(sandbox, "Charger", "Sessions") == [(_stamp(minute(0, 13)), 2.0)]
+
+
+async def test_late_tick_files_the_total_of_its_quarter_hour(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A tick that runs late (after the charger reported again) still delivers
+    the running total as it was at the quarter hour."""
+    freezer.move_to(START)
+    charger = add_sensor(hass, "late_session_energy", "3.0", KWH_SESSION)
+    mock_config_entry.add_to_hass(hass)
+    add_running_meter(hass, mock_config_entry, charger, device="Late")
+    await setup_entry(hass, mock_config_entry)
+    await at(hass, freezer, minute(15))
+    await at(hass, freezer, minute(29))
+    hass.states.async_set(charger.entity_id, "4.0", KWH_SESSION)
+    # The event loop was busy: the charger reports 9.0 before the tick runs.
+    freezer.move_to(minute(30) + timedelta(seconds=20))
+    hass.states.async_set(charger.entity_id, "9.0", KWH_SESSION)
+    await hass.async_block_till_done()
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    await at(hass, freezer, minute(45))
+    assert readings(sandbox, "Late") == [
+        (_stamp(minute(15)), 0.0),
+        (_stamp(minute(30)), 1.0),
+        (_stamp(minute(45)), 6.0),
+    ]
+
+
+async def test_small_dip_is_held_like_home_assistant_counts_it(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """Home Assistant's rule: a value less than 10 % below the one before is no
+    restart but a decrease (and a negative value is ignored). The running total
+    goes down, and that reading is held back with a repair like any drop."""
+    freezer.move_to(START)
+    charger = add_sensor(hass, "dip_session_energy", "10.0", KWH_SESSION)
+    mock_config_entry.add_to_hass(hass)
+    key = add_running_meter(
+        hass, mock_config_entry, charger, device="Dip", start_value=50.0
+    )
+    coordinator = await setup_entry(hass, mock_config_entry)
+    await at(hass, freezer, minute(15))
+    await at(hass, freezer, minute(20))
+    hass.states.async_set(charger.entity_id, "-1.0", KWH_SESSION)  # ignored
+    await at(hass, freezer, minute(22))
+    hass.states.async_set(charger.entity_id, "9.5", KWH_SESSION)  # a dip: -0.5
+    await at(hass, freezer, minute(30))
+    assert readings(sandbox, "Dip") == [(_stamp(minute(15)), 50.0)]
+    assert coordinator.outbox.held_count == 1
+    issue_id = f"reading_held_{mock_config_entry.entry_id}_{key}"
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, issue_id)
+    assert issue is not None
+    assert issue.translation_placeholders is not None
+    assert issue.translation_placeholders["value"] == "49.500"
+
+
+async def test_meter_whose_start_passed_unseen_counts_from_its_first_state(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A running total whose start is before anything known of its sensor (its
+    state was lost, and no recorder to replay) starts at the first quarter hour
+    it can tell, with a warning."""
+    freezer.move_to(START)
+    charger = add_sensor(hass, "lost_session_energy", "3.0", KWH_SESSION)
+    mock_config_entry.add_to_hass(hass)
+    add_running_meter(
+        hass,
+        mock_config_entry,
+        charger,
+        device="Lost",
+        start_value=20.0,
+        start_at=minute(0),
+    )
+    await setup_entry(hass, mock_config_entry)
+    await at(hass, freezer, minute(10))
+    hass.states.async_set(charger.entity_id, "3.5", KWH_SESSION)
+    await at(hass, freezer, minute(15))
+    assert readings(sandbox, "Lost") == [(_stamp(minute(15)), 20.0)]
+    assert "state at the meter's start is unknown" in caplog.text

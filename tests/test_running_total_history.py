@@ -125,3 +125,11 @@ async def test_live_gap_fill_and_history_agree(
     assert response["queued"] == len(expected)
     await hass.async_block_till_done()
     assert readings(sandbox, "Twin") == expected
+
+    # The twin, added after its start, replayed the recorder's states: from now
+    # on both count the same live.
+    for entity in (live, twin):
+        hass.states.async_set(entity.entity_id, "4400", WH_SESSION)
+    await at(hass, freezer, base + timedelta(hours=2, minutes=15))
+    for device in ("Live", "Twin"):
+        assert max(readings(sandbox, device)) == ("2026-11-26T14:15:00.000Z", 61.2)

@@ -35,18 +35,19 @@ RECORDER_DOMAIN: Final = "recorder"
 
 
 def recorded_states(
-    hass: HomeAssistant, entity_id: str, since: datetime
+    hass: HomeAssistant, entity_id: str, since: datetime, with_start: bool
 ) -> list[State]:
     """Return an entity's recorded states after ``since``, oldest first.
 
     Every state with its attributes, as the recorder's statistics read them
-    (``significant_changes_only=False``). Must run in the recorder's executor.
+    (``significant_changes_only=False``); ``with_start``: also the state at
+    ``since``. Must run in the recorder's executor.
     """
     found = get_significant_states(
         hass,
         since,
         entity_ids=[entity_id],
-        include_start_time_state=False,
+        include_start_time_state=with_start,
         significant_changes_only=False,
         no_attributes=False,
     )
@@ -114,7 +115,11 @@ class MeterReadings:
                 running = self._states[key] = running.restart(
                     meter, self._hass.states.get(meter.entity_id)
                 )
-                catch_up = meter.start_seed is not None
+                catch_up = running.seen is not None or (
+                    # Its start passed while nothing followed the sensor.
+                    meter.start_at is not None
+                    and meter.start_at < dt_util.utcnow().timestamp()
+                )
             if catch_up and RECORDER_DOMAIN in self._hass.config.components:
                 self._async_replay(meter)
             elif key not in self._replaying:
@@ -143,10 +148,18 @@ class MeterReadings:
         try:
             running = self._states[key]
             instance = get_instance(self._hass)
-            if running.seen is not None and await instance.async_db_ready:
-                since = dt_util.utc_from_timestamp(running.seen)
+            # A meter that never saw its sensor: from the state at its start
+            # (the recorder dates that state at the time asked, just before).
+            since = running.seen
+            if since is None and meter.start_at is not None:
+                since = meter.start_at - 1
+            if since is not None and await instance.async_db_ready:
                 states = await instance.async_add_executor_job(
-                    recorded_states, self._hass, meter.entity_id, since
+                    recorded_states,
+                    self._hass,
+                    meter.entity_id,
+                    dt_util.utc_from_timestamp(since),
+                    running.seen is None,
                 )
         finally:
             live = self._replaying.pop(key, [])
@@ -163,7 +176,10 @@ class MeterReadings:
         if (buffered := self._replaying.get(meter.subentry_id)) is not None:
             buffered.append(state)
         elif self._apply(meter, state):
-            self._store(meter.subentry_id)
+            # Written with the next tick: a charger reporting every few seconds
+            # must not rewrite the outbox each time (and after a crash the
+            # recorder's states are replayed).
+            self._store(meter.subentry_id, save=False)
 
     def _apply(self, meter: Meter, state: State | None) -> bool:
         if state is None or (found := state_value(state)) is None:
@@ -171,9 +187,9 @@ class MeterReadings:
         running = self._states.setdefault(meter.subentry_id, RunningState())
         return running.apply(state.last_updated_timestamp, *found)
 
-    def _store(self, key: str) -> None:
+    def _store(self, key: str, *, save: bool = True) -> None:
         if key in self._states:
-            self._outbox.set_meter_state(key, self._states[key].to_json())
+            self._outbox.set_meter_state(key, self._states[key].to_json(), save=save)
 
     def reading(
         self, meter: Meter, state: State | None, read_at: datetime
@@ -181,15 +197,16 @@ class MeterReadings:
         """Return a meter's reading for the quarter hour ``read_at`` (kWh).
 
         ``state`` is the sensor's state at ``read_at``: its value for a meter
-        register, and one more state change for a running total (already seen
-        ones are ignored). None: no reading for this quarter hour.
+        register; a running total has followed every state change and gives
+        what it counted up to ``read_at``. None: no reading for this quarter
+        hour.
         """
         if not meter.running_total:
             return state_to_kwh(state)
+        # The state itself was (or is about to be) seen as a state change.
         key = meter.subentry_id
         if key in self._replaying or (running := self._states.get(key)) is None:
             return None
-        self._apply(meter, state)
         value = running.reading_at(int(read_at.timestamp()), meter.start_value)
         self._store(key)
         return value

@@ -171,14 +171,14 @@ class RunningState:
                 and self.seen is not None
                 and self.start_at <= self.known_from
             ):
-                # Nothing known of the start (its state was lost): the running
-                # total starts at the first state known instead.
+                # Nothing known of the start (its state was lost, no recorder):
+                # the running total starts with this quarter hour instead.
                 LOGGER.warning(
                     "Running total: the sensor's state at the meter's start is "
-                    "unknown; counting from %s",
-                    dt_util.utc_from_timestamp(self.known_from).isoformat(),
+                    "unknown; it starts at %s",
+                    dt_util.utc_from_timestamp(quarter).isoformat(),
                 )
-                start = self.counted_at(int(self.known_from) + 1)
+                start = self.counted_at(quarter)
             if start is None:
                 return None
             self.start_counted = start

@@ -211,11 +211,17 @@ class Outbox:
         return dict(self._meter_states)
 
     @callback
-    def set_meter_state(self, key: str, data: dict[str, Any]) -> None:
-        """Keep a meter's reading-source state (a new dict); write soon."""
+    def set_meter_state(
+        self, key: str, data: dict[str, Any], *, save: bool = True
+    ) -> None:
+        """Keep a meter's reading-source state (a new dict); write soon.
+
+        Without ``save`` it is written with the next write of the outbox.
+        """
         with self._lock:
             self._meter_states[key] = data
-        self.async_schedule_save()
+        if save:
+            self.async_schedule_save()
 
     # --- adding -------------------------------------------------------------
 
