@@ -25,6 +25,7 @@ from homeassistant.config_entries import (
     ConfigSubentryFlow,
     SubentryFlowResult,
 )
+from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.selector import (
     EntitySelector,
@@ -62,6 +63,7 @@ from .sources import (
     async_meter_form,
     last_delivered,
     last_placeholders,
+    restarts_from_zero,
     running_total_from,
     source_from_input,
 )
@@ -126,12 +128,14 @@ def validate_references(
     return (device_ref, register_ref), errors
 
 
-def _resetting_placeholder(candidates: Iterable[Candidate]) -> str:
+def _resetting_placeholder(hass: HomeAssistant, candidates: Iterable[Candidate]) -> str:
     """Name the sensors that restart from zero, for the step description."""
+    registry = er.async_get(hass)
     names = [
         f"{candidate.name} ({candidate.entity_id})"
         for candidate in candidates
-        if candidate.eligibility is Eligibility.RESETTING
+        if (entity_entry := registry.async_get(candidate.entity_id))
+        and restarts_from_zero(hass, entity_entry)
     ]
     return ", ".join(names) or NO_RESETTING
 
@@ -206,7 +210,9 @@ class MeterSelectionFlow(ConfigFlow):
             data_schema=self.add_suggested_values_to_schema(
                 schema, {CONF_ENTITIES: suggested}
             ),
-            description_placeholders={"resetting": _resetting_placeholder(candidates)},
+            description_placeholders={
+                "resetting": _resetting_placeholder(self.hass, candidates)
+            },
         )
 
     async def async_step_meter_names(
@@ -309,7 +315,9 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
             step_id="user",
             data_schema=schema,
             errors=errors,
-            description_placeholders={"resetting": _resetting_placeholder(candidates)},
+            description_placeholders={
+                "resetting": _resetting_placeholder(self.hass, candidates)
+            },
         )
 
     async def async_step_references(

@@ -88,7 +88,7 @@ class Eligibility(StrEnum):
     """Whether an entity can be a meter."""
 
     ELIGIBLE = "eligible"
-    # state class total with a last_reset: restarts from zero, offered with a warning
+    # state class total with a last_reset: restarts from zero (a running total)
     RESETTING = "resetting"
     NOT_ELIGIBLE = "not_eligible"
 
