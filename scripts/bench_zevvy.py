@@ -50,10 +50,12 @@ from custom_components.zevvy.const import (
     CONF_REFRESH_TOKEN,
     CONF_REGISTER_REF,
     DOMAIN,
+    MAX_BATCH,
     OUTBOX_MAX_READINGS,
+    PARALLEL_UPLOADS,
     SUBENTRY_TYPE_METER,
 )
-from custom_components.zevvy.coordinator import ZevvyCoordinator
+from custom_components.zevvy.coordinator import ZevvyCoordinator, next_quarter
 from custom_components.zevvy.outbox import (
     Destination,
     Outbox,
@@ -66,6 +68,10 @@ BACKLOG_METERS = 100
 BACKLOG_DAYS = 7
 # The naive sender stops after this many seconds and is extrapolated.
 NAIVE_BUDGET_S = float(os.environ.get("BENCH_NAIVE_BUDGET", "120"))
+# Seconds the sandbox delays each answer in the latency case (a real link).
+LATENCY_S = 0.05
+# The naive sender's budget in the latency case (one reading per 50 ms).
+LATENCY_NAIVE_BUDGET_S = 20.0
 
 
 def _ms(seconds: float) -> float:
@@ -183,7 +189,9 @@ async def _tick(coordinator: ZevvyCoordinator, read_at: datetime) -> dict[str, A
     }
 
 
-async def _backlog(coordinator: ZevvyCoordinator, start: datetime) -> dict[str, Any]:
+async def _backlog(
+    coordinator: ZevvyCoordinator, start: datetime, prefix: str = "backlog"
+) -> dict[str, Any]:
     """Seven days of quarter hours for 100 meters, queued then delivered."""
     outbox = coordinator.outbox
     slots = BACKLOG_DAYS * 96
@@ -192,7 +200,7 @@ async def _backlog(coordinator: ZevvyCoordinator, start: datetime) -> dict[str, 
     fill_start = time.perf_counter()
     for index, subentry_id in enumerate(coordinator.config_entry.subentries):
         outbox.add(
-            Destination(subentry_id, f"backlog meter {index}", "Energy"),
+            Destination(subentry_id, f"{prefix} meter {index}", "Energy"),
             (Reading(start + i * QUARTER, 1000.0 + i * 0.25) for i in range(slots)),
         )
     fill = time.perf_counter() - fill_start
@@ -227,17 +235,22 @@ async def _backlog(coordinator: ZevvyCoordinator, start: datetime) -> dict[str, 
 
 
 async def _naive(
-    client: ZevvyClient, start: datetime, meters: int, slots: int
+    client: ZevvyClient,
+    start: datetime,
+    meters: int,
+    slots: int,
+    prefix: str = "naive",
+    budget: float = NAIVE_BUDGET_S,
 ) -> dict[str, Any]:
     """Baseline: one request per reading, one after the other (time-boxed)."""
     total = meters * slots
     sent = 0
     begin = time.perf_counter()
-    deadline = begin + NAIVE_BUDGET_S
+    deadline = begin + budget
     for slot in range(slots):
         for meter in range(meters):
             await client.bulk_create(
-                f"naive meter {meter}",
+                f"{prefix} meter {meter}",
                 "Energy",
                 [Reading(start + slot * QUARTER, 1000.0 + slot * 0.25)],
             )
@@ -253,6 +266,55 @@ async def _naive(
         "ms_per_reading": round(per_reading * 1000, 3),
         "deliver_wall_s_extrapolated": round(per_reading * total, 1),
         "extrapolated": sent < total,
+    }
+
+
+async def _raw(
+    client: ZevvyClient, start: datetime, meters: int, slots: int, prefix: str
+) -> dict[str, Any]:
+    """The ceiling: a bare client sending the sender's batches, no outbox.
+
+    Batches of MAX_BATCH per meter, PARALLEL_UPLOADS requests at a time, as the
+    sender sends them, without collecting, storing or confirming anything.
+    """
+    semaphore = asyncio.Semaphore(PARALLEL_UPLOADS)
+    readings = [Reading(start + i * QUARTER, 1000.0 + i * 0.25) for i in range(slots)]
+    requests = 0
+
+    async def send_meter(meter: int) -> None:
+        nonlocal requests
+        for first in range(0, slots, MAX_BATCH):
+            async with semaphore:
+                await client.bulk_create(
+                    f"{prefix} meter {meter}",
+                    "Energy",
+                    readings[first : first + MAX_BATCH],
+                )
+                requests += 1
+
+    begin = time.perf_counter()
+    await asyncio.gather(*(send_meter(meter) for meter in range(meters)))
+    elapsed = time.perf_counter() - begin
+    return {
+        "readings": meters * slots,
+        "deliver_wall_s": round(elapsed, 2),
+        "readings_per_s": round(meters * slots / elapsed),
+        "requests": requests,
+    }
+
+
+def _side_by_side(
+    sender: dict[str, Any], raw: dict[str, Any], naive: dict[str, Any]
+) -> dict[str, Any]:
+    """Seconds to deliver the same backlog three ways."""
+    return {
+        "sender_s": sender["deliver_wall_s"],
+        "raw_client_s": raw["deliver_wall_s"],
+        "naive_s_extrapolated": naive["deliver_wall_s_extrapolated"],
+        "sender_vs_raw": round(sender["deliver_wall_s"] / raw["deliver_wall_s"], 2),
+        "naive_vs_sender": round(
+            naive["deliver_wall_s_extrapolated"] / sender["deliver_wall_s"], 1
+        ),
     }
 
 
@@ -320,7 +382,9 @@ async def main() -> dict[str, Any]:
         ):
             # The issue registry and friends are loaded by the test helper.
             ticks = []
-            read_at = datetime(2026, 11, 26, 12, 15, tzinfo=UTC)
+            # Quarter hours after now: the states set before each tick are the
+            # readings of those quarter hours (a reading is never older).
+            read_at = next_quarter(datetime.now(UTC))
             for count in (10, 100, 1000):
                 coordinator = await _setup(hass, sandbox, session, count, f"t{count}")
                 await coordinator.async_send()  # warm up: token, connections
@@ -352,6 +416,47 @@ async def main() -> dict[str, Any]:
             batched = summary["backlog_7d_100_meters"]["deliver_wall_s"]
             naive = summary["naive_baseline"]["deliver_wall_s_extrapolated"]
             summary["speedup_vs_naive"] = round(naive / batched, 1) if batched else None
+            slots = BACKLOG_DAYS * 96
+            summary["raw_client"] = await _raw(
+                coordinator.client, backlog_start, BACKLOG_METERS, slots, "raw"
+            )
+            summary["side_by_side"] = _side_by_side(
+                summary["backlog_7d_100_meters"],
+                summary["raw_client"],
+                summary["naive_baseline"],
+            )
+
+            # The same backlog over a link with 50 ms per answer.
+            sandbox.configure(latency=LATENCY_S)
+            coordinator = await _setup(
+                hass, sandbox, session, BACKLOG_METERS, "latency"
+            )
+            sandbox.clear_requests()
+            latency_sender = await _backlog(coordinator, backlog_start, "latency")
+            latency_sender["requests"] = len(
+                [r for r in sandbox.requests if r.path.endswith("_bulk_create")]
+            )
+            await coordinator.async_stop()
+            latency_raw = await _raw(
+                coordinator.client, backlog_start, BACKLOG_METERS, slots, "lraw"
+            )
+            latency_naive = await _naive(
+                coordinator.client,
+                backlog_start,
+                BACKLOG_METERS,
+                slots,
+                "lnaive",
+                LATENCY_NAIVE_BUDGET_S,
+            )
+            summary["latency_50ms"] = {
+                "sender": latency_sender,
+                "raw_client": latency_raw,
+                "naive": latency_naive,
+                "side_by_side": _side_by_side(
+                    latency_sender, latency_raw, latency_naive
+                ),
+            }
+            sandbox.configure(latency=0.0)
             summary["outbox_at_bound"] = await _outbox_at_bound(hass)
             await hass.async_stop(force=True)
     await sandbox.stop()

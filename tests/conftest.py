@@ -14,7 +14,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.syrupy import HomeAssistantSnapshotExtension
 from syrupy.assertion import SnapshotAssertion
 
-from custom_components.zevvy.api import account_from_access_token
+from custom_components.zevvy.api import SCOPES, account_from_access_token
 from custom_components.zevvy.const import (
     CONF_API_URL,
     CONF_CLIENT_ID,
@@ -92,15 +92,16 @@ def mock_config_entry(sandbox: ZevvySandbox) -> MockConfigEntry:
 
     The sandbox mints the login's tokens directly (`issue_tokens`, no device flow:
     the login itself is tested in test_api and test_config_flow) for
-    sandbox.config's account. Returns a MockConfigEntry with the data the config
-    flow stores: client id and secret, issuer, API URL and refresh token;
+    sandbox.config's account, with the scopes the integration asks for. Returns
+    a MockConfigEntry with the data the config flow stores: client id and
+    secret, issuer, API URL and refresh token;
     unique_id = the account's sub, title = its username. The entry is not added to
     hass yet: call `mock_config_entry.add_to_hass(hass)` (or use
     `init_integration`). Tests that need subentries can add them with
     `hass.config_entries.async_add_subentry`.
     """
     config = sandbox.config
-    tokens = sandbox.issue_tokens()
+    tokens = sandbox.issue_tokens(scope=SCOPES)
     account = account_from_access_token(tokens.access_token)
     return MockConfigEntry(
         domain=DOMAIN,

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import base64
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 import json
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -28,15 +30,18 @@ from custom_components.zevvy.api import (
     TokenManager,
     Tokens,
     ZevvyAccessDenied,
+    ZevvyAccountError,
     ZevvyAuth,
     ZevvyAuthenticationError,
     ZevvyAuthorizationPending,
     ZevvyClient,
+    ZevvyConflictError,
     ZevvyConnectionError,
     ZevvyDeviceFlowError,
     ZevvyError,
     ZevvyExpiredToken,
     ZevvyInvalidClientError,
+    ZevvyMeasurementsError,
     ZevvyRateLimitError,
     ZevvyRejectedError,
     ZevvyResponseError,
@@ -171,7 +176,11 @@ def token_manager(
     auth: ZevvyAuth, issued: IssuedTokens, rotated: list[str]
 ) -> TokenManager:
     """Return a token manager holding the issued refresh token."""
-    return TokenManager(auth, issued.refresh_token, rotated.append)
+
+    async def persist(token: str) -> None:
+        rotated.append(token)
+
+    return TokenManager(auth, issued.refresh_token, persist)
 
 
 @pytest.fixture
@@ -193,7 +202,11 @@ async def test_discover(
     auth = ZevvyAuth(session, "id", "secret", sandbox.issuer + suffix)
     assert repr(auth) == f"ZevvyAuth(issuer={sandbox.issuer!r}, client_id='id')"
     endpoints = await auth.discover()
-    assert endpoints == keycloak_endpoints(sandbox.issuer)
+    assert endpoints == replace(
+        keycloak_endpoints(sandbox.issuer),
+        userinfo_endpoint=f"{sandbox.issuer}/protocol/openid-connect/userinfo",
+        issuer=sandbox.issuer,
+    )
     assert await auth.discover() is endpoints
     assert [(r.path, r.status) for r in sandbox.requests] == [
         ("/realms/zevvy/.well-known/openid-configuration", 200)
@@ -237,6 +250,7 @@ async def test_discover_incomplete_document_falls_back(
     assert endpoints == Endpoints(
         keycloak_endpoints(f"{stub.url}/realms/r").device_authorization_endpoint,
         "https://id.example/token",
+        issuer="x",
     )
 
 
@@ -669,9 +683,13 @@ async def test_token_manager_concurrent_callers_share_one_refresh(
 ) -> None:
     """Ten concurrent callers cause exactly one refresh; rotation is reported."""
     events: list[tuple[str, str]] = []
-    manager = TokenManager(
-        auth, issued.refresh_token, lambda token: events.append(("persist", token))
-    )
+
+    async def persist(token: str) -> None:
+        # Writing takes a while: the new access token waits for it.
+        await asyncio.sleep(0.01)
+        events.append(("persist", token))
+
+    manager = TokenManager(auth, issued.refresh_token, persist)
     results = await asyncio.gather(
         *(manager.async_get_access_token() for _ in range(10))
     )
@@ -775,6 +793,106 @@ async def test_token_manager_unreadable_access_token(
     assert await token_manager.async_get_access_token() == "opaque"
     assert token_manager.account is None
     assert token_manager.refresh_token == "new"
+
+
+async def test_token_manager_waits_for_a_failed_save(
+    sandbox: ZevvySandbox, auth: ZevvyAuth, issued: IssuedTokens
+) -> None:
+    """A new refresh token that could not be saved: its access token is not used."""
+    saved: list[str] = []
+
+    async def persist(token: str) -> None:
+        if not saved:
+            saved.append("failed")
+            raise OSError("disk full")
+        saved.append(token)
+
+    manager = TokenManager(auth, issued.refresh_token, persist)
+    with pytest.raises(OSError, match="disk full"):
+        await manager.async_get_access_token()
+    # The next caller refreshes with the new (unsaved) token and saves that.
+    assert await manager.async_get_access_token()
+    assert saved == ["failed", manager.refresh_token]
+    assert not any(grant.revoked for grant in sandbox.grants())
+
+
+# ----------------------------------------------------------------------- account
+
+
+@pytest.mark.parametrize(
+    ("settings", "sources"),
+    [
+        ({}, []),
+        ({"opaque_access_tokens": True}, []),
+        ({"opaque_access_tokens": True, "id_tokens": False}, ["userinfo"]),
+    ],
+    ids=["jwt", "opaque_with_id_token", "opaque_with_userinfo"],
+)
+async def test_account_of_a_login(
+    sandbox: ZevvySandbox,
+    auth: ZevvyAuth,
+    settings: dict[str, Any],
+    sources: list[str],
+) -> None:
+    """The account comes from the access token, the ID token or userinfo."""
+    sandbox.configure(**settings)
+    issued = sandbox.issue_tokens(scope=SCOPES)
+    tokens = await auth.refresh(issued.refresh_token)
+    sandbox.clear_requests()
+    account = await auth.async_account(tokens)
+    assert account == Account(sandbox.config.sub, "demo", "demo@example.ch")
+    assert [request.path.rsplit("/", 1)[1] for request in sandbox.requests] == sources
+
+
+async def test_account_id_token_for_another_client_is_ignored(
+    sandbox: ZevvySandbox, auth: ZevvyAuth
+) -> None:
+    """An ID token for another audience or issuer names no account."""
+    sandbox.configure(opaque_access_tokens=True)
+    tokens = await auth.refresh(sandbox.issue_tokens(scope=SCOPES).refresh_token)
+    assert auth.account_from_tokens(tokens) is not None
+    other_client = sandbox.issue_tokens(scope=SCOPES, client_id="someone-else")
+    assert other_client.id_token is not None
+    other_issuer = sandbox.issue_tokens(scope=SCOPES)
+    assert other_issuer.id_token is not None
+    header, payload, signature = other_issuer.id_token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["iss"] = "https://evil.example/realms/zevvy"
+    forged = base64.urlsafe_b64encode(json.dumps(claims).encode()).decode()
+    for id_token in (other_client.id_token, f"{header}.{forged}.{signature}"):
+        assert auth.account_from_tokens(replace(tokens, id_token=id_token)) is None
+
+
+async def test_account_unknown(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """Opaque tokens, no ID token, no userinfo (or no openid): no account."""
+
+    def new_auth() -> ZevvyAuth:
+        # Discovery is cached: a new ZevvyAuth sees changed sandbox settings.
+        return ZevvyAuth(
+            session,
+            sandbox.config.client_id,
+            sandbox.config.client_secret,
+            sandbox.issuer,
+        )
+
+    sandbox.configure(opaque_access_tokens=True, id_tokens=False)
+    auth = new_auth()
+    without_openid = await auth.refresh(sandbox.issue_tokens().refresh_token)
+    with pytest.raises(ZevvyAccountError):
+        await auth.async_account(without_openid)  # userinfo: 403
+    sandbox.configure(userinfo=False)
+    auth = new_auth()
+    tokens = await auth.refresh(sandbox.issue_tokens(scope=SCOPES).refresh_token)
+    with pytest.raises(ZevvyAccountError):
+        await auth.async_account(tokens)
+    # userinfo down: a connection error, not "no account".
+    sandbox.configure(userinfo=True)
+    auth = new_auth()
+    sandbox.inject_fault(status=503, target="userinfo")
+    with pytest.raises(ZevvyConnectionError):
+        await auth.async_account(tokens)
 
 
 # ------------------------------------------------------------------ access token
@@ -900,30 +1018,61 @@ async def test_bulk_create_nothing(sandbox: ZevvySandbox, client: ZevvyClient) -
     assert sandbox.requests == []
 
 
+@pytest.mark.parametrize("details", [False, True])
 async def test_bulk_create_all_present(
-    sandbox: ZevvySandbox, client: ZevvyClient
+    sandbox: ZevvySandbox, client: ZevvyClient, details: bool
 ) -> None:
-    """Resending delivered readings counts them as already present."""
+    """Readings zevvy has: one request, a conflict naming them if zevvy does."""
+    sandbox.configure(conflict_details=details)
     await client.bulk_create("d", "r", make_readings(4))
     sandbox.clear_requests()
-    await client.bulk_create("d", "r", make_readings(4))
-    # 4 -> 2 + 2 -> 1 + 1 + 1 + 1: every request conflicts.
-    assert api_statuses(sandbox) == [409] * 7
+    with pytest.raises(ZevvyConflictError, match="already exist") as err:
+        await client.bulk_create("d", "r", make_readings(4))
+    assert api_statuses(sandbox) == [409]
+    assert err.value.status == 409
+    if details:
+        assert err.value.conflicts == tuple(r.read_at for r in make_readings(4))
+    else:
+        assert err.value.conflicts is None
     assert len(sandbox.readings()) == 4
 
 
 async def test_bulk_create_partly_present(
     sandbox: ZevvySandbox, client: ZevvyClient
 ) -> None:
-    """New readings in a batch with known ones still arrive (all-or-nothing 409)."""
-    await client.bulk_create("d", "r", [make_readings(1, 1)[0], make_readings(1, 4)[0]])
-    sandbox.clear_requests()
-    await client.bulk_create("d", "r", make_readings(6))
-    # 4 created one by one, 2 known ones answered 409 on their own.
-    assert api_statuses(sandbox).count(201) == 4
+    """A server that stores the new readings still answers 409 (partial)."""
+    sandbox.configure(conflict_mode="partial", conflict_details=True)
+    await client.bulk_create("d", "r", [make_readings(1, 1)[0]])
+    with pytest.raises(ZevvyConflictError) as err:
+        await client.bulk_create("d", "r", make_readings(3))
+    assert err.value.conflicts == (make_readings(1, 1)[0].read_at,)
     assert sorted(r.read_at for r in sandbox.readings()) == [
-        read_at(i) for i in range(6)
+        read_at(i) for i in range(3)
     ]
+
+
+async def test_bulk_create_conflict_bodies(
+    stub: StubServer, session: aiohttp.ClientSession
+) -> None:
+    """Only aware readAt strings of a conflicts list count; anything else is no list."""
+    stub.add(404)  # discovery
+    stub.add(
+        200, {"access_token": "opaque-access", "refresh_token": "b", "expires_in": 300}
+    )
+    stub.add(
+        409,
+        {"conflicts": ["2026-11-26T14:00:00.000Z", 5, "soon", "2026-11-26T14:15"]},
+    )
+    stub.add(409, {"conflicts": "2026-11-26T14:00:00.000Z"})
+    stub.add(409, text="Conflict")
+    auth = ZevvyAuth(session, "id", "secret", stub.url)
+    client = ZevvyClient(session, TokenManager(auth, "refresh"), stub.url)
+    found = []
+    for _ in range(3):
+        with pytest.raises(ZevvyConflictError) as err:
+            await client.bulk_create("d", "r", make_readings(1))
+        found.append(err.value.conflicts)
+    assert found == [(datetime(2026, 11, 26, 14, 0, tzinfo=UTC),), None, None]
 
 
 async def test_bulk_create_refreshes_after_401(
@@ -977,9 +1126,9 @@ async def test_bulk_create_403(
     client = ZevvyClient(
         session, TokenManager(auth, issued.refresh_token), sandbox.api_url
     )
-    with pytest.raises(ZevvyResponseError, match="measurement") as err:
+    with pytest.raises(ZevvyMeasurementsError, match="measurement") as err:
         await client.bulk_create("d", "r", make_readings(1))
-    assert type(err.value) is ZevvyResponseError
+    assert type(err.value) is ZevvyMeasurementsError
     assert err.value.status == 403
 
 
@@ -1003,15 +1152,22 @@ async def test_bulk_create_422_long_message(
     assert err.value.message.endswith("…")
 
 
+@pytest.mark.parametrize(
+    ("status", "error"),
+    [(404, ZevvyMeasurementsError), (413, ZevvyMeasurementsError), (302, None)],
+)
 async def test_bulk_create_unexpected_status(
-    sandbox: ZevvySandbox, client: ZevvyClient
+    sandbox: ZevvySandbox,
+    client: ZevvyClient,
+    status: int,
+    error: type[ZevvyResponseError] | None,
 ) -> None:
-    """Other statuses are response errors."""
-    sandbox.inject_fault(status=404, body={"detail": "No such route"})
+    """Other 4xx are about the request or register; anything else a response error."""
+    sandbox.inject_fault(status=status, body={"detail": "No such route"})
     with pytest.raises(ZevvyResponseError, match="No such route") as err:
         await client.bulk_create("d", "r", make_readings(1))
-    assert type(err.value) is ZevvyResponseError
-    assert err.value.status == 404
+    assert type(err.value) is (error or ZevvyResponseError)
+    assert err.value.status == status
 
 
 @pytest.mark.parametrize(("retry_after", "expected"), [(7, 7.0), (None, None)])
@@ -1030,10 +1186,11 @@ async def test_bulk_create_rate_limited(
 
 
 async def test_bulk_create_rate_limited_http_date(
-    stub: StubServer, session: aiohttp.ClientSession
+    stub: StubServer, session: aiohttp.ClientSession, freezer: FrozenDateTimeFactory
 ) -> None:
     """Retry-After as an HTTP date is turned into seconds."""
-    when = datetime.now(UTC) + timedelta(seconds=120)
+    freezer.move_to(START)
+    when = START + timedelta(seconds=120)
     stub.add(404)  # discovery
     stub.add(
         200, {"access_token": "opaque-access", "refresh_token": "b", "expires_in": 300}
@@ -1047,8 +1204,7 @@ async def test_bulk_create_rate_limited_http_date(
     client = ZevvyClient(session, TokenManager(auth, "refresh"), stub.url)
     with pytest.raises(ZevvyRateLimitError, match="Too many") as err:
         await client.bulk_create("d", "r", make_readings(1))
-    assert err.value.retry_after is not None
-    assert 110 < err.value.retry_after <= 120
+    assert err.value.retry_after == 120
 
 
 async def test_bulk_create_success_bodies(

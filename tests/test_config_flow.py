@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+import json
+from pathlib import Path
 import time
 from typing import Any
 from unittest.mock import patch
@@ -17,7 +19,6 @@ from homeassistant.data_entry_flow import FlowResult, FlowResultType
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.zevvy import config_flow
 from custom_components.zevvy.api import (
     ZevvyAuth,
     ZevvyConnectionError,
@@ -40,6 +41,12 @@ from zevvy_sandbox import ZevvySandbox
 
 OTHER_SUB = "0b7e4a3c-1f2d-4e5a-8b9c-7d6e5f4a3b2c"
 
+
+ABORTS = json.loads(
+    (
+        Path(__file__).parents[1] / "custom_components/zevvy/translations/en.json"
+    ).read_text()
+)["config"]["abort"]
 
 # Stands for the `closed_port_url` fixture in parameters (known only in the test).
 CLOSED_PORT_URL = "closed-port-url"
@@ -458,18 +465,65 @@ async def test_client_rejected_while_waiting(
 async def test_unexpected_error_while_waiting(
     hass: HomeAssistant, sandbox: ZevvySandbox, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """An unreadable access token aborts `unknown` and is logged."""
+    """An unexpected client error after the approval aborts `unknown`, logged."""
     result = await start_login(hass, sandbox)
     with patch.object(
-        config_flow,
-        "account_from_access_token",
-        side_effect=ZevvyError("The access token is not a JWT"),
+        ZevvyAuth, "async_account", side_effect=ZevvyError("Something new")
     ):
         sandbox.approve(result["description_placeholders"]["user_code"])
         result = await finish_progress(hass, result)
     assert result["type"] is FlowResultType.ABORT
     assert result["reason"] == "unknown"
     assert "Unexpected error while waiting for the zevvy login" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"opaque_access_tokens": True},
+        {"opaque_access_tokens": True, "id_tokens": False},
+    ],
+    ids=["jwt", "opaque_with_id_token", "opaque_with_userinfo"],
+)
+async def test_login_with_opaque_access_tokens(
+    hass: HomeAssistant, sandbox: ZevvySandbox, settings: dict[str, Any]
+) -> None:
+    """The account comes from the access token, else the ID token or userinfo."""
+    sandbox.configure(**settings)
+    result = await start_login(hass, sandbox)
+    sandbox.approve(result["description_placeholders"]["user_code"])
+    result = await finish_progress(hass, result)
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["title"] == "demo"
+    assert result["result"].unique_id == sandbox.config.sub
+    await hass.async_block_till_done()
+    assert result["result"].state is ConfigEntryState.LOADED
+
+
+async def test_login_without_account(
+    hass: HomeAssistant, sandbox: ZevvySandbox
+) -> None:
+    """A provider that names no account at all: a clear, translated abort."""
+    sandbox.configure(opaque_access_tokens=True, id_tokens=False, userinfo=False)
+    result = await start_login(hass, sandbox)
+    sandbox.approve(result["description_placeholders"]["user_code"])
+    result = await finish_progress(hass, result)
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "no_account"
+    assert "openid" in ABORTS["no_account"]
+    assert not hass.config_entries.async_entries(DOMAIN)
+
+
+async def test_userinfo_unreachable(hass: HomeAssistant, sandbox: ZevvySandbox) -> None:
+    """userinfo failing after the approval aborts `cannot_connect`."""
+    sandbox.configure(opaque_access_tokens=True, id_tokens=False)
+    result = await start_login(hass, sandbox)
+    sandbox.inject_fault(status=503, count=1, target="userinfo")
+    sandbox.approve(result["description_placeholders"]["user_code"])
+    result = await finish_progress(hass, result)
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "cannot_connect"
 
 
 async def test_flow_removed_while_waiting(
@@ -526,8 +580,12 @@ async def test_reauth(
         CONF_REFRESH_TOKEN: None,
     }
     assert entry.state is ConfigEntryState.LOADED
-    # The reloaded entry uses the new login.
-    assert entry.runtime_data.tokens.refresh_token == new_token
+    # The reloaded entry uses the new login, not the old one's saved token.
+    (grant,) = (
+        grant for grant in sandbox.grants() if new_token in grant.used_refresh_tokens
+    )
+    assert not grant.revoked
+    assert entry.runtime_data.tokens.refresh_token == grant.refresh_token
 
 
 async def test_reauth_other_account(

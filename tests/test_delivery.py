@@ -27,8 +27,8 @@ from pytest_homeassistant_custom_component.common import (
 )
 
 from custom_components.zevvy import (
+    delivery as delivery_module,
     repairs as repairs_module,
-    sender as sender_module,
 )
 from custom_components.zevvy.api import Reading, ZevvyAuth
 from custom_components.zevvy.const import (
@@ -374,7 +374,7 @@ async def test_backlog_goes_out_in_requests_of_max_batch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A backlog is sent in requests of at most MAX_BATCH readings, in order."""
-    monkeypatch.setattr(sender_module, "MAX_BATCH", 3)
+    monkeypatch.setattr(delivery_module, "MAX_BATCH", 3)
     sandbox.config.max_batch = 3
     meters.add("one")
     coordinator = await meters.setup()
@@ -572,6 +572,34 @@ async def test_lower_reading_is_held_until_the_user_decides(
     assert coordinator.outbox.held_count == 0
 
 
+async def test_less_precise_unit_is_not_a_drop(
+    hass: HomeAssistant, meters: Meters, sandbox: ZevvySandbox
+) -> None:
+    """Wh to kWh with one decimal: 1234.567 then 1234.5 is no drop; 1234.3 is."""
+    one = meters.add("one", 1_234_567.0)
+    coordinator = await meters.setup()
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1), grow=False
+    )
+    entity_id = meters.entity_ids[one]
+    attributes = {"unit_of_measurement": "kWh", "state_class": "total_increasing"}
+    # The sensor now shows kWh with one decimal (cut off, not rounded).
+    hass.states.async_set(entity_id, "1234.5", attributes)
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 31, tzinfo=UTC), timedelta(minutes=1), grow=False
+    )
+    assert [r.value for r in sandbox.readings()] == [1234.567, 1234.5]
+    assert coordinator.outbox.held_count == 0
+
+    # More than one step of the coarser precision lower: a drop.
+    hass.states.async_set(entity_id, "1234.3", attributes)
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 46, tzinfo=UTC), timedelta(minutes=1), grow=False
+    )
+    assert [r.value for r in sandbox.readings()] == [1234.567, 1234.5]
+    assert coordinator.outbox.held_count == 1
+
+
 async def test_outbox_bound_drops_oldest(
     hass: HomeAssistant,
     meters: Meters,
@@ -731,7 +759,8 @@ async def test_upload_now_sends_at_once_despite_backoff(
     assert (result.sent, result.pending, result.held, result.rejected) == (2, 0, 0, 0)
     assert result.error is None
     assert coordinator.data.next_retry is None
-    # Other errors (here 403) are retried like an outage, with the message kept.
+    # A 403 is about one register: it is set aside, the other one delivers,
+    # and the account stays connected (the message is kept for diagnostics).
     sandbox.inject_fault(status=403, count=1)
     meters.grow()
     await meters.advance(
@@ -739,10 +768,13 @@ async def test_upload_now_sends_at_once_despite_backoff(
         timedelta(minutes=1),
         grow=False,
     )
-    assert coordinator.data.last_error == "error"
+    assert coordinator.data.connected
+    assert coordinator.data.last_error is None
+    assert coordinator.data.pending == 1
     assert coordinator.last_error_detail is not None
+    assert "403" in coordinator.last_error_detail[1]
     await meters.advance(
-        datetime(2026, 11, 26, 12, 32, tzinfo=UTC), timedelta(seconds=10), grow=False
+        datetime(2026, 11, 26, 12, 46, tzinfo=UTC), timedelta(minutes=1), grow=False
     )
     assert coordinator.data.pending == 0
-    assert len(sandbox.readings()) == 4
+    assert len(sandbox.readings()) == 6

@@ -26,19 +26,25 @@ from homeassistant.components.recorder.models import (
     StatisticMetaData,
 )
 from homeassistant.config_entries import ConfigEntryState, ConfigSubentry
-from homeassistant.const import EVENT_HOMEASSISTANT_STARTED
+from homeassistant.const import (
+    EVENT_HOMEASSISTANT_STARTED,
+    EVENT_RECORDER_5MIN_STATISTICS_GENERATED,
+)
 from homeassistant.core import CoreState, HomeAssistant
 from homeassistant.exceptions import ServiceValidationError
 from homeassistant.helpers import entity_registry as er, issue_registry as ir
 from homeassistant.helpers.recorder import get_instance, session_scope
 import pytest
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_fire_time_changed,
+)
 from pytest_homeassistant_custom_component.components.recorder.common import (
     async_wait_recording_done,
 )
 from sqlalchemy import update
 
-from custom_components.zevvy import history
+from custom_components.zevvy import gap_fill
 from custom_components.zevvy.api import Reading
 from custom_components.zevvy.const import (
     CONF_DEVICE_REF,
@@ -46,6 +52,7 @@ from custom_components.zevvy.const import (
     CONF_ENTITY_REGISTRY_ID,
     CONF_REGISTER_REF,
     DOMAIN,
+    GAP_FILL_RETRIES,
     SUBENTRY_TYPE_METER,
 )
 from custom_components.zevvy.coordinator import ZevvyCoordinator
@@ -326,7 +333,7 @@ async def test_gap_fill_after_outage(
     )
     requests = _bulk_requests(sandbox)
     if at_start:
-        monkeypatch.setattr(history, "GAP_FILL_STARTUP_DELAY", 0)
+        monkeypatch.setattr(gap_fill, "GAP_FILL_STARTUP_DELAY", 0)
         hass.set_state(CoreState.starting)
         await _setup(hass, mock_config_entry)
         await hass.async_block_till_done()
@@ -624,6 +631,150 @@ async def test_without_recorder(
     assert "Recorder not loaded: no gap fill" in caplog.text
 
     with pytest.raises(ServiceValidationError) as err:
-        await _upload_history(hass, start=datetime.now(UTC) - timedelta(days=1))
+        await _upload_history(hass, start=NOW - timedelta(days=1))
     assert err.value.translation_key == "history_no_recorder"
     assert "needs the recorder" in str(err.value)
+
+
+async def test_backfill_after_live_delivery_holds_a_reset(
+    recorder_mock: Recorder,
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A reset inside the backfilled period is held although live delivery ran.
+
+    The meter was replaced at 11:00 and the 12:00 tick delivered the new meter's
+    0.5 kWh. The backfill from 10:00 brings the old meter's readings, older but
+    higher than the delivered 12:00 one: they are held, not sent.
+    """
+    hour = NOW.replace(minute=0)
+    reset = hour - timedelta(hours=1)
+
+    def value(moment: datetime) -> float:
+        if moment <= reset:
+            return _value(moment)
+        return round((moment - reset).total_seconds() / 3600 * RATE, 3)
+
+    freezer.move_to(hour - timedelta(minutes=2))
+    mock_config_entry.add_to_hass(hass)
+    entity_id, subentry_id = _add_meter(hass, mock_config_entry, "a")
+    hass.states.async_set(
+        entity_id,
+        str(value(hour)),
+        {"unit_of_measurement": "kWh", "state_class": "total_increasing"},
+    )
+    coordinator = await _setup(hass, mock_config_entry)
+    freezer.move_to(hour)
+    async_fire_time_changed(hass, hour)
+    await hass.async_block_till_done()
+    assert [(r.read_at, r.value) for r in sandbox.readings()] == [(_stamp(hour), 0.5)]
+
+    freezer.move_to(NOW)
+    await _import(
+        hass,
+        entity_id,
+        short=_rows(hour - timedelta(hours=2), hour, timedelta(minutes=5), value),
+    )
+    response = await _upload_history(hass, start=hour - timedelta(hours=2))
+
+    assert response["meters"][entity_id]["held"] == 4  # 10:15 .. 11:00
+    assert response["meters"][entity_id]["queued"] == 3  # 11:15 .. 11:45
+    assert response["meters"][entity_id]["already_delivered"] == 1
+    issue = ir.async_get(hass).async_get_issue(
+        DOMAIN, f"reading_held_{mock_config_entry.entry_id}_{subentry_id}"
+    )
+    assert issue is not None
+    assert issue.translation_placeholders is not None
+    # The drop: from the old meter's 10:15 reading to the new meter's 11:15.
+    first_held = hour - timedelta(minutes=105)
+    assert issue.translation_placeholders["previous"] == f"{value(first_held):.3f}"
+    assert issue.translation_placeholders["value"] == "0.125"
+    await coordinator.async_send()
+    stored = sorted((r.read_at, r.value) for r in sandbox.readings())
+    after_reset = [reset + timedelta(minutes=15 * i) for i in range(1, 5)]
+    assert stored == [(_stamp(m), value(m)) for m in after_reset]
+    assert coordinator.outbox.held_count == 4
+
+
+async def test_gap_fill_waits_for_statistics_compiled_late(
+    recorder_mock: Recorder,
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Set up again (a new login) before the recorder compiled the statistics.
+
+    The gap fill finds only part of them, and looks again each time the recorder
+    says it compiled statistics, until the quarter hours are there (each sent
+    once), at most GAP_FILL_RETRIES times.
+    """
+    caplog.set_level(logging.DEBUG, logger="custom_components.zevvy")
+    entity_id, delivered_at = await _deliver_one_then_unload(
+        hass, mock_config_entry, freezer
+    )
+    back = delivered_at + timedelta(hours=2, minutes=1)
+    freezer.move_to(back)
+    until = back.replace(minute=0)
+    # Compiled so far: up to 13:00.
+    await _import(
+        hass,
+        entity_id,
+        short=_rows(delivered_at, until - timedelta(hours=1), timedelta(minutes=5)),
+    )
+    await _setup(hass, mock_config_entry)
+    await hass.async_block_till_done(wait_background_tasks=True)
+    quarters = [delivered_at + timedelta(minutes=15 * i) for i in range(9)]
+    stamps = [r.read_at for r in sandbox.readings("Device a", "Energy")]
+    assert stamps == [_stamp(m) for m in quarters[:5]]
+
+    # The recorder compiles the rest and says so.
+    await _import(
+        hass,
+        entity_id,
+        short=_rows(until - timedelta(hours=1), until, timedelta(minutes=5)),
+    )
+    hass.bus.async_fire(EVENT_RECORDER_5MIN_STATISTICS_GENERATED)
+    await hass.async_block_till_done(wait_background_tasks=True)
+
+    readings = sandbox.readings("Device a", "Energy")
+    assert [r.read_at for r in readings] == [_stamp(m) for m in quarters]
+    assert [r.value for r in readings] == [_value(m) for m in quarters]
+    # Nothing was sent twice.
+    posted = [r for r in sandbox.requests if r.path.endswith("_bulk_create")]
+    assert all(r.status == 201 for r in posted)
+
+
+async def test_gap_fill_gives_up_after_some_compiles(
+    recorder_mock: Recorder,
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Statistics that never appear: the gap fill stops looking after a while."""
+    caplog.set_level(logging.INFO, logger="custom_components.zevvy")
+    entity_id, delivered_at = await _deliver_one_then_unload(
+        hass, mock_config_entry, freezer
+    )
+    back = delivered_at + timedelta(hours=1, minutes=1)
+    freezer.move_to(back)
+    await _setup(hass, mock_config_entry)
+    await hass.async_block_till_done(wait_background_tasks=True)
+    for _ in range(GAP_FILL_RETRIES):
+        hass.bus.async_fire(EVENT_RECORDER_5MIN_STATISTICS_GENERATED)
+        await hass.async_block_till_done(wait_background_tasks=True)
+    assert "use the action zevvy.upload_history once it has them" in caplog.text
+    # Statistics appearing later are left to the action.
+    await _import(
+        hass,
+        entity_id,
+        short=_rows(delivered_at, back, timedelta(minutes=5)),
+    )
+    hass.bus.async_fire(EVENT_RECORDER_5MIN_STATISTICS_GENERATED)
+    await hass.async_block_till_done(wait_background_tasks=True)
+    assert len(sandbox.readings()) == 1

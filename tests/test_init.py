@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+from freezegun.api import FrozenDateTimeFactory
 from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
 from homeassistant.core import HomeAssistant
+import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.zevvy.const import CONF_ISSUER, CONF_REFRESH_TOKEN, DOMAIN
 from zevvy_sandbox import ZevvySandbox
 
 
+def saved_token(hass_storage: dict[str, Any], entry: MockConfigEntry) -> str | None:
+    """Return the refresh token Home Assistant's storage holds for the entry."""
+    saved = hass_storage.get(f"{DOMAIN}.{entry.entry_id}.login")
+    return saved["data"]["refresh_token"] if saved else None
+
+
 async def test_setup_and_unload(
-    hass: HomeAssistant, sandbox: ZevvySandbox, mock_config_entry: MockConfigEntry
+    hass: HomeAssistant,
+    sandbox: ZevvySandbox,
+    mock_config_entry: MockConfigEntry,
+    hass_storage: dict[str, Any],
 ) -> None:
     """Setup logs in with the stored refresh token; unload leaves nothing running."""
     first_token = mock_config_entry.data[CONF_REFRESH_TOKEN]
@@ -27,9 +41,9 @@ async def test_setup_and_unload(
     assert (
         repr(runtime.coordinator.client) == f"ZevvyClient(api_url={sandbox.api_url!r})"
     )
-    # The sandbox rotates refresh tokens: the new one is stored at once.
-    assert mock_config_entry.data[CONF_REFRESH_TOKEN] != first_token
-    assert mock_config_entry.data[CONF_REFRESH_TOKEN] == runtime.tokens.refresh_token
+    # The sandbox rotates refresh tokens: the new one is on disk at once.
+    assert runtime.tokens.refresh_token != first_token
+    assert saved_token(hass_storage, mock_config_entry) == runtime.tokens.refresh_token
 
     assert await hass.config_entries.async_unload(mock_config_entry.entry_id)
     await hass.async_block_till_done()
@@ -38,25 +52,94 @@ async def test_setup_and_unload(
 
 
 async def test_rotated_token_saved_without_reload(
-    hass: HomeAssistant, sandbox: ZevvySandbox, init_integration: MockConfigEntry
+    hass: HomeAssistant,
+    sandbox: ZevvySandbox,
+    init_integration: MockConfigEntry,
+    hass_storage: dict[str, Any],
 ) -> None:
     """Every later rotation is saved too, without reloading the entry."""
     entry = init_integration
     runtime = entry.runtime_data
-    before = entry.data[CONF_REFRESH_TOKEN]
+    before = runtime.tokens.refresh_token
 
     await runtime.tokens.async_force_refresh()
     await hass.async_block_till_done()
 
-    assert entry.data[CONF_REFRESH_TOKEN] != before
-    assert entry.data[CONF_REFRESH_TOKEN] == runtime.tokens.refresh_token
+    assert runtime.tokens.refresh_token != before
+    assert saved_token(hass_storage, entry) == runtime.tokens.refresh_token
     # Still the same runtime data: no reload happened.
     assert entry.state is ConfigEntryState.LOADED
     assert entry.runtime_data is runtime
     # The old token was replaced for good: zevvy no longer accepts it.
     grant = next(grant for grant in sandbox.grants() if not grant.revoked)
-    assert grant.refresh_token == entry.data[CONF_REFRESH_TOKEN]
+    assert grant.refresh_token == runtime.tokens.refresh_token
     assert before in grant.used_refresh_tokens
+
+
+async def test_rotated_token_on_disk_before_it_is_used(
+    hass: HomeAssistant,
+    sandbox: ZevvySandbox,
+    mock_config_entry: MockConfigEntry,
+    hass_storage: dict[str, Any],
+    monkeypatch: pytest.MonkeyPatch,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """zevvy sees a new access token only once its refresh token is on disk.
+
+    A crash (kill -9) at any moment after a refresh finds the current refresh
+    token in .storage, so the next start does not present a used one (which a
+    provider like Keycloak answers by ending the login).
+    """
+    freezer.move_to("2026-11-26T12:05:00+00:00")
+    mock_config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+    on_disk_when_used: list[bool] = []
+    store_batch = sandbox._store_batch
+
+    def spy(*args: Any) -> None:
+        grant = next(grant for grant in sandbox.grants() if not grant.revoked)
+        on_disk_when_used.append(grant.refresh_token in json.dumps(hass_storage))
+        store_batch(*args)
+
+    monkeypatch.setattr(sandbox, "_store_batch", spy)
+    # zevvy answers 401 to the current access token: the client refreshes.
+    sandbox.expire_access_tokens()
+    tokens = mock_config_entry.runtime_data.tokens
+    before = tokens.refresh_token
+    await hass.services.async_call(
+        DOMAIN,
+        "send_reading",
+        {"device_ref": "Car", "register_ref": "Energy", "value": 12.5},
+        blocking=True,
+    )
+    assert tokens.refresh_token != before
+    assert [r.read_at for r in sandbox.readings("Car", "Energy")] == [
+        "2026-11-26T12:00:00.000Z"
+    ]
+    assert on_disk_when_used == [True]
+
+
+async def test_login_survives_a_crash_after_a_refresh(
+    hass: HomeAssistant, sandbox: ZevvySandbox, init_integration: MockConfigEntry
+) -> None:
+    """A crash right after a refresh: the next start uses the token saved last.
+
+    The config entries are written about a second after a change; if Home
+    Assistant is killed in that second, the entry on disk holds what it held
+    before the refresh. That is what this test restores before the restart.
+    """
+    entry = init_integration
+    on_disk = dict(entry.data)
+    await entry.runtime_data.tokens.async_force_refresh()
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    hass.config_entries.async_update_entry(entry, data=on_disk)
+
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert entry.state is ConfigEntryState.LOADED
+    assert not any(grant.revoked for grant in sandbox.grants())
+    assert not hass.config_entries.flow.async_progress()
 
 
 async def test_stored_token_survives_restart(
@@ -64,13 +147,50 @@ async def test_stored_token_survives_restart(
 ) -> None:
     """After a reload the entry logs in with the token saved last."""
     entry = init_integration
-    saved = entry.data[CONF_REFRESH_TOKEN]
+    saved = entry.runtime_data.tokens.refresh_token
     assert await hass.config_entries.async_reload(entry.entry_id)
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.LOADED
-    assert entry.data[CONF_REFRESH_TOKEN] != saved
+    assert entry.runtime_data.tokens.refresh_token != saved
     # No grant was revoked by presenting an old token.
     assert not any(grant.revoked for grant in sandbox.grants())
+
+
+async def test_remove_entry_deletes_the_saved_login(
+    hass: HomeAssistant, init_integration: MockConfigEntry, hass_storage: dict[str, Any]
+) -> None:
+    """Removing the account leaves no refresh token behind."""
+    entry = init_integration
+    assert saved_token(hass_storage, entry) is not None
+    assert await hass.config_entries.async_remove(entry.entry_id)
+    await hass.async_block_till_done()
+    assert saved_token(hass_storage, entry) is None
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},
+        {"opaque_access_tokens": True},
+        {"opaque_access_tokens": True, "id_tokens": False},
+    ],
+    ids=["jwt", "opaque_with_id_token", "opaque_with_userinfo"],
+)
+async def test_setup_knows_the_account_with_opaque_tokens(
+    hass: HomeAssistant,
+    sandbox: ZevvySandbox,
+    mock_config_entry: MockConfigEntry,
+    settings: dict[str, Any],
+) -> None:
+    """The account is known whether the access token is a JWT or opaque."""
+    sandbox.configure(**settings)
+    mock_config_entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+    account = mock_config_entry.runtime_data.tokens.account
+    assert account is not None
+    assert account.sub == sandbox.config.sub
+    assert account.title == "demo"
 
 
 async def test_not_ready_when_unreachable(

@@ -186,6 +186,34 @@ async def test_lower_reading_is_held_and_accepted(hass: HomeAssistant) -> None:
     assert (result.queued, result.held) == (1, 0)
 
 
+async def test_drop_check_looks_both_ways_with_precision(
+    hass: HomeAssistant,
+) -> None:
+    """Older readings are checked against later ones; less precision is no drop."""
+    box = Outbox(hass, ENTRY_ID)
+    await box.async_load()
+    meter = Destination("m1", "Dev", "Reg")
+    box.add(meter, [Reading(_at(4), 1234.5)])  # a kWh sensor with one decimal
+    # Older readings in Wh: up to one step (0.1 kWh) above the later one.
+    result = box.add(meter, [Reading(_at(3), 1234.567), Reading(_at(2), 1234.4)])
+    assert (result.queued, result.held) == (2, 0)
+
+    result = box.add(
+        meter,
+        [
+            Reading(_at(1), 1234.45),  # 0.05 above a less precise later one
+            Reading(_at(0), 1234.6),  # 0.15 above a later one: a drop
+            Reading(_at(5), 1234.4),  # same precision, lower: a drop
+        ],
+    )
+    assert (result.queued, result.held) == (1, 2)
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, f"reading_held_{ENTRY_ID}_m1")
+    assert issue is not None
+    assert issue.translation_placeholders is not None
+    assert issue.translation_placeholders["previous"] == "1234.600"
+    assert issue.translation_placeholders["value"] == "1234.450"
+
+
 async def test_held_readings_can_be_discarded(hass: HomeAssistant) -> None:
     """Discarding drops the held readings; a recovered meter queues normally."""
     box = Outbox(hass, ENTRY_ID)

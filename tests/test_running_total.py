@@ -530,7 +530,7 @@ async def test_small_dip_is_held_like_home_assistant_counts_it(
     charger = add_sensor(hass, "dip_session_energy", "10.0", KWH_SESSION)
     mock_config_entry.add_to_hass(hass)
     key = add_running_meter(
-        hass, mock_config_entry, charger, device="Dip", start_value=50.0
+        hass, mock_config_entry, charger, device="Dip", start_value=50.125
     )
     coordinator = await setup_entry(hass, mock_config_entry)
     await at(hass, freezer, minute(15))
@@ -539,13 +539,13 @@ async def test_small_dip_is_held_like_home_assistant_counts_it(
     await at(hass, freezer, minute(22))
     hass.states.async_set(charger.entity_id, "9.5", KWH_SESSION)  # a dip: -0.5
     await at(hass, freezer, minute(30))
-    assert readings(sandbox, "Dip") == [(_stamp(minute(15)), 50.0)]
+    assert readings(sandbox, "Dip") == [(_stamp(minute(15)), 50.125)]
     assert coordinator.outbox.held_count == 1
     issue_id = f"reading_held_{mock_config_entry.entry_id}_{key}"
     issue = ir.async_get(hass).async_get_issue(DOMAIN, issue_id)
     assert issue is not None
     assert issue.translation_placeholders is not None
-    assert issue.translation_placeholders["value"] == "49.500"
+    assert issue.translation_placeholders["value"] == "49.625"
 
 
 async def test_meter_whose_start_passed_unseen_counts_from_its_first_state(

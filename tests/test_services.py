@@ -357,6 +357,31 @@ async def test_send_reading_while_unreachable(
         ({"meter": METER_ENTITY_ID, "value": -1}, "invalid_value"),
         ({"meter": METER_ENTITY_ID, "value": "nan"}, "invalid_value"),
         ({"meter": METER_ENTITY_ID, "value": "inf"}, "invalid_value"),
+        ({"meter": METER_ENTITY_ID, "value": True}, "invalid_value"),
+        ({"meter": METER_ENTITY_ID, "value": "12,5"}, "invalid_value"),
+        ({"meter": METER_ENTITY_ID, "value": [1]}, "invalid_value"),
+        ({"meter": METER_ENTITY_ID, "value": 1e300}, "value_too_large"),
+        ({"meter": METER_ENTITY_ID, "value": 1e12}, "value_too_large"),
+        (
+            {"meter": METER_ENTITY_ID, "value": 1_000_001, "unit": "MWh"},
+            "value_too_large",
+        ),
+        (
+            {"meter": METER_ENTITY_ID, "value": 1, "time": "0001-01-01 00:00:00"},
+            "time_too_old",
+        ),
+        (
+            {"meter": METER_ENTITY_ID, "value": 1, "time": "0999-12-31T23:59:00"},
+            "time_too_old",
+        ),
+        (
+            {
+                "meter": METER_ENTITY_ID,
+                "value": 1,
+                "time": "1999-12-31T23:59:59+00:00",
+            },
+            "time_too_old",
+        ),
         (
             {"meter": METER_ENTITY_ID, "value": 1, "time": "2026-11-26T12:20:00+00:00"},
             "time_in_future",
@@ -389,6 +414,15 @@ async def test_send_reading_while_unreachable(
         "negative",
         "nan",
         "infinite",
+        "boolean",
+        "not_a_number",
+        "list",
+        "1e300",
+        "1e12_kwh",
+        "1e6_mwh_and_more",
+        "year_1",
+        "year_999",
+        "before_2000",
         "future",
         "slash",
         "empty",
@@ -406,11 +440,55 @@ async def test_send_reading_invalid(
     key: str,
 ) -> None:
     """Wrong input: a translated validation error, nothing queued or sent."""
+    sandbox.clear_requests()
     with pytest.raises(ServiceValidationError) as err:
         await _call(hass, "send_reading", data)
     _check_translation(err.value, key)
     assert entry.runtime_data.outbox.pending_count == 0
     assert sandbox.readings() == []
+    assert sandbox.request_counts()["total"] == 0
+
+
+async def test_send_reading_largest_values(
+    hass: HomeAssistant, entry: MockConfigEntry, sandbox: ZevvySandbox
+) -> None:
+    """Up to 1,000,000,000 kWh in any unit, and numbers given as text, arrive."""
+    for device, value, unit in (
+        ("wh", 1e12, "Wh"),
+        ("kwh", "1e9", "kWh"),
+        ("mwh", 1_000_000, "MWh"),
+    ):
+        response = await _call(
+            hass,
+            "send_reading",
+            {"device_ref": device, "register_ref": "r", "value": value, "unit": unit},
+        )
+        assert response is not None
+        assert response["value_kwh"] == 1e9
+        assert [r.value for r in sandbox.readings(device, "r")] == [1e9]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"start": "0001-01-01 00:00:00"},
+        {"start": "2026-11-01 00:00:00", "end": "0001-01-01 00:00:00"},
+        {"start": "1999-12-31 23:45:00"},
+    ],
+    ids=["start_year_1", "end_year_1", "start_before_2000"],
+)
+async def test_upload_history_refuses_old_times(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    data: dict[str, Any],
+) -> None:
+    """Times before 2000 are typos: a translated error, nothing sent."""
+    sandbox.clear_requests()
+    with pytest.raises(ServiceValidationError) as err:
+        await _call(hass, "upload_history", data)
+    _check_translation(err.value, "time_too_old")
+    assert sandbox.request_counts()["total"] == 0
 
 
 async def test_send_reading_needs_account_with_several(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from homeassistant.const import Platform
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryNotReady
 from homeassistant.helpers import config_validation as cv, device_registry as dr
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
@@ -26,11 +26,12 @@ from .const import (
 )
 from .coordinator import ZevvyConfigEntry, ZevvyCoordinator, ZevvyRuntimeData
 from .entity import account_device_info
+from .gap_fill import async_start_gap_fill
 from .helpers import async_on_entry_updated
-from .history import async_start_gap_fill
 from .issues import async_delete_entry_issues, async_setup_meter_issues
 from .outbox import Outbox
 from .services import async_setup_services
+from .token_store import RefreshTokenStore
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
@@ -53,20 +54,12 @@ async def async_setup_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> boo
         entry.data[CONF_ISSUER],
     )
 
-    @callback
-    def _async_save_refresh_token(refresh_token: str) -> None:
-        """Persist a rotated refresh token before anything uses it.
-
-        No update listener reloads the entry, so this only writes the data.
-        """
-        hass.config_entries.async_update_entry(
-            entry, data={**entry.data, CONF_REFRESH_TOKEN: refresh_token}
-        )
-
+    # The login's newest refresh token, written before each new one is used.
+    token_store = RefreshTokenStore(hass, entry.entry_id)
     tokens = TokenManager(
         auth,
-        entry.data[CONF_REFRESH_TOKEN],
-        on_refresh_token=_async_save_refresh_token,
+        await token_store.async_load(entry.data[CONF_REFRESH_TOKEN]),
+        on_refresh_token=token_store.async_save,
     )
     try:
         await tokens.async_get_access_token()
@@ -118,6 +111,7 @@ async def async_unload_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> bo
 
 
 async def async_remove_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> None:
-    """Delete the entry's outbox (readings not yet delivered) and its issues."""
+    """Delete the entry's outbox (readings not yet delivered), login and issues."""
     await Outbox(hass, entry.entry_id).async_remove()
+    await RefreshTokenStore(hass, entry.entry_id).async_remove()
     async_delete_entry_issues(hass, entry.entry_id)

@@ -35,12 +35,12 @@ from .api import (
     DeviceAuthorization,
     Tokens,
     ZevvyAccessDenied,
+    ZevvyAccountError,
     ZevvyAuth,
     ZevvyAuthenticationError,
     ZevvyConnectionError,
     ZevvyError,
     ZevvyExpiredToken,
-    account_from_access_token,
 )
 from .const import (
     CONF_API_URL,
@@ -334,12 +334,14 @@ class ZevvyConfigFlow(MeterSelectionFlow, domain=DOMAIN):
         """
         try:
             tokens = await self._auth.wait_for_tokens(self._authorization)
-            account = account_from_access_token(tokens.access_token)
+            account = await self._auth.async_account(tokens)
         except ZevvyExpiredToken:
             self._login_next_step = STEP_EXPIRED
             return
         except ZevvyAccessDenied:
             self._login_error = "access_denied"
+        except ZevvyAccountError:
+            self._login_error = "no_account"
         except ZevvyAuthenticationError:
             self._login_error = "invalid_auth"
         except ZevvyConnectionError:

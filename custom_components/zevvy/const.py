@@ -57,7 +57,21 @@ OUTBOX_MAX_READINGS: Final = 60 * 96 * 100
 # Retry backoff for transient zevvy errors, in seconds.
 BACKOFF_INITIAL: Final = 30.0
 BACKOFF_MAX: Final = 30 * 60.0
+# Retry backoff of one register zevvy refused (403, 404, ...), in seconds; the
+# other registers keep their schedule meanwhile.
+REGISTER_BACKOFF_INITIAL: Final = 15 * 60.0
+REGISTER_BACKOFF_MAX: Final = 2 * 3600.0
 
 # Gap fill at Home Assistant start: seconds to wait after the start so that the
 # recorder has compiled the statistics it missed (it does so once started).
 GAP_FILL_STARTUP_DELAY: Final = 120.0
+# Gap fill when the recorder has not compiled the 5-minute statistics up to the
+# last quarter hour yet: look again after each of its next compiles (every 5
+# minutes), this many times at most.
+GAP_FILL_RETRIES: Final = 3
+
+# Actions: the largest meter reading accepted (1 TWh; no community meter comes
+# near it, but a wrong unit or a typo does), and the first year a reading may be
+# for (older times are typos; years below 1000 cannot even be written as readAt).
+MAX_READING_KWH: Final = 1e9
+EARLIEST_READING_YEAR: Final = 2000

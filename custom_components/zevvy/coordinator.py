@@ -29,6 +29,7 @@ from .api import Reading, TokenManager, ZevvyClient
 from .const import COLLECT_INTERVAL_MINUTES, DOMAIN, LOGGER
 from .meters import resolve_meters
 from .outbox import AddResult, Destination, Outbox, QueueView, is_meter_key
+from .quarters import async_readings_at, quarters_through
 from .readings import MeterReadings
 from .sender import Sender, SendError
 
@@ -293,27 +294,49 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
 
     @callback
     def _async_tick(self, now: datetime) -> None:
-        """Quarter hour: schedule the next one, then collect and send."""
-        self._schedule_tick()
-        self._track(self._async_collect_and_send(quarter_floor(now)), "zevvy tick")
+        """Quarter hour: schedule the next one, then collect and send.
 
-    async def _async_collect_and_send(self, read_at: datetime) -> None:
-        await self.async_collect(read_at)
+        ``now`` is the quarter hour the tick was due at. A tick that fires late
+        (Home Assistant busy, a suspended machine, a clock jump) also owes the
+        quarter hours passed since; the next one is scheduled after them.
+        """
+        due = quarter_floor(now)
+        passed = quarter_floor(dt_util.utcnow())
+        self._schedule_tick()
+        self._track(self._async_collect_and_send(due, passed), "zevvy tick")
+
+    async def _async_collect_and_send(self, due: datetime, passed: datetime) -> None:
+        await self.async_collect(due, passed)
         if not self.sender.retry_scheduled and not self.sender.auth_failed:
             await self.sender.async_send()
 
-    async def async_collect(self, read_at: datetime) -> AddResult:
-        """Queue the current state of every meter as its reading at ``read_at``."""
+    async def async_collect(
+        self, read_at: datetime, until: datetime | None = None
+    ) -> AddResult:
+        """Queue every meter's readings at the quarter hours ``read_at``..``until``.
+
+        Each is the meter's value as of its quarter hour (``quarters.py``): the
+        state if it has not changed since, else the recorder's, else none.
+        """
         await self._async_prune_removed_meters()
-        items: list[tuple[Destination, tuple[Reading]]] = []
-        for meter in resolve_meters(self.hass, self.config_entry):
-            state = self.hass.states.get(meter.entity_id)
-            value = self.readings.reading(meter, state, read_at)
-            if value is None:
-                LOGGER.debug("No reading for %s at %s", meter.entity_id, read_at)
-                continue
-            items.append((Destination.for_meter(meter), (Reading(read_at, value),)))
-        self._last_collect = read_at
+        if until is not None and until > read_at:
+            LOGGER.info(
+                "The quarter-hour reading of %s was taken late, at %s: readings "
+                "of %s to %s are taken as of their quarter hours",
+                read_at.isoformat(),
+                dt_util.utcnow().isoformat(),
+                read_at.isoformat(),
+                until.isoformat(),
+            )
+        owed = quarters_through(read_at, max(read_at, until or read_at))
+        meters = resolve_meters(self.hass, self.config_entry)
+        found = await async_readings_at(
+            self.hass, [meter for meter in meters if not meter.running_total], owed
+        )
+        # Running totals: what each counted up to each quarter hour.
+        found += self.readings.readings_at(meters, owed)
+        items = [(Destination.for_meter(meter), rows) for meter, rows in found if rows]
+        self._last_collect = owed[-1]
         # The tick sends right after (unless a retry or a new login is due).
         async with self.async_adding(send=False) as add:
             result = add(items)
@@ -345,14 +368,13 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
         return await self.sender.async_send()
 
     async def async_send_now(self) -> SendResult:
-        """Send everything pending now, ignoring a retry timer or a failed login.
+        """Send everything pending now, ignoring a retry timer, a failed login or
+        a register's backoff.
 
         Nothing is collected here: a state read between quarter hours is not
         the meter reading of any quarter hour.
         """
-        self.sender.cancel_retry()
-        self.sender.auth_failed = False
-        sent = await self.sender.async_send()
+        sent = await self.sender.async_send_now()
         return SendResult(
             sent=sent,
             pending=self.outbox.pending_count,

@@ -1,4 +1,4 @@
-"""Backfill and gap fill: meter readings from the recorder's statistics.
+"""Meter readings from the recorder's statistics, for backfill and gap fill.
 
 The recorder keeps, per energy sensor, 5-minute statistics for ``keep_days``
 (10 days by default) and hourly statistics for ever. A statistics row covers
@@ -15,10 +15,9 @@ hour it ends on.
   meter's last delivered reading are queued too: the integration only remembers
   the newest reading zevvy confirmed, not which older ones it has, and zevvy
   answers "already present" (409) for those it has, so nothing is stored twice.
-* Gap fill: when the entry is set up (start-up, reload, after a new login), the
-  quarter hours after each meter's last delivered reading that the collector
-  missed are queued from the 5-minute statistics, where the recorder has them.
-  Readings at or before the last delivered one are never queued by gap fill.
+* Gap fill (gap_fill.py): when the entry is set up (start-up, reload, after a
+  new login), the quarter hours after each meter's last delivered reading that
+  the collector missed are queued from the 5-minute statistics.
 
 A meter whose reading is a running total (``running_total.py``) reads the
 statistics' ``sum`` instead of their ``state``: its reading at Q is its start
@@ -30,9 +29,9 @@ left out: the recorder compiles them at the next start from the last state it
 had, so they repeat the reading from before the stop.
 
 Both go into the outbox like live readings, through the coordinator: readings
-already pending are not queued twice, and a reading lower than the one before
-it is held back with a repair issue (a meter reset inside the period) instead
-of being sent.
+already pending are not queued twice, and a drop against the readings beside it
+in time (pending or the last delivered one, before or after it) is held back
+with a repair issue (a meter reset inside the period) instead of being sent.
 
 Recorder queries run in the recorder's executor, one meter at a time, and the
 readings are added to the outbox in chunks so that a large backfill never
@@ -54,21 +53,20 @@ from homeassistant.components.recorder.statistics import (
     statistics_during_period,
 )
 from homeassistant.const import UnitOfEnergy
-from homeassistant.core import CoreState, HomeAssistant, callback
+from homeassistant.core import HomeAssistant
 from homeassistant.helpers.recorder import get_instance, session_scope
-from homeassistant.helpers.start import async_at_started
 from homeassistant.util import dt as dt_util
 from homeassistant.util.unit_conversion import EnergyConverter
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from .api import Reading
-from .const import COLLECT_INTERVAL_MINUTES, GAP_FILL_STARTUP_DELAY, LOGGER
+from .const import COLLECT_INTERVAL_MINUTES, LOGGER
 from .coordinator import AddFn, ZevvyConfigEntry
 from .meters import ENERGY_UNITS, Meter, resolve_meters, to_kwh
 from .outbox import AddResult, Destination
+from .quarters import recorder_loaded
 
-RECORDER_DOMAIN: Final = "recorder"
 # Readings handed to the outbox between two yields to the event loop.
 ADD_CHUNK: Final = 1000
 QUARTER_SECONDS: Final = COLLECT_INTERVAL_MINUTES * 60
@@ -87,6 +85,8 @@ class Statistics:
     found: bool = False  # the entity has energy statistics at all
     quarter_hours: list[Reading] = field(default_factory=list)
     hours: list[Reading] = field(default_factory=list)
+    # End of the newest 5-minute row: how far the recorder has compiled them.
+    compiled_until: datetime | None = None
 
 
 @dataclass(slots=True)
@@ -101,6 +101,7 @@ class MeterResult:
     already_queued: int = 0
     already_delivered: int = 0
     held: int = 0
+    compiled_until: datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return the action's answer for this meter."""
@@ -253,6 +254,8 @@ def read_statistics(
     gaps = recorder_gaps(hass)
     result.quarter_hours = _readings_from_rows(short, first, last, gaps, offset)
     result.found = bool(short)
+    if short:
+        result.compiled_until = dt_util.utc_from_timestamp(int(short[-1]["end"]))
     if not hourly:
         return result
     # Long-term statistics only before the short-term ones begin.
@@ -305,6 +308,7 @@ async def async_fill_meter(
         found=found.found,
         quarter_hours=len(found.quarter_hours),
         hours=len(found.hours),
+        compiled_until=found.compiled_until,
     )
     readings = found.hours + found.quarter_hours
     last = entry.runtime_data.outbox.last_delivered(meter.subentry_id)
@@ -345,12 +349,6 @@ async def async_fill_since(
     log_result("Running total since " + since.isoformat(), [result])
 
 
-@callback
-def recorder_loaded(hass: HomeAssistant) -> bool:
-    """Return whether the recorder is set up (it is optional)."""
-    return RECORDER_DOMAIN in hass.config.components
-
-
 def log_result(kind: str, results: Sequence[MeterResult]) -> None:
     queued = sum(result.queued for result in results)
     held = sum(result.held for result in results)
@@ -364,77 +362,4 @@ def log_result(kind: str, results: Sequence[MeterResult]) -> None:
         sum(result.already_queued for result in results),
         sum(result.already_delivered for result in results),
         ", ".join(r.meter.entity_id for r in results if not r.found) or "none",
-    )
-
-
-# --- gap fill -------------------------------------------------------------------
-
-
-async def async_gap_fill(hass: HomeAssistant, entry: ZevvyConfigEntry) -> None:
-    """Queue the quarter hours each meter missed since its last delivered reading.
-
-    Runs as a background task after the entry is set up. Only the 5-minute
-    statistics are used (the recorder keeps them ``keep_days``); meters that
-    were never delivered have no starting point and are left alone.
-    """
-    if not recorder_loaded(hass):
-        LOGGER.debug("Recorder not loaded: no gap fill for %s", entry.title)
-        return
-    if hass.state is not CoreState.running:
-        # The recorder compiles the statistics it missed once Home Assistant
-        # has started: wait for that.
-        started: asyncio.Future[None] = hass.loop.create_future()
-
-        @callback
-        def _started(_hass: HomeAssistant) -> None:
-            if not started.done():
-                started.set_result(None)
-
-        unsub = async_at_started(hass, _started)
-        try:
-            await started
-        finally:
-            unsub()
-        await asyncio.sleep(GAP_FILL_STARTUP_DELAY)
-    instance = get_instance(hass)
-    if not await instance.async_db_ready:
-        LOGGER.debug("Recorder database not ready: no gap fill for %s", entry.title)
-        return
-    now = dt_util.utcnow()
-    oldest = now - timedelta(days=instance.keep_days)
-    runtime = entry.runtime_data
-    results: list[MeterResult] = []
-    async with runtime.coordinator.async_adding() as add:
-        for meter in resolve_meters(hass, entry):
-            last = runtime.outbox.last_delivered(meter.subentry_id)
-            if last is None:
-                continue
-            start = max(last.read_at, oldest)
-            if now - start < timedelta(minutes=COLLECT_INTERVAL_MINUTES):
-                continue
-            results.append(
-                await async_fill_meter(
-                    hass,
-                    entry,
-                    meter,
-                    add,
-                    start,
-                    now,
-                    hourly=False,
-                    after=last.read_at,
-                )
-            )
-    if not results:
-        return
-    if any(result.queued or result.held for result in results):
-        log_result("Gap fill", results)
-    else:
-        LOGGER.debug("Gap fill: nothing missing for %s", entry.title)
-
-
-@callback
-def async_start_gap_fill(hass: HomeAssistant, entry: ZevvyConfigEntry) -> None:
-    """Start the gap fill in the background (does not delay the setup)."""
-    entry.async_create_background_task(
-        hass, async_gap_fill(hass, entry), f"zevvy gap fill {entry.entry_id}"
     )

@@ -9,6 +9,8 @@ flow.
 
 * ``reading_held``: a reading lower than the one before it, held back.
 * ``batch_rejected``: zevvy refused readings (400/422); they are kept aside.
+* ``register_refused``: zevvy refused a register (403, 404, ...); its readings
+  wait and are retried on a backoff while the other registers keep going.
 * ``outbox_overflow``: the outbox was full and dropped its oldest readings.
 * ``meter_missing`` / ``meter_not_eligible``: a meter's entity is gone or has no
   meter reading any more; kept current by a watcher while the entry is loaded.
@@ -42,6 +44,7 @@ class IssueKind(StrEnum):
 
     READING_HELD = "reading_held"
     BATCH_REJECTED = "batch_rejected"
+    REGISTER_REFUSED = "register_refused"
     OUTBOX_OVERFLOW = "outbox_overflow"
     METER_MISSING = "meter_missing"
     METER_NOT_ELIGIBLE = "meter_not_eligible"
@@ -51,6 +54,7 @@ METER_KINDS: Final = (IssueKind.METER_MISSING, IssueKind.METER_NOT_ELIGIBLE)
 _SEVERITY: Final = {
     IssueKind.READING_HELD: ir.IssueSeverity.WARNING,
     IssueKind.BATCH_REJECTED: ir.IssueSeverity.ERROR,
+    IssueKind.REGISTER_REFUSED: ir.IssueSeverity.ERROR,
     IssueKind.OUTBOX_OVERFLOW: ir.IssueSeverity.ERROR,
     IssueKind.METER_MISSING: ir.IssueSeverity.WARNING,
     IssueKind.METER_NOT_ELIGIBLE: ir.IssueSeverity.WARNING,

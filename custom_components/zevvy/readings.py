@@ -1,14 +1,14 @@
-"""Each meter's reading from its sensor's state: the collector's hook.
+"""Running-total meters' readings: the collector's hook.
 
-``MeterReadings.reading(meter, state, read_at)`` is the reading of a meter for a
-quarter hour: the sensor's value for a meter register, the running total
-(``running_total.py``) for a sensor that restarts from zero. For the running
-totals it follows every state change of their sensors and persists their
-``RunningState`` with the outbox.
+``MeterReadings.readings_at(meters, quarters)`` gives the readings of the meters
+whose source is a running total (``running_total.py``) at quarter hours; meter
+registers are read by ``quarters.py``. It follows every state change of their
+sensors and persists their ``RunningState`` with the outbox.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, Final
 
@@ -26,8 +26,9 @@ from homeassistant.helpers.event import async_track_state_change_event
 from homeassistant.helpers.recorder import get_instance
 from homeassistant.util import dt as dt_util
 
+from .api import Reading
 from .helpers import async_on_entry_updated
-from .meters import Meter, resolve_meters, state_to_kwh
+from .meters import Meter, resolve_meters
 from .outbox import Outbox
 from .running_total import RunningState, state_value
 
@@ -191,22 +192,27 @@ class MeterReadings:
         if key in self._states:
             self._outbox.set_meter_state(key, self._states[key].to_json(), save=save)
 
-    def reading(
-        self, meter: Meter, state: State | None, read_at: datetime
-    ) -> float | None:
-        """Return a meter's reading for the quarter hour ``read_at`` (kWh).
+    def readings_at(
+        self, meters: Iterable[Meter], quarters: Sequence[datetime]
+    ) -> list[tuple[Meter, list[Reading]]]:
+        """Return the running-total meters' readings at ``quarters`` (kWh).
 
-        ``state`` is the sensor's state at ``read_at``: its value for a meter
-        register; a running total has followed every state change and gives
-        what it counted up to ``read_at``. None: no reading for this quarter
-        hour.
+        The collector's hook: each is what the running total counted up to its
+        quarter hour (state changes after it do not count, also on a late
+        tick). None while a meter replays the recorder (gap fill has those).
         """
-        if not meter.running_total:
-            return state_to_kwh(state)
-        # The state itself was (or is about to be) seen as a state change.
-        key = meter.subentry_id
-        if key in self._replaying or (running := self._states.get(key)) is None:
-            return None
-        value = running.reading_at(int(read_at.timestamp()), meter.start_value)
-        self._store(key)
-        return value
+        result: list[tuple[Meter, list[Reading]]] = []
+        for meter in meters:
+            if not meter.running_total:
+                continue
+            readings: list[Reading] = []
+            result.append((meter, readings))
+            key = meter.subentry_id
+            if key in self._replaying or (running := self._states.get(key)) is None:
+                continue
+            for quarter in quarters:
+                when = int(quarter.timestamp())
+                if (value := running.reading_at(when, meter.start_value)) is not None:
+                    readings.append(Reading(quarter, value))
+            self._store(key)
+        return result

@@ -6,6 +6,8 @@
   restarts from zero (switch it to a running total that continues the series).
 * ``batch_rejected``: zevvy refused readings (400/422). Send them again (after
   fixing the cause) or discard them.
+* ``register_refused``: zevvy refused a register (403, 404, ...); its readings
+  wait and are retried on a backoff. The user can retry now.
 * ``outbox_overflow``: the outbox was full and the oldest readings were dropped;
   the user acknowledges.
 * ``meter_missing`` / ``meter_not_eligible``: a meter's
@@ -147,6 +149,21 @@ class OverflowRepairFlow(_ZevvyRepairFlow):
         return self.async_create_entry(data={})
 
 
+class RegisterRepairFlow(_ZevvyRepairFlow):
+    """zevvy refused a register: send its readings again now."""
+
+    async def async_step_confirm(
+        self, user_input: dict[str, str] | None = None
+    ) -> data_entry_flow.FlowResult:
+        """Show zevvy's answer; on confirm, send the register's readings now."""
+        if (coordinator := self._coordinator()) is None:
+            return self.async_abort(reason="not_loaded")
+        if user_input is None:
+            return await super().async_step_confirm()
+        coordinator.sender.async_retry_register(self._key)
+        return self.async_create_entry(data={})
+
+
 class MeterRepairFlow(_ZevvyRepairFlow):
     """A meter's entity is gone or not a meter any more: delete the meter."""
 
@@ -179,6 +196,8 @@ async def async_create_fix_flow(
         return QueueRepairFlow(
             data, "retry", Decision.RETRY_REJECTED, Decision.DISCARD_REJECTED
         )
+    if kind == IssueKind.REGISTER_REFUSED:
+        return RegisterRepairFlow(data)
     if kind == IssueKind.OUTBOX_OVERFLOW:
         return OverflowRepairFlow(data)
     if kind in METER_KINDS:

@@ -1,19 +1,26 @@
 """The sender: delivers the outbox's pending readings to zevvy.
 
 One round sends every queue, oldest first reading first, in batches of
-``MAX_BATCH`` readings, ``PARALLEL_UPLOADS`` requests at a time. What zevvy
-confirms leaves the outbox; what it rejects (400/413/422, or a reference it
-cannot take) is set aside with a repair issue. The first account-wide error ends
-the round: a login that is no longer accepted starts reauthentication; anything
-else (429, 5xx, timeouts, connection errors) is retried with exponential backoff
-(honouring ``Retry-After``), logged once when zevvy becomes unreachable and once
-when it is back.
+``MAX_BATCH`` readings (fewer once zevvy answered 413), ``PARALLEL_UPLOADS``
+requests at a time.
+
+* What to do with zevvy's answers to one batch (409, 400/422, 413) is
+  ``delivery.py``'s job.
+* Any other 4xx (403, 404, ...): that register is set aside for a while
+  (``REGISTER_BACKOFF_*``, with a ``register_refused`` repair issue) while the
+  others keep their schedule; its readings stay pending and are sent again when
+  its backoff ends, on ``upload_now`` or from the repair issue.
+* Account-wide errors end the round: a login that is no longer accepted starts
+  reauthentication; 429, 5xx, timeouts and connection errors are retried with
+  exponential backoff (honouring ``Retry-After``), logged once when zevvy becomes
+  unreachable and once when it is back.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -28,11 +35,20 @@ from .api import (
     ZevvyClient,
     ZevvyConnectionError,
     ZevvyError,
+    ZevvyMeasurementsError,
     ZevvyRateLimitError,
-    ZevvyRejectedError,
 )
-from .const import BACKOFF_INITIAL, BACKOFF_MAX, LOGGER, MAX_BATCH, PARALLEL_UPLOADS
-from .outbox import Batch, Outbox
+from .const import (
+    BACKOFF_INITIAL,
+    BACKOFF_MAX,
+    LOGGER,
+    PARALLEL_UPLOADS,
+    REGISTER_BACKOFF_INITIAL,
+    REGISTER_BACKOFF_MAX,
+)
+from .delivery import BatchDelivery
+from .issues import IssueKind, async_create_issue, async_delete_issue
+from .outbox import Destination, Outbox
 
 
 class SendError(StrEnum):
@@ -53,6 +69,14 @@ class SendError(StrEnum):
         if isinstance(error, ZevvyConnectionError):
             return cls.UNREACHABLE
         return cls.ERROR
+
+
+@dataclass(slots=True)
+class _Aside:
+    """A register set aside after an answer about it (403, 404, ...)."""
+
+    backoff: float  # seconds
+    until: datetime
 
 
 class Sender:
@@ -82,6 +106,11 @@ class Sender:
         self._lock = asyncio.Lock()
         self._backoff = 0.0
         self._unsub_retry: CALLBACK_TYPE | None = None
+        # Registers set aside (by queue key), and the timer that sends again
+        # when the first of them is due.
+        self._aside: dict[str, _Aside] = {}
+        self._unsub_aside: CALLBACK_TYPE | None = None
+        self._delivery = BatchDelivery(client, outbox)
         self.stopped = False
         self.auth_failed = False
         self.connected = True
@@ -113,6 +142,7 @@ class Sender:
         """Stop the retry timer; no round starts after this."""
         self.stopped = True
         self.cancel_retry()
+        self._cancel_aside_timer()
 
     @callback
     def cancel_retry(self) -> None:
@@ -121,6 +151,27 @@ class Sender:
             self._unsub_retry()
             self._unsub_retry = None
         self.next_retry = None
+
+    async def async_send_now(self) -> int:
+        """Send now, ignoring the retry timer, a failed login and set-aside
+        registers' backoff; return how many readings zevvy confirmed."""
+        self.cancel_retry()
+        self.auth_failed = False
+        now = dt_util.utcnow()
+        for aside in self._aside.values():
+            aside.until = now
+        return await self.async_send()
+
+    @callback
+    def async_retry_register(self, key: str) -> None:
+        """Send a set-aside register's readings again soon (its repair issue)."""
+        if (aside := self._aside.get(key)) is not None:
+            aside.until = dt_util.utcnow()
+        self.async_request_send()
+
+    def is_set_aside(self, key: str) -> bool:
+        """Return whether a register is set aside (waits for its backoff)."""
+        return key in self._aside
 
     async def async_send(self) -> int:
         """Send the pending readings; return how many zevvy confirmed."""
@@ -133,55 +184,115 @@ class Sender:
 
     async def _async_round(self) -> tuple[int, ZevvyError | None]:
         """Send every queue oldest first; stop at the first account-wide error."""
-        keys = self.outbox.keys_with_pending()
+        now = dt_util.utcnow()
+        keys = [
+            key
+            for key in self.outbox.keys_with_pending()
+            if (aside := self._aside.get(key)) is None or aside.until <= now
+        ]
         if not keys:
             return 0, None
         semaphore = asyncio.Semaphore(PARALLEL_UPLOADS)
         failures: list[ZevvyError] = []
-        sent = 0
+        # Also what was confirmed of a batch before an error.
+        confirmed_before = self._delivery.confirmed
 
         async def send_queue(key: str) -> None:
-            nonlocal sent
             while not failures:
-                batch = self.outbox.next_batch(key, MAX_BATCH)
+                batch = self.outbox.next_batch(key, self._delivery.batch_size)
                 if batch is None:
                     return
                 async with semaphore:
                     if failures:
                         return
-                    destination = batch.destination
                     try:
-                        await self.client.bulk_create(
-                            destination.device_ref,
-                            destination.register_ref,
-                            batch.readings(),
-                        )
-                    except ZevvyRejectedError as err:
-                        self._async_reject(batch, err.message)
-                        continue
-                    except ValueError as err:
-                        self._async_reject(batch, str(err))
-                        continue
+                        await self._delivery.async_deliver(batch)
+                    except ZevvyMeasurementsError as err:
+                        self._async_set_aside(batch.destination, err)
+                        return
                     except ZevvyError as err:
                         failures.append(err)
                         return
-                self.outbox.confirm(batch)
-                sent += len(batch)
+                self._async_register_ok(batch.destination)
 
         await asyncio.gather(*(send_queue(key) for key in keys))
+        sent = self._delivery.confirmed - confirmed_before
         return sent, failures[0] if failures else None
 
+    # --- registers set aside ------------------------------------------------------
+
     @callback
-    def _async_reject(self, batch: Batch, message: str) -> None:
-        LOGGER.error(
-            "zevvy rejected %s readings of %s / %s (%s); they are kept aside, "
-            "see Repairs",
-            len(batch),
-            batch.destination.device_ref,
-            batch.destination.register_ref,
-            message,
+    def _async_set_aside(
+        self, destination: Destination, error: ZevvyMeasurementsError
+    ) -> None:
+        """An answer about one register: retry it later, keep the others going."""
+        now = dt_util.utcnow()
+        previous = self._aside.get(destination.key)
+        backoff = (
+            REGISTER_BACKOFF_INITIAL
+            if previous is None
+            else min(previous.backoff * 2, REGISTER_BACKOFF_MAX)
         )
-        self.outbox.reject(batch, message)
+        self._aside[destination.key] = _Aside(backoff, now + timedelta(seconds=backoff))
+        self.last_error_detail = (now, f"{type(error).__name__}: {error}")
+        (LOGGER.debug if previous else LOGGER.warning)(
+            "zevvy refused the readings of %s / %s (HTTP %s: %s); they wait in "
+            "the outbox and are sent again in %.0f minutes, see Repairs",
+            destination.device_ref,
+            destination.register_ref,
+            error.status,
+            error.message,
+            backoff / 60,
+        )
+        async_create_issue(
+            self.hass,
+            IssueKind.REGISTER_REFUSED,
+            self._entry.entry_id,
+            destination.key,
+            {
+                "device": destination.device_ref,
+                "register": destination.register_ref,
+                "answer": f"HTTP {error.status}: {error.message}",
+            },
+        )
+
+    @callback
+    def _async_register_ok(self, destination: Destination) -> None:
+        """zevvy took a register's readings: it is no longer set aside."""
+        if self._aside.pop(destination.key, None) is not None:
+            LOGGER.info(
+                "zevvy takes the readings of %s / %s again",
+                destination.device_ref,
+                destination.register_ref,
+            )
+            async_delete_issue(
+                self.hass,
+                IssueKind.REGISTER_REFUSED,
+                self._entry.entry_id,
+                destination.key,
+            )
+
+    @callback
+    def _async_schedule_aside_retry(self) -> None:
+        """Send again when the first set-aside register is due."""
+        self._cancel_aside_timer()
+        if self._aside and not self.stopped:
+            due = min(aside.until for aside in self._aside.values())
+            delay = max((due - dt_util.utcnow()).total_seconds(), 0.0)
+            self._unsub_aside = async_call_later(
+                self.hass, delay, self._async_aside_due
+            )
+
+    @callback
+    def _cancel_aside_timer(self) -> None:
+        if self._unsub_aside is not None:
+            self._unsub_aside()
+            self._unsub_aside = None
+
+    @callback
+    def _async_aside_due(self, _now: datetime) -> None:
+        self._unsub_aside = None
+        self.async_request_send()
 
     @callback
     def _async_after_round(self, sent: int, error: ZevvyError | None) -> None:
@@ -198,7 +309,9 @@ class Sender:
             self.connected = True
             self._backoff = 0.0
             self.last_error = None
-            self.next_retry = None
+            # A timer of an earlier failed round (one that ended while this
+            # one waited, e.g. upload_now) must not hold readings back.
+            self.cancel_retry()
         else:
             self.last_error_detail = (now, f"{type(error).__name__}: {error}")
             self.last_error = SendError.of(error)
@@ -213,6 +326,7 @@ class Sender:
                 self._entry.async_start_reauth(self.hass)
             else:
                 self._async_schedule_retry(error)
+        self._async_schedule_aside_retry()
         self._on_round()
 
     @callback

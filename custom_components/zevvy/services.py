@@ -15,6 +15,7 @@ instead of "unknown action".
 from __future__ import annotations
 
 from datetime import datetime
+import math
 from typing import Any, Final
 
 from homeassistant.const import UnitOfEnergy
@@ -37,7 +38,9 @@ from .const import (
     CONF_ENTITY_REGISTRY_ID,
     CONF_REGISTER_REF,
     DOMAIN,
+    EARLIEST_READING_YEAR,
     LOGGER,
+    MAX_READING_KWH,
     SUBENTRY_TYPE_METER,
 )
 from .coordinator import SendResult, ZevvyConfigEntry, quarter_floor
@@ -48,9 +51,10 @@ from .helpers import (
     aware,
     validation_error,
 )
-from .history import MeterResult, async_fill_meter, log_result, recorder_loaded
+from .history import MeterResult, async_fill_meter, log_result
 from .meters import ENERGY_UNITS, Meter, resolve_meters, to_kwh
 from .outbox import Destination
+from .quarters import recorder_loaded
 from .sender import SendError
 
 SERVICE_UPLOAD_NOW: Final = "upload_now"
@@ -68,25 +72,77 @@ ATTR_START: Final = "start"
 ATTR_END: Final = "end"
 ATTR_METERS: Final = "meters"
 
+
+def _reading_value(value: object) -> float:
+    """Return a meter reading's number: finite, zero or more; never a boolean.
+
+    Like every validator below it raises a translated ServiceValidationError,
+    which passes through voluptuous and Home Assistant's schema check unchanged,
+    instead of voluptuous' English ``vol.Invalid``.
+    """
+    number: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            number = None
+    if number is None or not math.isfinite(number) or number < 0:
+        raise validation_error("invalid_value", value=str(value))
+    return number
+
+
+def _reading_in_kwh(data: dict[str, Any]) -> dict[str, Any]:
+    """Convert the value to kWh (the unit then says so); refuse implausible ones."""
+    value: float = data[ATTR_VALUE]
+    unit: str = data[ATTR_UNIT]
+    if unit not in ENERGY_UNITS:
+        raise validation_error("invalid_unit", unit=unit)
+    kwh = to_kwh(value, unit)
+    if kwh is None or kwh > MAX_READING_KWH:
+        raise validation_error(
+            "value_too_large",
+            value=f"{value:g}",
+            unit=unit,
+            max=f"{MAX_READING_KWH:.0f}",
+        )
+    return {**data, ATTR_VALUE: kwh, ATTR_UNIT: UnitOfEnergy.KILO_WATT_HOUR}
+
+
+def _plausible_time(value: datetime) -> datetime:
+    """Refuse times before EARLIEST_READING_YEAR (typos, and unwritable years)."""
+    if value.year < EARLIEST_READING_YEAR:
+        raise validation_error(
+            "time_too_old",
+            time=value.isoformat(),
+            year=str(EARLIEST_READING_YEAR),
+        )
+    return value
+
+
+_TIME = vol.All(cv.datetime, _plausible_time)
+
 UPLOAD_NOW_SCHEMA: Final = vol.Schema({vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string})
-# Values are checked in the handler, not here, so that a wrong value gets a
-# translated message instead of voluptuous' English one.
-SEND_READING_SCHEMA: Final = vol.Schema(
-    {
-        vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
-        vol.Optional(ATTR_METER): cv.entity_id,
-        vol.Optional(ATTR_DEVICE_REF): cv.string,
-        vol.Optional(ATTR_REGISTER_REF): cv.string,
-        vol.Required(ATTR_VALUE): vol.Coerce(float),
-        vol.Optional(ATTR_UNIT, default=UnitOfEnergy.KILO_WATT_HOUR): cv.string,
-        vol.Optional(ATTR_TIME): cv.datetime,
-    }
+SEND_READING_SCHEMA: Final = vol.All(
+    vol.Schema(
+        {
+            vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
+            vol.Optional(ATTR_METER): cv.entity_id,
+            vol.Optional(ATTR_DEVICE_REF): cv.string,
+            vol.Optional(ATTR_REGISTER_REF): cv.string,
+            vol.Required(ATTR_VALUE): _reading_value,
+            vol.Optional(ATTR_UNIT, default=UnitOfEnergy.KILO_WATT_HOUR): cv.string,
+            vol.Optional(ATTR_TIME): _TIME,
+        }
+    ),
+    _reading_in_kwh,
 )
 UPLOAD_HISTORY_SCHEMA: Final = vol.Schema(
     {
         vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
-        vol.Required(ATTR_START): cv.datetime,
-        vol.Optional(ATTR_END): cv.datetime,
+        vol.Required(ATTR_START): _TIME,
+        vol.Optional(ATTR_END): _TIME,
         vol.Optional(ATTR_METERS): vol.All(cv.ensure_list, [cv.entity_id]),
     }
 )
@@ -201,15 +257,6 @@ def _read_at(value: datetime | None) -> datetime:
     return quarter_floor(value)
 
 
-def _value_kwh(value: float, unit: str) -> float:
-    """Return the action's value as a reading in kWh, or raise."""
-    if unit not in ENERGY_UNITS:
-        raise validation_error("invalid_unit", unit=unit)
-    if (kwh := to_kwh(value, unit)) is None:
-        raise validation_error("invalid_value", value=str(value))
-    return kwh
-
-
 async def _async_send_reading(call: ServiceCall) -> ServiceResponse:
     """Handle ``zevvy.send_reading``."""
     hass = call.hass
@@ -224,7 +271,7 @@ async def _async_send_reading(call: ServiceCall) -> ServiceResponse:
     ):
         raise validation_error("meter_or_references")
 
-    value = _value_kwh(data[ATTR_VALUE], data[ATTR_UNIT])
+    value: float = data[ATTR_VALUE]  # kWh (SEND_READING_SCHEMA converts)
     read_at = _read_at(data.get(ATTR_TIME))
 
     if device_ref is not None and register_ref is not None:

@@ -10,7 +10,8 @@ exception messages, log records or the ``repr`` of its classes.
 
 from __future__ import annotations
 
-from .auth import TokenManager, ZevvyAuth, account_from_access_token
+from .account import account_from_access_token
+from .auth import TokenManager, ZevvyAuth
 from .client import ZevvyClient, check_reference, is_valid_reference
 from .const import (
     DEFAULT_API_URL,
@@ -24,13 +25,16 @@ from .const import (
 )
 from .exceptions import (
     ZevvyAccessDenied,
+    ZevvyAccountError,
     ZevvyAuthenticationError,
     ZevvyAuthorizationPending,
+    ZevvyConflictError,
     ZevvyConnectionError,
     ZevvyDeviceFlowError,
     ZevvyError,
     ZevvyExpiredToken,
     ZevvyInvalidClientError,
+    ZevvyMeasurementsError,
     ZevvyRateLimitError,
     ZevvyRejectedError,
     ZevvyResponseError,
@@ -54,15 +58,18 @@ __all__ = [
     "TokenManager",
     "Tokens",
     "ZevvyAccessDenied",
+    "ZevvyAccountError",
     "ZevvyAuth",
     "ZevvyAuthenticationError",
     "ZevvyAuthorizationPending",
     "ZevvyClient",
+    "ZevvyConflictError",
     "ZevvyConnectionError",
     "ZevvyDeviceFlowError",
     "ZevvyError",
     "ZevvyExpiredToken",
     "ZevvyInvalidClientError",
+    "ZevvyMeasurementsError",
     "ZevvyRateLimitError",
     "ZevvyRejectedError",
     "ZevvyResponseError",

@@ -8,10 +8,7 @@ token valid for the measurement client.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-import json
 import logging
 import time
 
@@ -27,6 +24,7 @@ from ._http import (
     request,
     server_message,
 )
+from .account import account_from_claims, account_from_tokens
 from .const import (
     DEFAULT_ACCESS_TOKEN_LIFETIME,
     DEFAULT_CODE_LIFETIME,
@@ -41,6 +39,7 @@ from .const import (
 )
 from .exceptions import (
     ZevvyAccessDenied,
+    ZevvyAccountError,
     ZevvyAuthenticationError,
     ZevvyAuthorizationPending,
     ZevvyConnectionError,
@@ -54,31 +53,6 @@ from .exceptions import (
 from .models import Account, DeviceAuthorization, Endpoints, Tokens
 
 _LOGGER = logging.getLogger(__name__)
-
-
-def account_from_access_token(access_token: str) -> Account:
-    """Read the account from a JWT access token, without verifying its signature.
-
-    The token comes straight from the token endpoint over TLS; the claims are only
-    used to name and identify the account.
-    """
-    parts = access_token.split(".")
-    if len(parts) < 2 or not parts[1]:
-        raise ZevvyError("The access token is not a JWT")
-    payload = parts[1]
-    try:
-        raw = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-        claims: object = json.loads(raw)
-    except (binascii.Error, ValueError) as err:
-        raise ZevvyError("The access token payload cannot be decoded") from err
-    sub = get_str(claims, "sub")
-    if sub is None:
-        raise ZevvyError("The access token has no subject (sub)")
-    return Account(
-        sub=sub,
-        username=get_str(claims, "preferred_username"),
-        email=get_str(claims, "email"),
-    )
 
 
 class ZevvyAuth:
@@ -140,6 +114,8 @@ class ZevvyAuth:
                 or fallback.device_authorization_endpoint,
                 token_endpoint=get_str(response.data, "token_endpoint")
                 or fallback.token_endpoint,
+                userinfo_endpoint=get_str(response.data, "userinfo_endpoint"),
+                issuer=get_str(response.data, "issuer"),
             )
         self._endpoints = endpoints
         return endpoints
@@ -230,6 +206,7 @@ class ZevvyAuth:
             expires_in=expires_in
             if expires_in is not None and expires_in > 0
             else DEFAULT_ACCESS_TOKEN_LIFETIME,
+            id_token=get_str(response.data, "id_token"),
         )
 
     async def poll_token(self, device_code: str) -> Tokens:
@@ -310,6 +287,39 @@ class ZevvyAuth:
             )
         raise ZevvyResponseError(response.status, message)
 
+    def account_from_tokens(self, tokens: Tokens) -> Account | None:
+        """Return the account the tokens name, without a request (else None)."""
+        issuer = self._endpoints.issuer if self._endpoints else None
+        return account_from_tokens(tokens, issuer or str(self._issuer), self._client_id)
+
+    async def async_account(self, tokens: Tokens) -> Account:
+        """Return the account of a login; ask the userinfo endpoint if needed.
+
+        Raises ZevvyAccountError when nothing names the account, and
+        ZevvyConnectionError when the userinfo endpoint cannot be reached.
+        """
+        if (account := self.account_from_tokens(tokens)) is not None:
+            return account
+        endpoints = await self.discover()
+        if endpoints.userinfo_endpoint is not None:
+            response = await request(
+                self._session,
+                self._request_timeout,
+                "GET",
+                URL(endpoints.userinfo_endpoint),
+                headers={"Authorization": f"Bearer {tokens.access_token}"},
+            )
+            raise_for_transient(response, (tokens.access_token,))
+            if response.status == 200 and (
+                account := account_from_claims(response.data)
+            ):
+                return account
+            _LOGGER.debug("userinfo answered HTTP %s", response.status)
+        raise ZevvyAccountError(
+            "The identity server named no account: the access token is not a JWT, "
+            "and neither an ID token nor the userinfo endpoint named one"
+        )
+
 
 class TokenManager:
     """Keep a valid access token; refresh one at a time and report rotation."""
@@ -318,13 +328,15 @@ class TokenManager:
         self,
         auth: ZevvyAuth,
         refresh_token: str,
-        on_refresh_token: Callable[[str], None] | None = None,
+        on_refresh_token: Callable[[str], Awaitable[None]] | None = None,
         refresh_margin: float = TOKEN_REFRESH_MARGIN,
     ) -> None:
         """Initialize with the stored refresh token.
 
-        `on_refresh_token` is called with every new refresh token, before the new
-        access token is handed out, so that the caller can persist it.
+        `on_refresh_token` is awaited with every new refresh token before the new
+        access token is handed out, so that the caller can write it to disk first:
+        a provider that revokes a login when an old refresh token comes back
+        (Keycloak) would otherwise end the login after a crash at that moment.
         """
         self._auth = auth
         self._refresh_token = refresh_token
@@ -407,16 +419,23 @@ class TokenManager:
         finally:
             # Callers that started waiting during this attempt share its outcome.
             self._attempts += 1
-        self._access_token = tokens.access_token
-        margin = min(self._refresh_margin, tokens.expires_in / 2)
-        self._refresh_at = time.monotonic() + tokens.expires_in - margin
-        try:
-            self._account = account_from_access_token(tokens.access_token)
-        except ZevvyError:
-            _LOGGER.debug("Cannot read the account from the access token")
-            self._account = None
         if tokens.refresh_token != self._refresh_token:
             self._refresh_token = tokens.refresh_token
             if self._on_refresh_token is not None:
-                self._on_refresh_token(tokens.refresh_token)
+                await self._on_refresh_token(tokens.refresh_token)
+        self._access_token = tokens.access_token
+        margin = min(self._refresh_margin, tokens.expires_in / 2)
+        self._refresh_at = time.monotonic() + tokens.expires_in - margin
+        await self._async_update_account(tokens)
         return tokens.access_token
+
+    async def _async_update_account(self, tokens: Tokens) -> None:
+        """Remember the account; ask userinfo only while it is unknown."""
+        account = self._auth.account_from_tokens(tokens)
+        if account is None and self._account is None:
+            try:
+                account = await self._auth.async_account(tokens)
+            except ZevvyError as err:
+                _LOGGER.debug("The account of the login is unknown: %s", err)
+        if account is not None:
+            self._account = account

@@ -16,6 +16,8 @@ from .auth import TokenManager
 from .const import DEFAULT_API_URL, READING_DECIMALS, REQUEST_TIMEOUT
 from .exceptions import (
     ZevvyAuthenticationError,
+    ZevvyConflictError,
+    ZevvyMeasurementsError,
     ZevvyRejectedError,
     ZevvyResponseError,
 )
@@ -70,6 +72,25 @@ def _reading_json(reading: Reading) -> dict[str, str | float]:
     }
 
 
+def _conflicts(data: object) -> tuple[datetime, ...] | None:
+    """Return the times a 409 body names as already present, if it names any.
+
+    zevvy's body is not documented; a ``conflicts`` list of ``readAt`` strings
+    is read, entries that are no such time are skipped.
+    """
+    if not isinstance(data, dict) or not isinstance(data.get("conflicts"), list):
+        return None
+    times: list[datetime] = []
+    for item in data["conflicts"]:
+        try:
+            moment = datetime.fromisoformat(item) if isinstance(item, str) else None
+        except ValueError:
+            moment = None
+        if moment is not None and moment.tzinfo is not None:
+            times.append(moment)
+    return tuple(times)
+
+
 class ZevvyClient:
     """Post meter readings to the zevvy API."""
 
@@ -110,27 +131,22 @@ class ZevvyClient:
     ) -> None:
         """Send readings of one register in one request (none for no readings).
 
-        The caller keeps a request within MAX_BATCH readings. A 409 on several
-        readings splits them in halves, which are sent again: zevvy may store
-        nothing of a request that holds a single known reading. A 409 on a single
-        reading means zevvy has it already. Returns once zevvy has every reading.
+        Returns once zevvy has stored them all (2xx). The caller keeps a request
+        within MAX_BATCH readings and decides what to do with an answer that
+        refuses it: ZevvyConflictError (409, with the conflicting times when
+        zevvy names them), ZevvyRejectedError (400/422) and ZevvyMeasurementsError
+        (any other 4xx but 401 and 429) are about this request or register;
+        ZevvyAuthenticationError, ZevvyConnectionError (with ZevvyRateLimitError)
+        and ZevvyResponseError about the account or the server.
         """
         url = self.bulk_create_url(device_ref, register_ref)
         payload = [_reading_json(reading) for reading in readings]
         if payload:
-            await self._send(url, payload)
-
-    async def _send(self, url: URL, batch: list[dict[str, str | float]]) -> None:
-        """Send one request; on 409 split it until single readings conflict."""
-        response = await self._post_authorized(url, batch)
-        if response.status == 409 and len(batch) > 1:
-            half = len(batch) // 2
-            await self._send(url, batch[:half])
-            await self._send(url, batch[half:])
+            await self._post_authorized(url, payload)
 
     async def _post_authorized(
         self, url: URL, batch: list[dict[str, str | float]]
-    ) -> Response:
+    ) -> None:
         """POST with a bearer token; refresh once after a 401; map errors."""
         token = await self._tokens.async_get_access_token()
         response = await self._post(url, batch, token)
@@ -143,11 +159,15 @@ class ZevvyClient:
                 )
         secrets = (token,)
         raise_for_transient(response, secrets)
-        if 200 <= response.status < 300 or response.status == 409:
-            return response
+        if 200 <= response.status < 300:
+            return
         message = server_message(response, secrets)
+        if response.status == 409:
+            raise ZevvyConflictError(message, _conflicts(response.data))
         if response.status in {400, 422}:
             raise ZevvyRejectedError(response.status, message)
+        if 400 <= response.status < 500:
+            raise ZevvyMeasurementsError(response.status, message)
         raise ZevvyResponseError(response.status, message)
 
     async def _post(

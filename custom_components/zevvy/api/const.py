@@ -7,7 +7,9 @@ from typing import Final
 # Production servers.
 DEFAULT_ISSUER: Final = "https://iam.zevvy.org/realms/zevvy-prod"
 DEFAULT_API_URL: Final = "https://api.zevvy.org"
-SCOPES: Final = "offline_access measurement register device"
+# openid: an ID token (or the userinfo endpoint) names the account also when the
+# access token is opaque.
+SCOPES: Final = "openid offline_access measurement register device"
 
 # Seconds one HTTP request may take.
 REQUEST_TIMEOUT: Final = 30.0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class ZevvyError(Exception):
     """Base class for every error of the zevvy client."""
@@ -28,6 +30,10 @@ class ZevvyInvalidClientError(ZevvyAuthenticationError):
     """The client id or client secret was rejected (invalid_client)."""
 
 
+class ZevvyAccountError(ZevvyError):
+    """The identity server named no account: no token claims, no userinfo."""
+
+
 class ZevvyResponseError(ZevvyError):
     """zevvy answered with an unexpected status or an unusable body."""
 
@@ -38,8 +44,32 @@ class ZevvyResponseError(ZevvyError):
         self.message = message
 
 
-class ZevvyRejectedError(ZevvyResponseError):
+class ZevvyMeasurementsError(ZevvyResponseError):
+    """zevvy refused a bulk-create request with a 4xx other than 401 and 429.
+
+    It is about this request or its register, not the account: 400/422 (invalid
+    readings, ``ZevvyRejectedError``), 409 (readings zevvy has already,
+    ``ZevvyConflictError``), 413 (too many readings at once), 403, 404 and the
+    like (the register).
+    """
+
+
+class ZevvyRejectedError(ZevvyMeasurementsError):
     """zevvy rejected the readings as invalid (400 or 422)."""
+
+
+class ZevvyConflictError(ZevvyMeasurementsError):
+    """409: zevvy already has some readings of the request.
+
+    ``conflicts`` holds the times zevvy named as present (None when its answer
+    names none). Whether zevvy stored the request's other readings is not known:
+    a server may store none of them, or all new ones, and answer 409 either way.
+    """
+
+    def __init__(self, message: str, conflicts: tuple[datetime, ...] | None) -> None:
+        """Store the server message and the conflicting times, if named."""
+        super().__init__(409, message)
+        self.conflicts = conflicts
 
 
 class ZevvyDeviceFlowError(ZevvyError):

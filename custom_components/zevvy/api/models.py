@@ -12,6 +12,10 @@ class Endpoints:
 
     device_authorization_endpoint: str
     token_endpoint: str
+    # OpenID Connect: where to ask for the account when no token names it.
+    userinfo_endpoint: str | None = None
+    # The issuer the discovery document names (ID tokens must carry it).
+    issuer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -33,11 +37,13 @@ class Tokens:
     access_token: str = field(repr=False)
     refresh_token: str = field(repr=False)
     expires_in: float
+    # OpenID Connect ID token (with the openid scope), if the server sent one.
+    id_token: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
 class Account:
-    """The zevvy account an access token belongs to."""
+    """The zevvy account a login belongs to."""
 
     sub: str
     username: str | None

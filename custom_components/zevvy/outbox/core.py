@@ -69,6 +69,24 @@ class Batch:
             for t, v in zip(self.times, self.values, strict=True)
         ]
 
+    def __getitem__(self, index: slice) -> Batch:
+        """Return a part of the batch (``batch[:half]``)."""
+        return Batch(self.destination, self.times[index], self.values[index])
+
+    def partition(self, moments: Iterable[datetime]) -> tuple[Batch, Batch]:
+        """Return the readings at ``moments`` and the others, each oldest first."""
+        wanted = {to_epoch(moment) for moment in moments}
+        inside = [i for i, when in enumerate(self.times) if when in wanted]
+        outside = [i for i, when in enumerate(self.times) if when not in wanted]
+        return self._pick(inside), self._pick(outside)
+
+    def _pick(self, indices: list[int]) -> Batch:
+        return Batch(
+            self.destination,
+            array("q", [self.times[i] for i in indices]),
+            array("d", [self.values[i] for i in indices]),
+        )
+
 
 class Outbox:
     """The persisted queues of readings of one config entry."""
@@ -253,7 +271,7 @@ class Outbox:
         of 1000 meters stays linear).
         """
         total = AddResult()
-        newly_held: list[tuple[str, Queue]] = []
+        newly_held: list[tuple[str, Queue]] = []  # (key, queue)
         with self._lock:
             for destination, readings in items:
                 queue = self._queue_for(destination)
@@ -261,12 +279,15 @@ class Outbox:
                 if result.held:
                     newly_held.append((destination.key, queue))
                 total.add(result)
-            dropped, oldest = policy.enforce_bound(self._queues)
-        for key, queue in newly_held:
-            self._async_raise_held_issue(key, queue)
-        if dropped:
+            overflow = policy.enforce_bound(self._queues)
+        held_keys = {key for key, _ in newly_held} | overflow.held_keys
+        for key in held_keys:
+            self._async_update_settle_issue(key, IssueKind.READING_HELD)
+        for key in overflow.rejected_keys:
+            self._async_update_settle_issue(key, IssueKind.BATCH_REJECTED)
+        if dropped := overflow.dropped:
             total.dropped = dropped
-            policy.log_overflow(self._overflow_dropped, dropped, oldest)
+            policy.log_overflow(self._overflow_dropped, dropped, overflow.oldest)
             self._overflow_dropped += dropped
             async_create_issue(
                 self.hass,
@@ -335,26 +356,48 @@ class Outbox:
                 if queue.rejected.index(when) < 0:
                     queue.rejected.insert(when, value)
             queue.rejected_message = message
-        async_create_issue(
-            self.hass,
-            IssueKind.BATCH_REJECTED,
-            self.entry_id,
-            key,
-            {
-                "device": queue.device_ref,
-                "register": queue.register_ref,
-                "message": message,
-                "count": str(len(queue.rejected)),
-            },
-        )
+        self._async_update_settle_issue(key, IssueKind.BATCH_REJECTED)
         self.async_schedule_save()
         self._changed()
 
     # --- decisions from repair issues ----------------------------------------
 
+    def _async_update_settle_issue(self, key: str, kind: IssueKind) -> None:
+        """Raise or update the held or rejected issue of a queue (delete it
+        when the outbox bound dropped all those readings)."""
+        queue = self._queues[key]
+        series = queue.held if kind is IssueKind.READING_HELD else queue.rejected
+        if not series:
+            if kind is IssueKind.BATCH_REJECTED:
+                queue.rejected_message = None
+            async_delete_issue(self.hass, kind, self.entry_id, key)
+        elif kind is IssueKind.READING_HELD:
+            self._async_raise_held_issue(key, queue)
+        else:
+            async_create_issue(
+                self.hass,
+                IssueKind.BATCH_REJECTED,
+                self.entry_id,
+                key,
+                {
+                    "device": queue.device_ref,
+                    "register": queue.register_ref,
+                    "message": queue.rejected_message or "",
+                    "count": str(len(queue.rejected)),
+                },
+            )
+
     def _async_raise_held_issue(self, key: str, queue: Queue) -> None:
-        last_value = queue.held.values[-1]
-        baseline = queue.baseline(queue.held.times[0])
+        # From the higher to the lower value: the reading before the first held
+        # one to the newest held one, or (held because higher than a reading
+        # after it, e.g. a backfill across a reset) the first held one to that.
+        first = queue.held.values[0]
+        higher, lower = policy.drop_of(queue, queue.held.times[0], first) or (
+            None,
+            first,
+        )
+        if lower == first:
+            lower = queue.held.values[-1]
         async_create_issue(
             self.hass,
             IssueKind.READING_HELD,
@@ -363,10 +406,8 @@ class Outbox:
             {
                 "device": queue.device_ref,
                 "register": queue.register_ref,
-                "value": f"{last_value:.{READING_DECIMALS}f}",
-                "previous": "?"
-                if baseline is None
-                else f"{baseline:.{READING_DECIMALS}f}",
+                "value": f"{lower:.{READING_DECIMALS}f}",
+                "previous": "?" if higher is None else f"{higher:.{READING_DECIMALS}f}",
                 "count": str(len(queue.held)),
                 "time": from_epoch(queue.held.times[0]).isoformat(),
             },
@@ -427,7 +468,11 @@ class Outbox:
             self._meter_states.pop(key, None)
         if queue is None:
             return 0
-        for kind in (IssueKind.READING_HELD, IssueKind.BATCH_REJECTED):
+        for kind in (
+            IssueKind.READING_HELD,
+            IssueKind.BATCH_REJECTED,
+            IssueKind.REGISTER_REFUSED,
+        ):
             async_delete_issue(self.hass, kind, self.entry_id, key)
         if dropped := len(queue):
             LOGGER.info(

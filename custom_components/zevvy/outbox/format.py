@@ -163,10 +163,11 @@ class Series:
 class Queue:
     """Everything the outbox keeps for one destination.
 
-    ``pending``: to send, oldest first. ``held``: lower than the reading before
-    (a drop), waiting for the user's decision. ``rejected``: refused by zevvy
+    ``pending``: to send, oldest first. ``held``: a drop against the readings
+    beside it in time, waiting for the user's decision. ``rejected``: refused by zevvy
     (400/422), out of the retry loop until the user decides. ``last_*``: the
-    last reading zevvy confirmed, the baseline of the drop check and gap fill.
+    last reading zevvy confirmed, a neighbour in the drop check and the start of
+    gap fill.
     """
 
     device_ref: str
@@ -203,16 +204,31 @@ class Queue:
             return last_time, last_value
         return None
 
-    def baseline(self, when: int) -> float | None:
-        """Return the value of the reading just before ``when`` (pending or sent)."""
-        pos = bisect_left(self.pending.times, when)
+    def neighbours(self, when: int) -> tuple[float | None, float | None]:
+        """Return the values of the readings just before and just after ``when``.
+
+        Neighbours are pending readings and the last delivered one (held and
+        rejected readings are not trusted as neighbours); None where there is none.
+        """
+        times = self.pending.times
+        pos = bisect_left(times, when)
+        before: tuple[int, float] | None = None
+        after: tuple[int, float] | None = None
         if pos > 0:
-            prev_time = self.pending.times[pos - 1]
-            if self.last_time is None or self.last_time <= prev_time:
-                return self.pending.values[pos - 1]
-        if self.last_time is not None and self.last_time < when:
-            return self.last_value
-        return None
+            before = (times[pos - 1], self.pending.values[pos - 1])
+        end = pos + 1 if pos < len(times) and times[pos] == when else pos
+        if end < len(times):
+            after = (times[end], self.pending.values[end])
+        last, value = self.last_time, self.last_value
+        if last is not None and value is not None:
+            if last < when and (before is None or before[0] < last):
+                before = (last, value)
+            elif last > when and (after is None or after[0] > last):
+                after = (last, value)
+        return (
+            None if before is None else before[1],
+            None if after is None else after[1],
+        )
 
 
 class _QueueData(TypedDict, total=False):

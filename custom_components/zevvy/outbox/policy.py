@@ -2,12 +2,21 @@
 
 * A reading at a time its queue already keeps (pending, held, rejected, or the
   last one sent) is a duplicate and skipped.
-* A reading lower than the one before it (pending or sent) is held back: zevvy
-  flags drops as anomalies; the user decides in a repair issue (meter replaced:
-  queue them; or discard them). Every reading lower than the baseline is held
-  while the issue is open, so a replaced meter's readings are all kept.
-* The outbox keeps at most ``OUTBOX_MAX_READINGS``; beyond that the oldest
-  pending readings of all queues go first.
+* A drop is held back: zevvy flags drops as anomalies; the user decides in a
+  repair issue (meter replaced: queue them; or discard them). A reading is
+  checked against its neighbours in time, pending or the last delivered one,
+  before *and* after it, so that backfilled readings older than what was
+  delivered are checked too: lower than the reading before it, or higher than
+  the one after it, is a drop (``drop_of``). Every such reading is held while
+  the issue is open, so a replaced meter's readings are all kept.
+* Less precision is no drop: a sensor switched from Wh to kWh with one decimal
+  turns 1234.567 into 1234.5. Between readings of different precision (decimals
+  of the value as given, at most 3), a difference of up to one step of the
+  coarser one (here 0.1 kWh) is tolerated; readings of equal precision must
+  not go down at all (``drop_tolerance``).
+* The outbox keeps at most ``OUTBOX_MAX_READINGS`` readings, pending, held and
+  rejected alike; beyond that the oldest readings of all queues go first,
+  whatever their kind, so old stuck readings never push fresh ones out.
 
 Every reading is rounded here, once, as it enters (``round_kwh``).
 """
@@ -15,16 +24,19 @@ Every reading is rounded here, once, as it enters (``round_kwh``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import heapq
 
 from ..api import Reading
-from ..const import LOGGER, OUTBOX_MAX_READINGS
+from ..const import LOGGER, OUTBOX_MAX_READINGS, READING_DECIMALS
 from ..meters import round_kwh
-from .format import Destination, Queue, from_epoch, to_epoch
+from .format import Destination, Queue, Series, from_epoch, to_epoch
 
 # Dropped readings (outbox full) between two warnings in the log.
 OVERFLOW_LOG_EVERY = 10_000
+# The series of a queue, as enforce_bound numbers them.
+_HELD = 1
+_REJECTED = 2
 
 
 @dataclass(slots=True)
@@ -49,6 +61,47 @@ class AddResult:
         self.dropped += other.dropped
 
 
+def _decimals(milli: int) -> int:
+    """Return the decimals a reading (in Wh, i.e. kWh * 1000) was given with."""
+    decimals = READING_DECIMALS
+    while decimals and milli % 10 == 0:
+        milli //= 10
+        decimals -= 1
+    return decimals
+
+
+def drop_tolerance(first: int, second: int) -> int:
+    """Return how much (Wh) ``second`` may be below ``first`` without a drop.
+
+    Readings in Wh. Zero for readings of the same precision; else one step of
+    the coarser reading's last decimal (1234.567 and 1234.5: 100 Wh).
+    """
+    coarser = min(_decimals(first), _decimals(second))
+    if coarser == max(_decimals(first), _decimals(second)):
+        return 0
+    return int(10 ** (READING_DECIMALS - coarser))
+
+
+def _is_drop(higher: float, lower: float) -> bool:
+    """Return whether ``lower`` (the later reading) is a drop from ``higher``."""
+    first, second = round(higher * 1000), round(lower * 1000)
+    return second < first - drop_tolerance(first, second)
+
+
+def drop_of(queue: Queue, when: int, value: float) -> tuple[float, float] | None:
+    """Return (from, to) if a reading at ``when`` is a drop against its neighbours.
+
+    ``from`` is the higher, earlier value and ``to`` the lower, later one: the
+    reading and its neighbour before it, or its neighbour after it and itself.
+    """
+    before, after = queue.neighbours(when)
+    if before is not None and _is_drop(before, value):
+        return before, value
+    if after is not None and _is_drop(value, after):
+        return value, after
+    return None
+
+
 def add_readings(
     queue: Queue, destination: Destination, readings: Iterable[Reading]
 ) -> AddResult:
@@ -60,18 +113,17 @@ def add_readings(
         if queue.contains(when):
             result.duplicates += 1
             continue
-        baseline = queue.baseline(when)
-        if baseline is not None and value < baseline:
+        if (drop := drop_of(queue, when, value)) is not None:
             queue.held.insert(when, value)
             result.held += 1
             LOGGER.warning(
-                "Reading %s kWh of %s / %s at %s is lower than the one before "
-                "(%s kWh); held back until you decide in Repairs",
+                "Reading %s kWh of %s / %s at %s is a drop (%s kWh, then %s kWh); "
+                "held back until you decide in Repairs",
                 value,
                 destination.device_ref,
                 destination.register_ref,
                 from_epoch(when).isoformat(),
-                baseline,
+                *drop,
             )
             continue
         queue.pending.insert(when, value)
@@ -79,34 +131,60 @@ def add_readings(
     return result
 
 
-def enforce_bound(queues: Mapping[str, Queue]) -> tuple[int, int | None]:
-    """Drop the oldest pending readings beyond OUTBOX_MAX_READINGS.
+@dataclass(slots=True)
+class Overflow:
+    """What ``enforce_bound`` dropped: how many, the oldest time, which queues'
+    held or rejected readings (their repair issues need an update)."""
 
-    Return how many were dropped and the time of the oldest one.
+    dropped: int = 0
+    oldest: int | None = None
+    held_keys: set[str] = field(default_factory=set)
+    rejected_keys: set[str] = field(default_factory=set)
+
+
+def _series(queue: Queue) -> tuple[Series, Series, Series]:
+    return queue.pending, queue.held, queue.rejected
+
+
+def enforce_bound(queues: Mapping[str, Queue]) -> Overflow:
+    """Drop the oldest readings beyond OUTBOX_MAX_READINGS, of whatever kind.
+
+    Pending, held and rejected readings all count and the oldest go first,
+    whichever kind they are: readings stuck waiting for a decision never push
+    fresh ones out, and memory stays bounded.
     """
+    overflow = Overflow()
     excess = sum(len(queue) for queue in queues.values()) - OUTBOX_MAX_READINGS
     if excess <= 0:
-        return 0, None
-    # Walk the queues' oldest readings in time order with a heap.
-    cursors = {key: 0 for key, queue in queues.items() if queue.pending}
-    heap = [(queues[key].pending.times[0], key) for key in cursors]
+        return overflow
+    # Walk the series' oldest readings in time order with a heap.
+    cursors: dict[tuple[str, int], int] = {}
+    heap: list[tuple[int, str, int]] = []
+    for key, queue in queues.items():
+        for kind, series in enumerate(_series(queue)):
+            if series:
+                cursors[key, kind] = 0
+                heap.append((series.times[0], key, kind))
     heapq.heapify(heap)
-    dropped = 0
-    while heap and dropped < excess:
-        _, key = heapq.heappop(heap)
-        cursors[key] += 1
-        dropped += 1
-        times = queues[key].pending.times
-        if cursors[key] < len(times):
-            heapq.heappush(heap, (times[cursors[key]], key))
-    oldest: int | None = None
-    for key, count in cursors.items():
+    while heap and overflow.dropped < excess:
+        _, key, kind = heapq.heappop(heap)
+        cursors[key, kind] += 1
+        overflow.dropped += 1
+        times = _series(queues[key])[kind].times
+        if cursors[key, kind] < len(times):
+            heapq.heappush(heap, (times[cursors[key, kind]], key, kind))
+    for (key, kind), count in cursors.items():
         if count:
-            series = queues[key].pending
+            series = _series(queues[key])[kind]
             first = series.times[0]
-            oldest = first if oldest is None else min(oldest, first)
+            oldest = overflow.oldest
+            overflow.oldest = first if oldest is None else min(oldest, first)
             series.drop_first(count)
-    return dropped, oldest
+            if kind == _HELD:
+                overflow.held_keys.add(key)
+            elif kind == _REJECTED:
+                overflow.rejected_keys.add(key)
+    return overflow
 
 
 def log_overflow(before: int, dropped: int, oldest: int | None) -> None:

@@ -1,0 +1,158 @@
+"""What a meter read at a quarter hour: its state, or the recorder's state history.
+
+A reading filed under quarter hour Q is the meter's value as of Q, never one read
+later. On time, that is the current state. A tick that fires late (Home Assistant
+busy, a suspended machine, a clock jump) owes every quarter hour since it was due,
+and for each one:
+
+* the current state, if its value has not changed since Q (``last_changed`` <= Q;
+  ``last_updated`` also moves on attribute-only updates, which do not change the
+  reading);
+* else the state the recorder had at Q (its state history: the last change at or
+  before Q), when the recorder is loaded and ready;
+* else no reading: Q stays empty rather than get a later value.
+
+A state that is ``unknown`` or ``unavailable`` at Q gives no reading, as on time.
+A state stamped after the current time (the clock was set back since) counts as
+unchanged: the recorder's history carries the same wrong times.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Final
+
+from homeassistant.components.recorder.history import state_changes_during_period
+from homeassistant.core import HomeAssistant, State, callback
+from homeassistant.helpers.recorder import get_instance
+from homeassistant.util import dt as dt_util
+from sqlalchemy.exc import SQLAlchemyError
+
+from .api import Reading
+from .const import COLLECT_INTERVAL_MINUTES, LOGGER
+from .meters import Meter, state_to_kwh
+
+RECORDER_DOMAIN: Final = "recorder"
+QUARTER: Final = timedelta(minutes=COLLECT_INTERVAL_MINUTES)
+# The recorder's start-time state is the last one strictly before the start of
+# a query, its changes strictly after: start a little before the first quarter
+# hour so that a change exactly on it is seen.
+_MARGIN: Final = timedelta(seconds=1)
+
+
+@callback
+def recorder_loaded(hass: HomeAssistant) -> bool:
+    """Return whether the recorder is set up (it is optional)."""
+    return RECORDER_DOMAIN in hass.config.components
+
+
+def quarters_through(first: datetime, last: datetime) -> list[datetime]:
+    """Return the quarter hours from ``first`` to ``last`` (both quarter hours)."""
+    quarters = [first]
+    while quarters[-1] + QUARTER <= last:
+        quarters.append(quarters[-1] + QUARTER)
+    return quarters
+
+
+def _value_at(states: Sequence[State], quarter: datetime) -> float | None:
+    """Return the reading of the last state changed at or before ``quarter``."""
+    value: float | None = None
+    for state in states:
+        if state.last_changed > quarter:
+            break
+        value = state_to_kwh(state)
+    return value
+
+
+def _recorded_values(
+    hass: HomeAssistant, wanted: Mapping[str, Sequence[datetime]]
+) -> dict[str, dict[datetime, float]]:
+    """Return, per entity, its readings at the quarter hours from state history.
+
+    Must run in the recorder's executor. Quarter hours before the recorder's
+    oldest state of an entity (or without a usable state) are left out.
+    """
+    found: dict[str, dict[datetime, float]] = {}
+    for entity_id, quarters in wanted.items():
+        states = state_changes_during_period(
+            hass,
+            quarters[0] - _MARGIN,
+            quarters[-1] + _MARGIN,
+            entity_id,
+            include_start_time_state=True,
+        ).get(entity_id, [])
+        values = {q: v for q in quarters if (v := _value_at(states, q)) is not None}
+        found[entity_id] = values
+    return found
+
+
+async def _async_recorded_values(
+    hass: HomeAssistant, wanted: Mapping[str, Sequence[datetime]]
+) -> dict[str, dict[datetime, float]]:
+    """Ask the recorder's state history; empty without a usable recorder."""
+    if not wanted or not recorder_loaded(hass):
+        return {}
+    instance = get_instance(hass)
+    ready = instance.async_db_ready
+    if not ready.done() or not ready.result():
+        return {}
+    try:
+        # States of the last seconds may still wait in the recorder's queue.
+        await instance.async_block_till_done()
+        return await instance.async_add_executor_job(_recorded_values, hass, wanted)
+    except SQLAlchemyError:
+        LOGGER.debug("Recorder history unavailable", exc_info=True)
+        return {}
+
+
+async def async_readings_at(
+    hass: HomeAssistant, meters: Iterable[Meter], quarters: Sequence[datetime]
+) -> list[tuple[Meter, list[Reading]]]:
+    """Return each meter's readings at ``quarters`` (oldest first), where known."""
+    now = dt_util.utcnow()
+    # When each meter's current value began to hold (None: no state).
+    current: dict[str, tuple[State, datetime] | None] = {}
+    wanted: dict[str, list[datetime]] = {}
+    meter_list = list(meters)
+    for meter in meter_list:
+        state = hass.states.get(meter.entity_id)
+        if state is None:
+            current[meter.entity_id] = None
+            continue
+        since = state.last_changed
+        if since > now:
+            # Stamped by a clock that was set back since: the recorder's
+            # history has the same wrong times, the state is the best value.
+            since = datetime.min.replace(tzinfo=UTC)
+        current[meter.entity_id] = (state, since)
+        if older := [quarter for quarter in quarters if since > quarter]:
+            wanted[meter.entity_id] = older
+    recorded = await _async_recorded_values(hass, wanted)
+    result: list[tuple[Meter, list[Reading]]] = []
+    for meter in meter_list:
+        readings: list[Reading] = []
+        result.append((meter, readings))
+        if (known := current[meter.entity_id]) is None:
+            LOGGER.debug("No state of %s: no reading", meter.entity_id)
+            continue
+        state, since = known
+        past = recorded.get(meter.entity_id, {})
+        for quarter in quarters:
+            if since <= quarter:
+                value = state_to_kwh(state)
+            elif quarter in past:
+                value = past[quarter]
+            else:
+                LOGGER.info(
+                    "No reading of %s for %s: its state changed since and the "
+                    "recorder has no reading of that time",
+                    meter.entity_id,
+                    quarter.isoformat(),
+                )
+                continue
+            if value is None:
+                LOGGER.debug("No reading for %s at %s", meter.entity_id, quarter)
+                continue
+            readings.append(Reading(quarter, value))
+    return result
