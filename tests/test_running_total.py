@@ -575,3 +575,52 @@ async def test_meter_whose_start_passed_unseen_counts_from_its_first_state(
     await at(hass, freezer, minute(15))
     assert readings(sandbox, "Lost") == [(_stamp(minute(15)), 20.0)]
     assert "state at the meter's start is unknown" in caplog.text
+
+
+async def test_outbox_stored_before_running_totals_loads_and_keeps_them(
+    hass: HomeAssistant,
+    hass_storage: dict[str, Any],
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """An outbox written by an older version (no running-total states) loads
+    with its readings; afterwards the running total is kept in the same file."""
+    freezer.move_to(START)
+    charger = add_sensor(hass, "old_session_energy", "1.0", KWH_SESSION)
+    mock_config_entry.add_to_hass(hass)
+    key = add_running_meter(hass, mock_config_entry, charger, device="Old")
+    hass_storage[f"{DOMAIN}.{mock_config_entry.entry_id}.outbox"] = {
+        "version": 1,
+        "minor_version": 1,
+        "key": f"{DOMAIN}.{mock_config_entry.entry_id}.outbox",
+        "data": {
+            "queues": {
+                "ref:Manual/Energy": {
+                    "device": "Manual",
+                    "register": "Energy",
+                    "last": None,
+                    "pending": {"t": [int(minute(0).timestamp())], "v": [5.0]},
+                    "held": None,
+                    "parked": None,
+                    "parked_message": None,
+                }
+            },
+            "overflow_dropped": 0,
+        },
+    }
+    await setup_entry(hass, mock_config_entry)
+    await at(hass, freezer, minute(12))
+    hass.states.async_set(charger.entity_id, "1.5", KWH_SESSION)
+    await at(hass, freezer, minute(15))
+    await at(hass, freezer, minute(20))
+    hass.states.async_set(charger.entity_id, "2.5", KWH_SESSION)
+    await at(hass, freezer, minute(30))
+    assert readings(sandbox, "Manual") == [(_stamp(minute(0)), 5.0)]
+    assert readings(sandbox, "Old") == [
+        (_stamp(minute(15)), 0.0),
+        (_stamp(minute(30)), 1.0),
+    ]
+    await hass.config_entries.async_unload(mock_config_entry.entry_id)
+    stored = hass_storage[f"{DOMAIN}.{mock_config_entry.entry_id}.outbox"]["data"]
+    assert stored["meter_states"][key]["value"] == 2.5

@@ -84,7 +84,7 @@ class MeterReadings:
         """Load the persisted states, follow the meters and their changes."""
         self._states = {
             key: RunningState.from_json(data)
-            for key, data in self._outbox.meter_states().items()
+            for key, data in self._outbox.meter_states.all().items()
         }
         async_on_entry_updated(self._hass, self._entry, self.async_sync)
         self.async_sync(replay=True)
@@ -190,7 +190,7 @@ class MeterReadings:
 
     def _store(self, key: str, *, save: bool = True) -> None:
         if key in self._states:
-            self._outbox.set_meter_state(key, self._states[key].to_json(), save=save)
+            self._outbox.meter_states.set(key, self._states[key].to_json(), save=save)
 
     def readings_at(
         self, meters: Iterable[Meter], quarters: Sequence[datetime]

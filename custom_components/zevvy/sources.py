@@ -249,13 +249,15 @@ async def async_switch_held_to_running_total(
     """A meter register keeps dropping: it restarts from zero. Switch it.
 
     The held readings (the sensor's values after it restarted) are discarded;
-    the running total continues zevvy's series from the reading before them,
-    and the quarter hours since are filled from the statistics.
+    the running total continues zevvy's series from the last reading it has
+    (readings still pending after it are the sensor's values before the
+    restart: the same running total), and the quarter hours since are filled
+    from the statistics.
     """
     runtime = entry.runtime_data
     if (subentry := entry.subentries.get(key)) is None:
         return
-    baseline = runtime.outbox.held_baseline(key)
+    baseline = runtime.outbox.last_delivered(key)
     await runtime.coordinator.async_decide(key, Decision.DISCARD_HELD)
     hass.config_entries.async_update_subentry(
         entry, subentry, data={**subentry.data, **running_total_from(baseline)}

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 import threading
-from typing import Any
 
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 
@@ -20,16 +19,8 @@ from ..api import Reading
 from ..const import LOGGER, READING_DECIMALS
 from ..issues import IssueKind, async_create_issue, async_delete_issue
 from . import policy
-from .format import (
-    Destination,
-    Queue,
-    Series,
-    decode,
-    decode_meter_states,
-    from_epoch,
-    snapshot,
-    to_epoch,
-)
+from .format import Destination, Queue, Series, decode, from_epoch, snapshot, to_epoch
+from .meter_states import MeterStates
 from .policy import AddResult
 from .store import OutboxStore
 
@@ -97,15 +88,17 @@ class Outbox:
         self.entry_id = entry_id
         self._queues: dict[str, Queue] = {}
         self._overflow_dropped = 0
-        # Per meter key: what a reading source remembers (running_total.py).
-        self._meter_states: dict[str, dict[str, Any]] = {}
         # Guards the queues against a snapshot taken in the executor.
         self._lock = threading.RLock()
+        # What the meters' reading sources remember (running totals).
+        self.meter_states = MeterStates(self._lock, self.async_schedule_save)
         self._listeners: list[Callable[[], None]] = []
         self.storage = OutboxStore(
             hass,
             entry_id,
-            lambda: snapshot(self._queues, self._overflow_dropped, self._meter_states),
+            lambda: snapshot(
+                self._queues, self._overflow_dropped, self.meter_states.snapshot()
+            ),
             self._lock,
         )
 
@@ -115,7 +108,7 @@ class Outbox:
         """Load the outbox from storage."""
         if data := await self.storage.async_load():
             self._queues, self._overflow_dropped = decode(data)
-            self._meter_states = decode_meter_states(data)
+            self.meter_states.load(data)
         LOGGER.debug(
             "Outbox %s loaded: %s readings pending", self.entry_id, self.pending_count
         )
@@ -137,7 +130,7 @@ class Outbox:
         """Delete the stored outbox (the config entry is being removed)."""
         with self._lock:
             self._queues.clear()
-            self._meter_states.clear()
+            self.meter_states.clear()
         await self.storage.async_remove()
 
     # --- listeners ----------------------------------------------------------
@@ -172,7 +165,7 @@ class Outbox:
     @property
     def keys(self) -> list[str]:
         """Return the keys of all queues (and of meters with a stored state)."""
-        return list(self._queues.keys() | self._meter_states.keys())
+        return list(self._queues.keys() | self.meter_states.keys())
 
     def views(self) -> dict[str, QueueView]:
         """Return what each queue holds, by key."""
@@ -203,14 +196,6 @@ class Outbox:
             return None
         return Reading(from_epoch(queue.last_time), queue.last_value)
 
-    def held_baseline(self, key: str) -> Reading | None:
-        """Return the reading before a queue's first held one (what it dropped from)."""
-        queue = self._queues.get(key)
-        if queue is None or not queue.held:
-            return None
-        found = queue.before(queue.held.times[0])
-        return None if found is None else Reading(from_epoch(found[0]), found[1])
-
     def is_waiting(self, key: str, read_at: datetime) -> bool:
         """Return whether a reading waits to be sent or was rejected."""
         queue = self._queues.get(key)
@@ -223,23 +208,6 @@ class Outbox:
         """Return keys that have readings to send, oldest first reading first."""
         keyed = [(q.pending.times[0], k) for k, q in self._queues.items() if q.pending]
         return [key for _, key in sorted(keyed)]
-
-    def meter_states(self) -> dict[str, dict[str, Any]]:
-        """Return the stored states of the meters' reading sources, by key."""
-        return dict(self._meter_states)
-
-    @callback
-    def set_meter_state(
-        self, key: str, data: dict[str, Any], *, save: bool = True
-    ) -> None:
-        """Keep a meter's reading-source state (a new dict); write soon.
-
-        Without ``save`` it is written with the next write of the outbox.
-        """
-        with self._lock:
-            self._meter_states[key] = data
-        if save:
-            self.async_schedule_save()
 
     # --- adding -------------------------------------------------------------
 
@@ -465,7 +433,7 @@ class Outbox:
         """A meter was removed: drop everything it still had (and its issues)."""
         with self._lock:
             queue = self._queues.pop(key, None)
-            self._meter_states.pop(key, None)
+            self.meter_states.pop(key)
         if queue is None:
             return 0
         for kind in (

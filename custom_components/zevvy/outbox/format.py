@@ -12,8 +12,7 @@ about 120 for a list of tuples. Stored as JSON under ``zevvy.<entry_id>.outbox``
      "overflow_dropped": <int>,
      "meter_states": {"<key>": {...}}}
 
-``meter_states`` holds what a meter's reading source remembers (a running
-total's state, ``running_total.py``); outboxes stored without it load with none.
+``meter_states``: what meters' reading sources remember (``meter_states.py``).
 
 ``parked`` and ``parked_message`` are the stored names of the rejected readings
 and zevvy's message (kept so that existing outboxes load unchanged).
@@ -192,18 +191,6 @@ class Queue:
             or self.rejected.index(when) >= 0
         )
 
-    def before(self, when: int) -> tuple[int, float] | None:
-        """Return the reading just before ``when`` (pending or sent), if any."""
-        pos = bisect_left(self.pending.times, when)
-        if pos > 0:
-            prev_time = self.pending.times[pos - 1]
-            if self.last_time is None or self.last_time <= prev_time:
-                return prev_time, self.pending.values[pos - 1]
-        last_time, last_value = self.last_time, self.last_value
-        if last_time is not None and last_value is not None and last_time < when:
-            return last_time, last_value
-        return None
-
     def neighbours(self, when: int) -> tuple[float | None, float | None]:
         """Return the values of the readings just before and just after ``when``.
 
@@ -316,10 +303,3 @@ def decode(data: Mapping[str, Any]) -> tuple[dict[str, Queue], int]:
             last_value=float(last[1]) if last else None,
         )
     return queues, int(data.get("overflow_dropped", 0))
-
-
-def decode_meter_states(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Return the meters' reading-source states of stored data (none if absent)."""
-    return {
-        str(key): dict(value) for key, value in (data.get("meter_states") or {}).items()
-    }
