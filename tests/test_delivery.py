@@ -557,7 +557,8 @@ async def test_lower_reading_is_held_until_the_user_decides(
 
     result = await _fix_flow(hass, issue_id)
     assert result["type"] is FlowResultType.MENU
-    assert result["menu_options"] == ["replaced", "discard"]
+    # A meter register also offers the switch to a running total.
+    assert result["menu_options"] == ["replaced", "discard", "running_total"]
     result = await _choose(hass, result["flow_id"], choice)
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None

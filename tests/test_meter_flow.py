@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from unittest.mock import ANY
 
 from homeassistant.config_entries import (
     SOURCE_RECONFIGURE,
@@ -26,8 +27,11 @@ from custom_components.zevvy.const import (
     CONF_ENTITY_ID,
     CONF_ENTITY_REGISTRY_ID,
     CONF_ISSUER,
+    CONF_READING_SOURCE,
     CONF_REGISTER_REF,
+    CONF_START_VALUE,
     DOMAIN,
+    SOURCE_SENSOR,
     SUBENTRY_TYPE_METER,
 )
 from custom_components.zevvy.meter_flow import CONF_ENTITIES, NO_RESETTING
@@ -173,10 +177,15 @@ async def test_login_offers_meters_preselected_from_energy_dashboard(
         "name": "Hauszähler Bezug",
         "position": "1",
         "total": "3",
+        "value": "1.500",
+        "suggested": "The sensor's value",
+        "start": ANY,
     }
     assert suggested(result) == {
         CONF_DEVICE_REF: "Hauszähler",
         CONF_REGISTER_REF: "Bezug",
+        CONF_READING_SOURCE: SOURCE_SENSOR,
+        CONF_START_VALUE: 0.0,
     }
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], suggested(result)
@@ -187,6 +196,8 @@ async def test_login_offers_meters_preselected_from_energy_dashboard(
     assert suggested(result) == {
         CONF_DEVICE_REF: "Hauszähler",
         CONF_REGISTER_REF: "Einspeisung",
+        CONF_READING_SOURCE: SOURCE_SENSOR,
+        CONF_START_VALUE: 0.0,
     }
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {CONF_DEVICE_REF: " / ", CONF_REGISTER_REF: "  "}
@@ -199,6 +210,7 @@ async def test_login_offers_meters_preselected_from_energy_dashboard(
     assert suggested(result) == {
         CONF_DEVICE_REF: "hauszähler ",
         CONF_REGISTER_REF: "BEZUG",
+        CONF_START_VALUE: 0.0,
     }
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"],
@@ -210,6 +222,8 @@ async def test_login_offers_meters_preselected_from_energy_dashboard(
     assert suggested(result) == {
         CONF_DEVICE_REF: "PV_Dach",
         CONF_REGISTER_REF: "Energy",
+        CONF_READING_SOURCE: SOURCE_SENSOR,
+        CONF_START_VALUE: 0.0,
     }
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"],
@@ -396,10 +410,15 @@ async def test_add_meter(hass: HomeAssistant) -> None:
     assert result["description_placeholders"] == {
         "entity_id": "sensor.wallbox_total",
         "name": "Wallbox Total energy",
+        "value": "1.500",
+        "suggested": "The sensor's value",
+        "start": ANY,
     }
     assert suggested(result) == {
         CONF_DEVICE_REF: "Wallbox",
         CONF_REGISTER_REF: "Total energy",
+        CONF_READING_SOURCE: SOURCE_SENSOR,
+        CONF_START_VALUE: 0.0,
     }
     result = await hass.config_entries.subentries.async_configure(
         result["flow_id"], {CONF_DEVICE_REF: "", CONF_REGISTER_REF: "x"}
@@ -587,7 +606,11 @@ async def test_rename_meter(hass: HomeAssistant) -> None:
         "device_ref": "PV",
         "register_ref": "Energy",
     }
-    assert suggested(result) == {CONF_DEVICE_REF: "PV", CONF_REGISTER_REF: "Energy"}
+    assert suggested(result) == {
+        CONF_DEVICE_REF: "PV",
+        CONF_REGISTER_REF: "Energy",
+        CONF_READING_SOURCE: SOURCE_SENSOR,
+    }
     result = await hass.config_entries.subentries.async_configure(
         result["flow_id"], {CONF_DEVICE_REF: "Grid", CONF_REGISTER_REF: "Energy"}
     )

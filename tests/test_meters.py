@@ -538,6 +538,11 @@ async def test_meter_subentry_data(hass: HomeAssistant) -> None:
             CONF_ENTITY_ID: "sensor.pv",
             CONF_DEVICE_REF: "PV",
             CONF_REGISTER_REF: "Produktion",
+            # The sensor's value (no running total).
+            "reading_source": "sensor",
+            "start_value": None,
+            "start_at": None,
+            "start_seed": None,
         },
         "subentry_type": SUBENTRY_TYPE_METER,
         "title": "PV \u2013 Produktion",

@@ -32,6 +32,7 @@ from .harness import (
     RestFlow,
     SandboxProcess,
     next_quarter,
+    suggested_values,
     wait_for,
 )
 from .test_real_process import (
@@ -72,22 +73,21 @@ def add_zevvy_with(
     result = flow.wait_past_progress()
     assert result["step_id"] == "meters", result
     result = flow.submit({"entities": entities})
-    references: list[tuple[str, str]] = []
+    references: dict[str, tuple[str, str]] = {}
     while result["type"] == "form" and result["step_id"] == "meter_names":
-        pair = (
-            result["data_schema"][0]["description"]["suggested_value"],
-            result["data_schema"][1]["description"]["suggested_value"],
-        )
-        references.append(pair)
-        result = flow.submit({"device_ref": pair[0], "register_ref": pair[1]})
+        # The UI shows these prefilled; the user accepts them.
+        values = suggested_values(result)
+        entity_id = result["description_placeholders"]["entity_id"]
+        references[entity_id] = (values["device_ref"], values["register_ref"])
+        result = flow.submit(values)
     assert result["type"] == "create_entry", result
+    assert set(references) == set(entities), references
     wait_for(
         lambda: home_assistant.config_entries("zevvy")[0]["state"] == "loaded",
         timeout=30,
         message="the zevvy entry to load",
     )
-    # The flow asks for the meters in the order they were chosen.
-    return dict(zip(entities, references, strict=True))
+    return references
 
 
 def websocket(home_assistant: HomeAssistantProcess, command: dict[str, Any]) -> Any:

@@ -34,9 +34,17 @@ CHOSEN_METERS = {
 
 
 def add_zevvy(
-    home_assistant: HomeAssistantProcess, sandbox: SandboxProcess
+    home_assistant: HomeAssistantProcess,
+    sandbox: SandboxProcess,
+    chosen: dict[str, tuple[str, str]] = CHOSEN_METERS,
+    sources: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Run the zevvy config flow to the end; return the created entry result."""
+    """Run the zevvy config flow to the end; return the created entry result.
+
+    ``chosen``: the meters and the references the flow should suggest;
+    ``sources``: the reading source it should suggest for some of them (the
+    user accepts every suggestion).
+    """
     flow = RestFlow(home_assistant, "zevvy")
     assert flow.result["type"] == "form", flow.result
     assert flow.result["step_id"] == "user"
@@ -77,15 +85,18 @@ def add_zevvy(
     assert (
         "sensor.ev_charger_session" in result["description_placeholders"]["resetting"]
     )
-    result = flow.submit({"entities": list(CHOSEN_METERS)})
+    result = flow.submit({"entities": list(chosen)})
     seen: dict[str, tuple[str, str]] = {}
     while result["type"] == "form" and result["step_id"] == "meter_names":
         values = suggested_values(result)
+        entity_id = result["description_placeholders"]["entity_id"]
+        expected_source = (sources or {}).get(entity_id, "sensor")
+        assert values["reading_source"] == expected_source, (entity_id, values)
         # The UI shows these prefilled; the user accepts them.
         pair = (values["device_ref"], values["register_ref"])
         seen[pair[0]] = pair
-        result = flow.submit({"device_ref": pair[0], "register_ref": pair[1]})
-    assert sorted(seen.values()) == sorted(CHOSEN_METERS.values())
+        result = flow.submit(values)
+    assert sorted(seen.values()) == sorted(chosen.values())
 
     assert result["type"] == "create_entry", result
     assert result["title"] == "demo"
@@ -245,4 +256,77 @@ def test_delivery_exactly_once_across_outage_and_restarts(
     )
     # A reading sent again would have been answered 409: none was.
     assert 409 not in bulk_create_statuses(sandbox)
+    assert not home_assistant.errors_in_log("custom_components.zevvy")
+
+
+def set_charging_session(home_assistant: HomeAssistantProcess, kwh: float) -> None:
+    """Let the simulated charger report the energy of its current session."""
+    home_assistant.api(
+        "POST",
+        "services/input_number/set_value",
+        {"entity_id": "input_number.charging_session_energy", "value": kwh},
+    )
+    wait_for(
+        lambda: (state := home_assistant.state("sensor.charging_session"))
+        and float(state["state"]) == kwh,
+        timeout=10,
+        message="the charging session's new state",
+    )
+
+
+def test_charging_sessions_become_a_reading_that_only_goes_up(
+    home_assistant: HomeAssistantProcess, sandbox: SandboxProcess
+) -> None:
+    """A charger's session energy (back to 0 at every session) and a per-session
+    total with last_reset become running totals: zevvy receives readings that
+    only go up, and the charging session's equal the energy charged.
+    """
+    chargers = {
+        "sensor.charging_session": ("Charging session", "Energy"),
+        "sensor.ev_charger_session": ("EV charger session", "Energy"),
+    }
+    running = dict.fromkeys(chargers, "running_total")
+    set_charging_session(home_assistant, 2.5)  # a session before the meter
+    add_zevvy(home_assistant, sandbox, chargers, running)
+    wait_for(
+        lambda: home_assistant.config_entries("zevvy")[0]["state"] == "loaded",
+        timeout=30,
+        message="the zevvy entry to load",
+    )
+    # The meters start at the next quarter hour with their start value, 0.
+    first = next_quarter(home_assistant.now())
+    home_assistant.restart(clock=first - timedelta(seconds=LEAD))
+    wait_for(
+        lambda: len(stored(sandbox)) == 2,
+        timeout=LEAD + 60,
+        message="the first quarter hour's readings",
+    )
+    assert stored(sandbox)[("Charging session", "Energy", read_at(first))] == 0.0
+
+    # Sessions: 1.25 kWh and 1.75 kWh in one, then a new one at 0.5 kWh; and a
+    # restart of Home Assistant in between.
+    wait_for(
+        lambda: home_assistant.now() > first + timedelta(seconds=2),
+        timeout=LEAD + 10,
+        message="the first quarter hour to pass",
+    )
+    set_charging_session(home_assistant, 0.0)
+    set_charging_session(home_assistant, 1.25)
+    home_assistant.restart()
+    set_charging_session(home_assistant, 3.0)
+    set_charging_session(home_assistant, 0.5)
+    second = first + QUARTER
+    home_assistant.restart(clock=second - timedelta(seconds=LEAD))
+    wait_for(
+        lambda: len(stored(sandbox)) == 4,
+        timeout=LEAD + 60,
+        message="the second quarter hour's readings",
+    )
+    readings = stored(sandbox)
+    assert readings[("Charging session", "Energy", read_at(second))] == 3.5
+    # 2.75 kWh an hour (config/configuration.yaml), sampled once a minute.
+    ev_first = readings[("EV charger session", "Energy", read_at(first))]
+    ev_second = readings[("EV charger session", "Energy", read_at(second))]
+    assert ev_first == 0.0
+    assert 0.6 < ev_second < 0.8, ev_second
     assert not home_assistant.errors_in_log("custom_components.zevvy")

@@ -33,6 +33,18 @@ CONF_ENTITY_REGISTRY_ID: Final = "entity_registry_id"
 CONF_ENTITY_ID: Final = "entity_id"
 CONF_DEVICE_REF: Final = "device_ref"
 CONF_REGISTER_REF: Final = "register_ref"
+# Where a meter's reading comes from (``running_total.py``): the sensor's value
+# (a meter register) or a running total of what the sensor counted since the
+# meter's start (sensors that restart from zero), with its start value (kWh) and
+# start (epoch seconds of a quarter hour).
+CONF_READING_SOURCE: Final = "reading_source"
+SOURCE_SENSOR: Final = "sensor"
+SOURCE_RUNNING_TOTAL: Final = "running_total"
+CONF_START_VALUE: Final = "start_value"
+CONF_START_AT: Final = "start_at"
+# Continuing a meter register's series: the sensor's value at ``start_at`` (the
+# last reading zevvy received), so that a reset since is counted.
+CONF_START_SEED: Final = "start_seed"
 
 # Readings.
 # Quarter-hour collection slots, in minutes.

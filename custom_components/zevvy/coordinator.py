@@ -30,6 +30,7 @@ from .const import COLLECT_INTERVAL_MINUTES, DOMAIN, LOGGER
 from .meters import resolve_meters
 from .outbox import AddResult, Destination, Outbox, QueueView, is_meter_key
 from .quarters import async_readings_at, quarters_through
+from .readings import MeterReadings
 from .sender import Sender, SendError
 
 # Seconds between two status updates while the outbox changes (confirmations).
@@ -134,6 +135,9 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
             track=self._track,
             on_round=self._async_publish,
         )
+        # Each meter's reading from its sensor's state (a running total for
+        # sensors that restart from zero).
+        self.readings = MeterReadings(hass, config_entry, outbox)
         self._unsub_tick: CALLBACK_TYPE | None = None
         self._unsub_outbox: CALLBACK_TYPE | None = None
         self._unsub_publish: CALLBACK_TYPE | None = None
@@ -202,6 +206,7 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
         """Start the quarter-hour schedule and send what waits from before."""
         self._stopped = False
         self._unsub_outbox = self.outbox.async_add_listener(self._async_outbox_changed)
+        self.readings.async_start()
         self._schedule_tick()
         if self.outbox.pending_count:
             self.sender.async_start_send()
@@ -210,6 +215,7 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
         """Stop timers and sending and write the outbox (entry unload)."""
         self._stopped = True
         self.sender.async_stop()
+        self.readings.async_stop()
         for unsub in (self._unsub_tick, self._unsub_outbox, self._unsub_publish):
             if unsub is not None:
                 unsub()
@@ -323,9 +329,12 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
                 until.isoformat(),
             )
         owed = quarters_through(read_at, max(read_at, until or read_at))
+        meters = resolve_meters(self.hass, self.config_entry)
         found = await async_readings_at(
-            self.hass, resolve_meters(self.hass, self.config_entry), owed
+            self.hass, [meter for meter in meters if not meter.running_total], owed
         )
+        # Running totals: what each counted up to each quarter hour.
+        found += self.readings.readings_at(meters, owed)
         items = [(Destination.for_meter(meter), rows) for meter, rows in found if rows]
         self._last_collect = owed[-1]
         # The tick sends right after (unless a retry or a new login is due).

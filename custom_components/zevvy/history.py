@@ -19,6 +19,11 @@ hour it ends on.
   new login), the quarter hours after each meter's last delivered reading that
   the collector missed are queued from the 5-minute statistics.
 
+A meter whose reading is a running total (``running_total.py``) reads the
+statistics' ``sum`` instead of their ``state``: its reading at Q is its start
+value + sum(Q) - sum(at its start), the same number the live tracker computes,
+and none before its start.
+
 Statistics of a time Home Assistant was off (between two recorder runs) are
 left out: the recorder compiles them at the next start from the last state it
 had, so they repeat the reading from before the stop.
@@ -40,7 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 import math
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 from homeassistant.components.recorder.models import process_timestamp
 from homeassistant.components.recorder.statistics import (
@@ -58,8 +63,9 @@ from sqlalchemy.exc import SQLAlchemyError
 from .api import Reading
 from .const import COLLECT_INTERVAL_MINUTES, LOGGER
 from .coordinator import AddFn, ZevvyConfigEntry
-from .meters import ENERGY_UNITS, Meter, to_kwh
+from .meters import ENERGY_UNITS, Meter, resolve_meters, to_kwh
 from .outbox import AddResult, Destination
+from .quarters import recorder_loaded
 
 # Readings handed to the outbox between two yields to the event loop.
 ADD_CHUNK: Final = 1000
@@ -68,6 +74,8 @@ SHORT_TERM_PERIOD: Final = timedelta(minutes=5)
 LONG_TERM_PERIOD: Final = timedelta(hours=1)
 _KWH: Final = str(UnitOfEnergy.KILO_WATT_HOUR)
 _UNITS: Final[dict[str, str]] = {EnergyConverter.UNIT_CLASS: _KWH}
+type _Type = Literal["change", "last_reset", "max", "mean", "min", "state", "sum"]
+type _Period = Literal["5minute", "day", "hour", "week", "month"]
 
 
 @dataclass(slots=True)
@@ -152,11 +160,13 @@ def _readings_from_rows(
     first: int,
     last: int,
     gaps: Sequence[tuple[float, float]] = (),
+    offset: float | None = None,
 ) -> list[Reading]:
     """Return readings of the quarter-hour rows ending within [first, last].
 
     A reading is dated at the end of its row's period. Rows whose whole period
-    lies in a gap between recorder runs are left out.
+    lies in a gap between recorder runs are left out. With ``offset`` (a
+    running total) the reading is the row's ``sum`` plus ``offset``.
     """
     readings: list[Reading] = []
     for row in rows:
@@ -167,12 +177,31 @@ def _readings_from_rows(
             gap_start <= row["start"] and end <= gap_end for gap_start, gap_end in gaps
         ):
             continue
-        value = row.get("state")
+        value = row.get("state") if offset is None else row.get("sum")
+        if value is not None and offset is not None:
+            value += offset
         # Already in kWh (the recorder converted it): to_kwh checks and rounds.
         kwh = None if value is None else to_kwh(float(value), _KWH)
         if kwh is not None:
             readings.append(Reading(dt_util.utc_from_timestamp(end), kwh))
     return readings
+
+
+def _sum_at(hass: HomeAssistant, statistic_id: str, moment: datetime) -> float | None:
+    """Return the statistics' ``sum`` (kWh) at ``moment``: of the row ending then."""
+    periods: tuple[tuple[_Period, timedelta], ...] = (
+        ("5minute", SHORT_TERM_PERIOD),
+        ("hour", LONG_TERM_PERIOD),
+    )
+    for period, length in periods:
+        rows = statistics_during_period(
+            hass, moment - length, moment, {statistic_id}, period, _UNITS, {"sum"}
+        ).get(statistic_id, [])
+        for row in rows:
+            value = row.get("sum")
+            if int(row["end"]) == int(moment.timestamp()) and value is not None:
+                return float(value)
+    return None
 
 
 def read_statistics(
@@ -181,13 +210,15 @@ def read_statistics(
     start: datetime,
     end: datetime,
     hourly: bool,
+    running: tuple[int, float] | None = None,
 ) -> Statistics:
     """Return a meter's readings in [start, end] from the recorder's statistics.
 
     Quarter hours come from the 5-minute statistics; with ``hourly``, full hours
     before the first 5-minute row come from the long-term statistics. Values
     are converted from the statistic's unit to kWh by the recorder (Home
-    Assistant's EnergyConverter). Must run in the recorder's executor.
+    Assistant's EnergyConverter). ``running``: (start, start value) of a
+    running total. Must run in the recorder's executor.
     """
     result = Statistics()
     metadata = get_metadata(hass, statistic_ids={statistic_id})
@@ -196,6 +227,21 @@ def read_statistics(
     if metadata[statistic_id][1]["unit_of_measurement"] not in ENERGY_UNITS:
         return result
     first, last = int(start.timestamp()), int(end.timestamp())
+    offset: float | None = None
+    types: set[_Type] = {"state"}
+    if running is not None:
+        start_at, start_value = running
+        anchor = _sum_at(hass, statistic_id, dt_util.utc_from_timestamp(start_at))
+        if anchor is None:
+            LOGGER.warning(
+                "No statistics of %s at its start (%s): no history for its "
+                "running total",
+                statistic_id,
+                dt_util.utc_from_timestamp(start_at).isoformat(),
+            )
+            return result
+        offset, types = start_value - anchor, {"sum"}
+        first = max(first, start_at)
     short = statistics_during_period(
         hass,
         start - SHORT_TERM_PERIOD,
@@ -203,10 +249,10 @@ def read_statistics(
         {statistic_id},
         "5minute",
         _UNITS,
-        {"state"},
+        types,
     ).get(statistic_id, [])
     gaps = recorder_gaps(hass)
-    result.quarter_hours = _readings_from_rows(short, first, last, gaps)
+    result.quarter_hours = _readings_from_rows(short, first, last, gaps, offset)
     result.found = bool(short)
     if short:
         result.compiled_until = dt_util.utc_from_timestamp(int(short[-1]["end"]))
@@ -224,9 +270,9 @@ def read_statistics(
             {statistic_id},
             "hour",
             _UNITS,
-            {"state"},
+            types,
         ).get(statistic_id, [])
-        result.hours = _readings_from_rows(long, first, long_last, gaps)
+        result.hours = _readings_from_rows(long, first, long_last, gaps, offset)
         result.found = result.found or bool(long)
     return result
 
@@ -251,8 +297,11 @@ async def async_fill_meter(
     queued (gap fill); the action passes None and sends them again. Readings
     are added in chunks, yielding to the event loop between them.
     """
+    running = None
+    if meter.running_total and meter.start_at is not None:
+        running = (meter.start_at, meter.start_value)
     found = await get_instance(hass).async_add_executor_job(
-        read_statistics, hass, meter.entity_id, start, end, hourly
+        read_statistics, hass, meter.entity_id, start, end, hourly, running
     )
     result = MeterResult(
         meter,
@@ -281,6 +330,23 @@ async def async_fill_meter(
     result.already_delivered += delivered_again
     result.already_queued = added.duplicates - delivered_again
     return result
+
+
+async def async_fill_since(
+    hass: HomeAssistant, entry: ZevvyConfigEntry, key: str, since: datetime
+) -> None:
+    """Queue a meter's quarter hours after ``since`` from the 5-minute statistics.
+
+    After a meter switched to a running total that continues at ``since``.
+    """
+    meter = next((m for m in resolve_meters(hass, entry) if m.subentry_id == key), None)
+    if meter is None or not recorder_loaded(hass):
+        return
+    async with entry.runtime_data.coordinator.async_adding() as add:
+        result = await async_fill_meter(
+            hass, entry, meter, add, since, dt_util.utcnow(), hourly=False, after=since
+        )
+    log_result("Running total since " + since.isoformat(), [result])
 
 
 def log_result(kind: str, results: Sequence[MeterResult]) -> None:

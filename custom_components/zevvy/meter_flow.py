@@ -5,8 +5,11 @@ the main flow calls ``_async_offer_meters(title, data)``; the user picks eligibl
 entities (preselected with the Energy dashboard's), confirms or edits the two
 references of each, and the entry is created with one meter subentry per entity.
 
-``MeterSubentryFlowHandler`` adds one meter at a time and renames meters
-(subentry reconfigure).
+``MeterSubentryFlowHandler`` adds one meter at a time and changes meters
+(subentry reconfigure: names and reading source).
+
+Each meter has a reading source (``sources.py``): the sensor's value, or a
+running total for sensors that restart from zero (suggested for those).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from homeassistant.config_entries import (
     ConfigSubentryFlow,
     SubentryFlowResult,
 )
+from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.selector import (
     EntitySelector,
@@ -34,20 +38,34 @@ from .const import (
     CONF_DEVICE_REF,
     CONF_ENTITY_ID,
     CONF_ENTITY_REGISTRY_ID,
+    CONF_READING_SOURCE,
     CONF_REGISTER_REF,
+    CONF_START_VALUE,
+    SOURCE_RUNNING_TOTAL,
+    SOURCE_SENSOR,
     SUBENTRY_TYPE_METER,
 )
 from .meters import (
     Candidate,
     Eligibility,
     async_candidates,
-    async_default_references,
     async_suggested_entity_ids,
     entity_eligibility,
-    friendly_name,
     meter_subentry_data,
     meter_title,
     sanitize_reference,
+    source_data,
+)
+from .sources import (
+    SOURCE_FIELD,
+    SOURCE_FIELDS,
+    START_SCHEMA,
+    async_meter_form,
+    last_delivered,
+    last_placeholders,
+    restarts_from_zero,
+    running_total_from,
+    source_from_input,
 )
 
 # Field of the multi-select step after login.
@@ -66,6 +84,10 @@ REFERENCES_SCHEMA: Final = vol.Schema(
         vol.Required(CONF_REGISTER_REF): TextSelector(),
     }
 )
+# A new meter: names, reading source and start value; a changed one: names and
+# reading source.
+METER_SCHEMA: Final = REFERENCES_SCHEMA.extend(SOURCE_FIELDS)
+RECONFIGURE_SCHEMA: Final = REFERENCES_SCHEMA.extend(SOURCE_FIELD)
 
 
 def _pair_key(device_ref: str, register_ref: str) -> tuple[str, str]:
@@ -106,12 +128,14 @@ def validate_references(
     return (device_ref, register_ref), errors
 
 
-def _resetting_placeholder(candidates: Iterable[Candidate]) -> str:
+def _resetting_placeholder(hass: HomeAssistant, candidates: Iterable[Candidate]) -> str:
     """Name the sensors that restart from zero, for the step description."""
+    registry = er.async_get(hass)
     names = [
         f"{candidate.name} ({candidate.entity_id})"
         for candidate in candidates
-        if candidate.eligibility is Eligibility.RESETTING
+        if (entity_entry := registry.async_get(candidate.entity_id))
+        and restarts_from_zero(hass, entity_entry)
     ]
     return ", ".join(names) or NO_RESETTING
 
@@ -122,10 +146,6 @@ def _mapped_registry_ids(entry: ConfigEntry[Any]) -> set[str]:
         for subentry in entry.subentries.values()
         if subentry.subentry_type == SUBENTRY_TYPE_METER
     }
-
-
-def _entity_placeholders(entity_entry: er.RegistryEntry, name: str) -> dict[str, str]:
-    return {"entity_id": entity_entry.entity_id, "name": name}
 
 
 class MeterSelectionFlow(ConfigFlow):
@@ -190,7 +210,9 @@ class MeterSelectionFlow(ConfigFlow):
             data_schema=self.add_suggested_values_to_schema(
                 schema, {CONF_ENTITIES: suggested}
             ),
-            description_placeholders={"resetting": _resetting_placeholder(candidates)},
+            description_placeholders={
+                "resetting": _resetting_placeholder(self.hass, candidates)
+            },
         )
 
     async def async_step_meter_names(
@@ -220,27 +242,26 @@ class MeterSelectionFlow(ConfigFlow):
             )
             if not errors:
                 self._meter_subentries.append(
-                    meter_subentry_data(entity_entry, device_ref, register_ref)
+                    meter_subentry_data(
+                        entity_entry,
+                        device_ref,
+                        register_ref,
+                        source_from_input(user_input),
+                    )
                 )
                 self._meter_queue.pop(0)
                 return await self.async_step_meter_names()
-            suggested: Mapping[str, Any] = user_input
-        else:
-            device_ref, register_ref = await async_default_references(
-                self.hass, entity_entry
-            )
-            suggested = {CONF_DEVICE_REF: device_ref, CONF_REGISTER_REF: register_ref}
 
         position = self._meter_total - len(self._meter_queue) + 1
-        name = friendly_name(self.hass, entity_entry)
+        suggested, placeholders = await async_meter_form(
+            self.hass, entity_entry, user_input
+        )
         return self.async_show_form(
             step_id="meter_names",
-            data_schema=self.add_suggested_values_to_schema(
-                REFERENCES_SCHEMA, suggested
-            ),
+            data_schema=self.add_suggested_values_to_schema(METER_SCHEMA, suggested),
             errors=errors,
             description_placeholders={
-                **_entity_placeholders(entity_entry, name),
+                **placeholders,
                 "position": str(position),
                 "total": str(self._meter_total),
             },
@@ -251,6 +272,7 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
     """Add a meter (one entity) or rename one."""
 
     _entity_registry_id: str
+    _references: dict[str, str]
 
     async def async_step_user(
         self, user_input: dict[str, Any] | None = None
@@ -293,7 +315,9 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
             step_id="user",
             data_schema=schema,
             errors=errors,
-            description_placeholders={"resetting": _resetting_placeholder(candidates)},
+            description_placeholders={
+                "resetting": _resetting_placeholder(self.hass, candidates)
+            },
         )
 
     async def async_step_references(
@@ -319,35 +343,41 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
                 ),
             )
             if not errors:
-                subentry = meter_subentry_data(entity_entry, device_ref, register_ref)
+                subentry = meter_subentry_data(
+                    entity_entry,
+                    device_ref,
+                    register_ref,
+                    source_from_input(user_input),
+                )
                 return self.async_create_entry(
                     title=subentry["title"],
                     data=subentry["data"],
                     unique_id=subentry["unique_id"],
                 )
-            suggested: Mapping[str, Any] = user_input
-        else:
-            device_ref, register_ref = await async_default_references(
-                self.hass, entity_entry
-            )
-            suggested = {CONF_DEVICE_REF: device_ref, CONF_REGISTER_REF: register_ref}
 
-        name = friendly_name(self.hass, entity_entry)
+        suggested, placeholders = await async_meter_form(
+            self.hass, entity_entry, user_input
+        )
         return self.async_show_form(
             step_id="references",
-            data_schema=self.add_suggested_values_to_schema(
-                REFERENCES_SCHEMA, suggested
-            ),
+            data_schema=self.add_suggested_values_to_schema(METER_SCHEMA, suggested),
             errors=errors,
-            description_placeholders=_entity_placeholders(entity_entry, name),
+            description_placeholders={
+                **placeholders,
+            },
         )
 
     async def async_step_reconfigure(
         self, user_input: dict[str, Any] | None = None
     ) -> SubentryFlowResult:
-        """Rename a meter's references (zevvy then sees a new device or register)."""
+        """Rename a meter or switch its reading source.
+
+        New names: zevvy sees a new device or register. Switching to a running
+        total asks for its start (``reconfigure_start``).
+        """
         entry = self._get_entry()
         subentry = self._get_reconfigure_subentry()
+        source = subentry.data.get(CONF_READING_SOURCE, SOURCE_SENSOR)
         errors: dict[str, str] = {}
         if user_input is not None:
             (device_ref, register_ref), errors = validate_references(
@@ -360,18 +390,19 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
                 ),
             )
             if not errors:
-                return self.async_update_and_abort(
-                    entry,
-                    subentry,
-                    title=meter_title(device_ref, register_ref),
-                    data_updates={
-                        CONF_DEVICE_REF: device_ref,
-                        CONF_REGISTER_REF: register_ref,
-                    },
-                )
+                self._references = {
+                    CONF_DEVICE_REF: device_ref,
+                    CONF_REGISTER_REF: register_ref,
+                }
+                new_source = user_input.get(CONF_READING_SOURCE, source)
+                if new_source == source:
+                    return self._async_update_meter({})
+                if new_source == SOURCE_RUNNING_TOTAL:
+                    return await self.async_step_reconfigure_start()
+                return self._async_update_meter(source_data(SOURCE_SENSOR))
             suggested: Mapping[str, Any] = user_input
         else:
-            suggested = subentry.data
+            suggested = {**subentry.data, CONF_READING_SOURCE: source}
 
         entity_id = (
             er.async_resolve_entity_id(
@@ -382,7 +413,7 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
         return self.async_show_form(
             step_id="reconfigure",
             data_schema=self.add_suggested_values_to_schema(
-                REFERENCES_SCHEMA, suggested
+                RECONFIGURE_SCHEMA, suggested
             ),
             errors=errors,
             description_placeholders={
@@ -390,4 +421,34 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
                 "device_ref": subentry.data[CONF_DEVICE_REF],
                 "register_ref": subentry.data[CONF_REGISTER_REF],
             },
+        )
+
+    async def async_step_reconfigure_start(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """Start a running total: continue zevvy's series, or a new start value."""
+        subentry = self._get_reconfigure_subentry()
+        last = last_delivered(self.hass, self._get_entry(), subentry.subentry_id)
+        if user_input is not None:
+            return self._async_update_meter(
+                running_total_from(last, float(user_input[CONF_START_VALUE]))
+            )
+        return self.async_show_form(
+            step_id="reconfigure_start",
+            data_schema=self.add_suggested_values_to_schema(
+                START_SCHEMA, {CONF_START_VALUE: last.value if last else 0.0}
+            ),
+            description_placeholders={**self._references, **last_placeholders(last)},
+        )
+
+    def _async_update_meter(self, source: Mapping[str, Any]) -> SubentryFlowResult:
+        """Save the new names (and reading source) of the meter."""
+        references = self._references
+        return self.async_update_and_abort(
+            self._get_entry(),
+            self._get_reconfigure_subentry(),
+            title=meter_title(
+                references[CONF_DEVICE_REF], references[CONF_REGISTER_REF]
+            ),
+            data_updates={**references, **source},
         )

@@ -7,8 +7,7 @@ entity registry id so that renaming the entity id keeps them working.
 This module owns:
 - eligibility: a sensor with an energy unit and state class ``total_increasing`` or
   ``total``; a ``total`` sensor with a ``last_reset`` attribute restarts from zero
-  (per day, per charging session) and is not a meter reading: it is offered, with a
-  warning, but never preselected;
+  (per day, per charging session): it is offered but never preselected;
 - the default references shown to the user before a meter is saved;
 - the conversion of a state (or any energy value) to a reading in kWh;
 - ``check_meters`` and ``resolve_meters``: which meters are usable now (pure
@@ -54,8 +53,14 @@ from .const import (
     CONF_DEVICE_REF,
     CONF_ENTITY_ID,
     CONF_ENTITY_REGISTRY_ID,
+    CONF_READING_SOURCE,
     CONF_REGISTER_REF,
+    CONF_START_AT,
+    CONF_START_SEED,
+    CONF_START_VALUE,
     READING_DECIMALS,
+    SOURCE_RUNNING_TOTAL,
+    SOURCE_SENSOR,
     SUBENTRY_TYPE_METER,
 )
 
@@ -83,7 +88,7 @@ class Eligibility(StrEnum):
     """Whether an entity can be a meter."""
 
     ELIGIBLE = "eligible"
-    # state class total with a last_reset: restarts from zero, offered with a warning
+    # state class total with a last_reset: restarts from zero (a running total)
     RESETTING = "resetting"
     NOT_ELIGIBLE = "not_eligible"
 
@@ -97,6 +102,15 @@ class Meter:
     entity_id: str  # current entity id, resolved from the registry
     device_ref: str
     register_ref: str
+    reading_source: str = SOURCE_SENSOR
+    start_value: float = 0.0  # running total: the reading at ``start_at``
+    start_at: int | None = None  # running total: its start (epoch, a quarter hour)
+    start_seed: float | None = None  # the sensor's value at start_at, if known
+
+    @property
+    def running_total(self) -> bool:
+        """Return whether the reading is a running total (not the sensor's value)."""
+        return self.reading_source == SOURCE_RUNNING_TOTAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,16 +138,39 @@ def meter_title(device_ref: str, register_ref: str) -> str:
     return f"{device_ref}{TITLE_SEPARATOR}{register_ref}"
 
 
+def source_data(
+    reading_source: str,
+    start_value: float = 0.0,
+    start_at: int | None = None,
+    start_seed: float | None = None,
+) -> dict[str, Any]:
+    """Return a meter's reading source as subentry data (all keys, for updates)."""
+    running = reading_source == SOURCE_RUNNING_TOTAL
+    return {
+        CONF_READING_SOURCE: SOURCE_RUNNING_TOTAL if running else SOURCE_SENSOR,
+        CONF_START_VALUE: round_kwh(start_value) if running else None,
+        CONF_START_AT: start_at if running else None,
+        CONF_START_SEED: start_seed if running else None,
+    }
+
+
 def meter_subentry_data(
-    entity_entry: er.RegistryEntry, device_ref: str, register_ref: str
+    entity_entry: er.RegistryEntry,
+    device_ref: str,
+    register_ref: str,
+    source: Mapping[str, Any] | None = None,
 ) -> ConfigSubentryData:
-    """Return the subentry that maps an entity to a zevvy register."""
+    """Return the subentry that maps an entity to a zevvy register.
+
+    ``source``: ``source_data(...)``; by default the sensor's value.
+    """
     return ConfigSubentryData(
         data={
             CONF_ENTITY_REGISTRY_ID: entity_entry.id,
             CONF_ENTITY_ID: entity_entry.entity_id,
             CONF_DEVICE_REF: device_ref,
             CONF_REGISTER_REF: register_ref,
+            **(source or source_data(SOURCE_SENSOR)),
         },
         subentry_type=SUBENTRY_TYPE_METER,
         title=meter_title(device_ref, register_ref),
@@ -387,6 +424,10 @@ def check_meters(hass: HomeAssistant, entry: ConfigEntry[Any]) -> list[MeterChec
                 entity_id=entity_entry.entity_id,
                 device_ref=data[CONF_DEVICE_REF],
                 register_ref=data[CONF_REGISTER_REF],
+                reading_source=data.get(CONF_READING_SOURCE, SOURCE_SENSOR),
+                start_value=float(data.get(CONF_START_VALUE) or 0.0),
+                start_at=data.get(CONF_START_AT),
+                start_seed=data.get(CONF_START_SEED),
             )
         checks.append(
             MeterCheck(

@@ -1,8 +1,9 @@
 """Repair flows: decisions the outbox cannot take alone.
 
 * ``reading_held``: a meter reading dropped below the one before it. Either the
-  meter was replaced (queue the held readings; they become the new baseline) or
-  the values are wrong (discard them).
+  meter was replaced (queue the held readings; they become the new baseline),
+  the values are wrong (discard them), or, for a meter register, the sensor
+  restarts from zero (switch it to a running total that continues the series).
 * ``batch_rejected``: zevvy refused readings (400/422). Send them again (after
   fixing the cause) or discard them.
 * ``register_refused``: zevvy refused a register (403, 404, ...); its readings
@@ -23,9 +24,10 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
 import voluptuous as vol
 
-from .const import DOMAIN
+from .const import CONF_READING_SOURCE, DOMAIN, SOURCE_RUNNING_TOTAL, SOURCE_SENSOR
 from .coordinator import Decision, ZevvyCoordinator
 from .issues import METER_KINDS, IssueKind
+from .sources import async_switch_held_to_running_total
 
 type IssueData = dict[str, str | int | float | None] | None
 
@@ -81,14 +83,33 @@ class QueueRepairFlow(_ZevvyRepairFlow):
     async def async_step_init(
         self, user_input: dict[str, str] | None = None
     ) -> data_entry_flow.FlowResult:
-        """Offer the two choices."""
-        if self._coordinator() is None:
+        """Offer the choices (held readings of a meter register: three)."""
+        if (coordinator := self._coordinator()) is None:
             return self.async_abort(reason="not_loaded")
+        options = [self._release_option, "discard"]
+        subentry = coordinator.config_entry.subentries.get(self._key)
+        if (
+            self._release is Decision.ACCEPT_HELD
+            and subentry is not None
+            and subentry.data.get(CONF_READING_SOURCE, SOURCE_SENSOR) == SOURCE_SENSOR
+        ):
+            options.append(SOURCE_RUNNING_TOTAL)
         return self.async_show_menu(
             step_id="init",
-            menu_options=[self._release_option, "discard"],
+            menu_options=options,
             description_placeholders=self._placeholders(),
         )
+
+    async def async_step_running_total(
+        self, user_input: dict[str, str] | None = None
+    ) -> data_entry_flow.FlowResult:
+        """The sensor restarts from zero: continue as a running total."""
+        if (coordinator := self._coordinator()) is None:
+            return self.async_abort(reason="not_loaded")
+        await async_switch_held_to_running_total(
+            self.hass, coordinator.config_entry, self._key
+        )
+        return self.async_create_entry(data={})
 
     async def async_step_release(
         self, user_input: dict[str, str] | None = None

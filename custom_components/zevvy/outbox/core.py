@@ -20,6 +20,7 @@ from ..const import LOGGER, READING_DECIMALS
 from ..issues import IssueKind, async_create_issue, async_delete_issue
 from . import policy
 from .format import Destination, Queue, Series, decode, from_epoch, snapshot, to_epoch
+from .meter_states import MeterStates
 from .policy import AddResult
 from .store import OutboxStore
 
@@ -89,11 +90,15 @@ class Outbox:
         self._overflow_dropped = 0
         # Guards the queues against a snapshot taken in the executor.
         self._lock = threading.RLock()
+        # What the meters' reading sources remember (running totals).
+        self.meter_states = MeterStates(self._lock, self.async_schedule_save)
         self._listeners: list[Callable[[], None]] = []
         self.storage = OutboxStore(
             hass,
             entry_id,
-            lambda: snapshot(self._queues, self._overflow_dropped),
+            lambda: snapshot(
+                self._queues, self._overflow_dropped, self.meter_states.snapshot()
+            ),
             self._lock,
         )
 
@@ -103,6 +108,7 @@ class Outbox:
         """Load the outbox from storage."""
         if data := await self.storage.async_load():
             self._queues, self._overflow_dropped = decode(data)
+            self.meter_states.load(data)
         LOGGER.debug(
             "Outbox %s loaded: %s readings pending", self.entry_id, self.pending_count
         )
@@ -124,6 +130,7 @@ class Outbox:
         """Delete the stored outbox (the config entry is being removed)."""
         with self._lock:
             self._queues.clear()
+            self.meter_states.clear()
         await self.storage.async_remove()
 
     # --- listeners ----------------------------------------------------------
@@ -157,8 +164,8 @@ class Outbox:
 
     @property
     def keys(self) -> list[str]:
-        """Return the keys of all queues."""
-        return list(self._queues)
+        """Return the keys of all queues (and of meters with a stored state)."""
+        return list(self._queues.keys() | self.meter_states.keys())
 
     def views(self) -> dict[str, QueueView]:
         """Return what each queue holds, by key."""
@@ -210,9 +217,11 @@ class Outbox:
         if queue is None:
             queue = self._queues[destination.key] = Queue(*refs)
         elif (queue.device_ref, queue.register_ref) != refs:
-            # References are frozen per meter; if they change anyway, the new
-            # ones apply to everything not yet delivered.
+            # Renamed: the new names apply to everything not yet delivered, and
+            # zevvy starts a new series there, so the old series' last reading
+            # is no baseline any more (a lower reading is no drop).
             queue.device_ref, queue.register_ref = refs
+            queue.last_time = queue.last_value = None
         return queue
 
     @callback
@@ -424,6 +433,7 @@ class Outbox:
         """A meter was removed: drop everything it still had (and its issues)."""
         with self._lock:
             queue = self._queues.pop(key, None)
+            self.meter_states.pop(key)
         if queue is None:
             return 0
         for kind in (

@@ -9,7 +9,10 @@ about 120 for a list of tuples. Stored as JSON under ``zevvy.<entry_id>.outbox``
                           "last": [epoch, kWh] | null,
                           "pending": {"t": [...], "v": [...]} | null,
                           "held": ..., "parked": ..., "parked_message": ...}},
-     "overflow_dropped": <int>}
+     "overflow_dropped": <int>,
+     "meter_states": {"<key>": {...}}}
+
+``meter_states``: what meters' reading sources remember (``meter_states.py``).
 
 ``parked`` and ``parked_message`` are the stored names of the rejected readings
 and zevvy's message (kept so that existing outboxes load unchanged).
@@ -228,9 +231,17 @@ class _QueueData(TypedDict, total=False):
 type Snapshot = dict[str, Any]
 
 
-def snapshot(queues: Mapping[str, Queue], overflow_dropped: int) -> Snapshot:
-    """Copy what is to be saved; runs on the event loop and must be cheap."""
+def snapshot(
+    queues: Mapping[str, Queue],
+    overflow_dropped: int,
+    meter_states: Mapping[str, dict[str, Any]] | None = None,
+) -> Snapshot:
+    """Copy what is to be saved; runs on the event loop and must be cheap.
+
+    Meter states are replaced, never changed in place: a shallow copy suffices.
+    """
     return {
+        "meter_states": dict(meter_states or {}),
         "queues": {
             key: (
                 queue.device_ref,
@@ -269,7 +280,11 @@ def encode(data: Snapshot) -> dict[str, Any]:
             "parked": fragment(rejected),
             "parked_message": message,
         }
-    return {"queues": queues, "overflow_dropped": data["overflow_dropped"]}
+    return {
+        "queues": queues,
+        "overflow_dropped": data["overflow_dropped"],
+        "meter_states": data.get("meter_states", {}),
+    }
 
 
 def decode(data: Mapping[str, Any]) -> tuple[dict[str, Queue], int]:

@@ -1,0 +1,241 @@
+"""Running totals: a meter reading that only goes up, from a sensor that restarts.
+
+Many chargers and counters restart from zero: wallbox's ``added_energy`` and
+peblar's ``energy_session`` per charging session, daily counters, utility_meter
+cycles. A meter with the reading source "running total" delivers
+
+    reading(Q) = start value + what the sensor counted from the meter's start to Q
+
+adding across resets by the rule Home Assistant's statistics use for the ``sum``
+of an energy sensor (``compile_statistics`` in
+homeassistant/components/sensor/recorder.py, mirrored in ``count``):
+
+* ``total_increasing``: a value below 90 % of the one before is a reset (a new
+  cycle counted from 0, so the new value counts fully); a smaller dip is counted
+  as a decrease (the reading goes down and the outbox holds it back); negative
+  values are ignored.
+* ``total``: a new ``last_reset`` starts a new cycle from 0; otherwise the
+  difference counts.
+* The first value is the zero point; unknown, unavailable and non-numeric states
+  are skipped.
+
+``readings.py`` feeds every state change of the meters' sensors (as the recorder
+sees them) into a ``RunningState`` per meter (last value, counted so far,
+``last_reset``, the counted amount at recent quarter hours), persisted with the
+outbox, so that a session that ends and restarts between two quarter hours is
+counted and the total survives restarts (a reset while Home Assistant was
+stopped is seen on the first state after the start), reauthentication and
+outages.
+
+The value at quarter hour Q is the one after the last state *before* Q, like a
+statistics row ending at Q. History (``history.py``) computes the same readings
+from the statistics: start value + sum(Q) - sum(start); both count from the
+meter's start (``start_at``, the first quarter hour after the meter was added or
+switched), so live ticks, gap fill and ``upload_history`` agree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+import math
+from typing import Any, Final
+
+from homeassistant.components.sensor import (
+    ATTR_LAST_RESET,
+    ATTR_STATE_CLASS,
+    SensorStateClass,
+)
+from homeassistant.const import ATTR_UNIT_OF_MEASUREMENT, UnitOfEnergy
+from homeassistant.core import State
+from homeassistant.util import dt as dt_util
+from homeassistant.util.unit_conversion import EnergyConverter
+
+from .const import COLLECT_INTERVAL_MINUTES, LOGGER
+from .meters import ENERGY_UNITS, Meter, to_kwh
+
+QUARTER: Final = COLLECT_INTERVAL_MINUTES * 60
+# Home Assistant's rule: a total_increasing value below this share of the one
+# before is a meter reset (``reset_detected`` in sensor/recorder.py).
+RESET_RATIO: Final = 0.9
+# Seconds of quarter-hour marks kept: how late a tick may ask for a quarter hour.
+MARKS_KEPT: Final = 24 * 3600
+
+
+def _last_reset(value: Any) -> str | None:
+    """Return ``last_reset`` as a UTC ISO string (None if missing or invalid)."""
+    if not isinstance(value, str) or (moment := dt_util.parse_datetime(value)) is None:
+        return None
+    return dt_util.as_utc(moment).isoformat()
+
+
+@dataclass(slots=True)
+class RunningState:
+    """What a running total remembers of its sensor (persisted with the outbox).
+
+    ``counted`` is what the sensor counted since the tracker first saw it (kWh);
+    ``marks`` the counted amount at recent quarter hours crossed by a state
+    change; ``known_from``: quarter hours up to it cannot be answered.
+    ``start_at``/``start_counted``: the counted amount at the meter's start.
+    """
+
+    value: float | None = None
+    last_reset: str | None = None
+    counted: float = 0.0
+    seen: float | None = None
+    known_from: float = 0.0
+    marks: list[tuple[int, float]] = field(default_factory=list)
+    start_at: int | None = None
+    start_counted: float | None = None
+
+    def restart(self, meter: Meter, state: State | None) -> RunningState:
+        """Return the state for a new start of the meter (its ``start_at``).
+
+        Continuing a meter register's series (``start_seed``: the sensor read
+        that at the start, the last reading zevvy has), counting starts there:
+        the next state adds what the sensor counted since (a reset from zero).
+        Otherwise the counting goes on and the new start is looked up.
+        """
+        if meter.start_at is None or meter.start_seed is None:
+            self.start_at, self.start_counted = meter.start_at, None
+            return self
+        running = RunningState(
+            value=meter.start_seed,
+            seen=meter.start_at - 1,
+            known_from=meter.start_at - 1,
+            start_at=meter.start_at,
+            start_counted=0.0,
+        )
+        found = None if state is None else state_value(state)
+        if found is not None and found[0] >= meter.start_seed:
+            # Not lower: the same cycle (a new last_reset would count the whole
+            # value again).
+            running.last_reset = found[1]
+        return running
+
+    def count(self, value: float, last_reset: str | None, state_class: Any) -> None:
+        """Add one sensor value by Home Assistant's statistics rule."""
+        previous = self.value
+        if (
+            state_class != SensorStateClass.TOTAL_INCREASING
+            and last_reset is not None
+            and last_reset != self.last_reset
+        ):
+            # A new cycle (or the zero point): it counts from 0.
+            self.last_reset = last_reset
+            self.counted += 0.0 if previous is None else value
+        elif previous is None:
+            pass  # the zero point
+        elif state_class == SensorStateClass.TOTAL_INCREASING:
+            if value < 0:
+                return  # Home Assistant ignores it
+            reset = value < RESET_RATIO * previous
+            self.counted += value if reset else value - previous
+        else:
+            self.counted += value - previous
+        self.value = value
+
+    def apply(
+        self, when: float, value: float, last_reset: str | None, state_class: Any
+    ) -> bool:
+        """Take a sensor state of time ``when``; False if not newer than the last."""
+        if self.seen is not None and when <= self.seen:
+            return False
+        if self.seen is None:
+            self.known_from = when
+        elif (quarter := int(when - when % QUARTER)) > self.seen:
+            # The counted amount at the newest quarter hour this state crosses.
+            self.marks.append((quarter, self.counted))
+        self.count(value, last_reset, state_class)
+        self.seen = when
+        while self.marks and self.marks[0][0] < when - MARKS_KEPT:
+            self.known_from = max(self.known_from, self.marks.pop(0)[0])
+        return True
+
+    def counted_at(self, quarter: int) -> float | None:
+        """Return the counted amount at a quarter hour, None if unknown."""
+        if self.seen is None or quarter <= self.known_from:
+            return None
+        if self.seen < quarter:
+            return self.counted
+        return next((counted for when, counted in self.marks if when >= quarter), None)
+
+    def reading_at(self, quarter: int, start_value: float) -> float | None:
+        """Return the running total at a quarter hour (kWh), None if unknown."""
+        if self.start_at is None or quarter < self.start_at:
+            return None
+        if self.start_counted is None:
+            start = self.counted_at(self.start_at)
+            if (
+                start is None
+                and self.seen is not None
+                and self.start_at <= self.known_from
+            ):
+                # Nothing known of the start (its state was lost, no recorder):
+                # the running total starts with this quarter hour instead.
+                LOGGER.warning(
+                    "Running total: the sensor's state at the meter's start is "
+                    "unknown; it starts at %s",
+                    dt_util.utc_from_timestamp(quarter).isoformat(),
+                )
+                start = self.counted_at(quarter)
+            if start is None:
+                return None
+            self.start_counted = start
+        counted = self.counted_at(quarter)
+        if counted is None:
+            return None
+        return to_kwh(
+            start_value + counted - self.start_counted, UnitOfEnergy.KILO_WATT_HOUR
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the stored form."""
+        return {
+            "value": self.value,
+            "last_reset": self.last_reset,
+            "counted": self.counted,
+            "seen": self.seen,
+            "known_from": self.known_from,
+            "marks": [list(mark) for mark in self.marks],
+            "start_at": self.start_at,
+            "start_counted": self.start_counted,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RunningState:
+        """Build the state from its stored form."""
+        return cls(
+            value=data.get("value"),
+            last_reset=data.get("last_reset"),
+            counted=float(data.get("counted") or 0.0),
+            seen=data.get("seen"),
+            known_from=float(data.get("known_from") or 0.0),
+            marks=[
+                (int(when), float(counted)) for when, counted in data.get("marks") or []
+            ],
+            start_at=data.get("start_at"),
+            start_counted=data.get("start_counted"),
+        )
+
+
+def state_value(state: State) -> tuple[float, str | None, Any] | None:
+    """Return (kWh, last_reset, state class) of a state, None if not numeric.
+
+    Unlike a reading, the value is neither rounded nor refused when negative
+    (the rule decides).
+    """
+    unit = state.attributes.get(ATTR_UNIT_OF_MEASUREMENT)
+    if unit not in ENERGY_UNITS:
+        return None
+    try:
+        value = float(state.state)
+    except ValueError:
+        return None
+    if not math.isfinite(value):
+        return None
+    return (
+        EnergyConverter.convert(value, unit, UnitOfEnergy.KILO_WATT_HOUR),
+        _last_reset(state.attributes.get(ATTR_LAST_RESET)),
+        state.attributes.get(ATTR_STATE_CLASS),
+    )
