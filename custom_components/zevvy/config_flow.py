@@ -27,7 +27,6 @@ from homeassistant.helpers.selector import (
     TextSelectorConfig,
     TextSelectorType,
 )
-import voluptuous as vol
 from yarl import URL
 
 from .api import (
@@ -42,6 +41,7 @@ from .api import (
     ZevvyError,
     ZevvyExpiredToken,
 )
+from .compat import vol
 from .const import (
     CONF_API_URL,
     CONF_CLIENT_ID,

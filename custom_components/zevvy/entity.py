@@ -8,10 +8,15 @@ device, so that its entities belong to the meter's subentry.
 from __future__ import annotations
 
 from homeassistant.config_entries import ConfigSubentry
-from homeassistant.helpers.device_registry import DeviceEntryType, DeviceInfo
+from homeassistant.helpers.device_registry import (
+    DeviceEntry,
+    DeviceEntryType,
+    DeviceInfo,
+)
 from homeassistant.helpers.entity import EntityDescription
 from homeassistant.helpers.update_coordinator import CoordinatorEntity
 
+from .compat import async_get_device, via_device
 from .const import DOMAIN
 from .coordinator import ZevvyConfigEntry, ZevvyCoordinator
 from .outbox import QueueView
@@ -40,16 +45,24 @@ def meter_identifier(entry: ZevvyConfigEntry, subentry_id: str) -> tuple[str, st
     return DOMAIN, f"{entry.unique_id}_{subentry_id}"
 
 
-def meter_device_info(entry: ZevvyConfigEntry, subentry: ConfigSubentry) -> DeviceInfo:
-    """Return the service device of a meter (named like its subentry)."""
-    return DeviceInfo(
+def meter_device_info(
+    entry: ZevvyConfigEntry, subentry: ConfigSubentry, account: DeviceEntry | None
+) -> DeviceInfo:
+    """Return the service device of a meter (named like its subentry).
+
+    It is linked to the account's device, which the sensor platform creates
+    before any meter entity.
+    """
+    info = DeviceInfo(
         identifiers={meter_identifier(entry, subentry.subentry_id)},
         entry_type=DeviceEntryType.SERVICE,
         manufacturer=MANUFACTURER,
         model="Meter",
         name=subentry.title,
-        via_device=account_identifier(entry),
     )
+    if account is not None:
+        info.update(via_device(account))
+    return info
 
 
 class ZevvyEntity(CoordinatorEntity[ZevvyCoordinator]):
@@ -80,7 +93,10 @@ class ZevvyMeterEntity(ZevvyEntity):
         self._attr_unique_id = (
             f"{entry.unique_id}_{subentry.subentry_id}_{description.key}"
         )
-        self._attr_device_info = meter_device_info(entry, subentry)
+        account = async_get_device(
+            self.coordinator.hass, account_identifier(entry), entry.entry_id
+        )
+        self._attr_device_info = meter_device_info(entry, subentry, account)
 
     @property
     def meter_status(self) -> QueueView | None:

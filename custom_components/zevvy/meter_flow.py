@@ -32,8 +32,8 @@ from homeassistant.helpers.selector import (
     EntitySelectorConfig,
     TextSelector,
 )
-import voluptuous as vol
 
+from .compat import vol
 from .const import (
     CONF_DEVICE_REF,
     CONF_ENTITY_ID,

@@ -17,13 +17,12 @@
 
 from __future__ import annotations
 
-from homeassistant import data_entry_flow
 from homeassistant.components.repairs import RepairsFlow
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
-import voluptuous as vol
 
+from .compat import RepairsFlowResult, vol
 from .const import CONF_READING_SOURCE, DOMAIN, SOURCE_RUNNING_TOTAL, SOURCE_SENSOR
 from .coordinator import Decision, ZevvyCoordinator
 from .issues import METER_KINDS, IssueKind
@@ -53,13 +52,13 @@ class _ZevvyRepairFlow(RepairsFlow):
 
     async def async_step_init(
         self, user_input: dict[str, str] | None = None
-    ) -> data_entry_flow.FlowResult:
+    ) -> RepairsFlowResult:
         """Start: the repairs manager passes the issue id as input here."""
         return await self.async_step_confirm()
 
     async def async_step_confirm(
         self, user_input: dict[str, str] | None = None
-    ) -> data_entry_flow.FlowResult:
+    ) -> RepairsFlowResult:
         """Explain (subclasses act once the user confirms)."""
         return self.async_show_form(
             step_id="confirm",
@@ -82,7 +81,7 @@ class QueueRepairFlow(_ZevvyRepairFlow):
 
     async def async_step_init(
         self, user_input: dict[str, str] | None = None
-    ) -> data_entry_flow.FlowResult:
+    ) -> RepairsFlowResult:
         """Offer the choices (held readings of a meter register: three)."""
         if (coordinator := self._coordinator()) is None:
             return self.async_abort(reason="not_loaded")
@@ -102,7 +101,7 @@ class QueueRepairFlow(_ZevvyRepairFlow):
 
     async def async_step_running_total(
         self, user_input: dict[str, str] | None = None
-    ) -> data_entry_flow.FlowResult:
+    ) -> RepairsFlowResult:
         """The sensor restarts from zero: continue as a running total."""
         if (coordinator := self._coordinator()) is None:
             return self.async_abort(reason="not_loaded")
@@ -113,7 +112,7 @@ class QueueRepairFlow(_ZevvyRepairFlow):
 
     async def async_step_release(
         self, user_input: dict[str, str] | None = None
-    ) -> data_entry_flow.FlowResult:
+    ) -> RepairsFlowResult:
         """Queue the readings again (the meter was replaced, or zevvy is fixed)."""
         return await self._async_decide(self._release)
 
@@ -123,11 +122,11 @@ class QueueRepairFlow(_ZevvyRepairFlow):
 
     async def async_step_discard(
         self, user_input: dict[str, str] | None = None
-    ) -> data_entry_flow.FlowResult:
+    ) -> RepairsFlowResult:
         """The readings are wrong (or zevvy will never take them): drop them."""
         return await self._async_decide(self._discard)
 
-    async def _async_decide(self, decision: Decision) -> data_entry_flow.FlowResult:
+    async def _async_decide(self, decision: Decision) -> RepairsFlowResult:
         """Apply the user's decision to the queue (the coordinator sends)."""
         if (coordinator := self._coordinator()) is None:
             return self.async_abort(reason="not_loaded")
@@ -140,7 +139,7 @@ class OverflowRepairFlow(_ZevvyRepairFlow):
 
     async def async_step_confirm(
         self, user_input: dict[str, str] | None = None
-    ) -> data_entry_flow.FlowResult:
+    ) -> RepairsFlowResult:
         """Show what was lost; on confirm, reset the counter of dropped readings."""
         if user_input is None:
             return await super().async_step_confirm()
@@ -154,7 +153,7 @@ class RegisterRepairFlow(_ZevvyRepairFlow):
 
     async def async_step_confirm(
         self, user_input: dict[str, str] | None = None
-    ) -> data_entry_flow.FlowResult:
+    ) -> RepairsFlowResult:
         """Show zevvy's answer; on confirm, send the register's readings now."""
         if (coordinator := self._coordinator()) is None:
             return self.async_abort(reason="not_loaded")
@@ -169,7 +168,7 @@ class MeterRepairFlow(_ZevvyRepairFlow):
 
     async def async_step_confirm(
         self, user_input: dict[str, str] | None = None
-    ) -> data_entry_flow.FlowResult:
+    ) -> RepairsFlowResult:
         """Explain; on confirm, delete the meter's subentry (if still there)."""
         entry = self.hass.config_entries.async_get_entry(self._entry_id)
         if entry is None or self._key not in entry.subentries:

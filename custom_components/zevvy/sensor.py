@@ -19,6 +19,7 @@ from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
+from .compat import async_get_device
 from .const import SUBENTRY_TYPE_METER
 from .coordinator import ZevvyConfigEntry, ZevvyStatus
 from .entity import ZevvyEntity, ZevvyMeterEntity, meter_identifier
@@ -115,8 +116,8 @@ async def async_setup_entry(
                     config_subentry_id=subentry_id,
                 )
                 continue
-            device = device_registry.async_get_device(
-                identifiers={meter_identifier(entry, subentry_id)}
+            device = async_get_device(
+                hass, meter_identifier(entry, subentry_id), entry.entry_id
             )
             if device is not None and device.name != subentry.title:
                 device_registry.async_update_device(device.id, name=subentry.title)

@@ -29,9 +29,9 @@ from homeassistant.core import (
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import config_validation as cv, entity_registry as er
 from homeassistant.util import dt as dt_util
-import voluptuous as vol
 
 from .api import Reading, is_valid_reference
+from .compat import vol
 from .const import (
     CONF_DEVICE_REF,
     CONF_ENTITY_ID,
