@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Generator
+from pathlib import Path
 import socket
 from unittest.mock import PropertyMock, patch
 
 from homeassistant.config_entries import ConfigEntryState, ConfigSubentryDataWithId
+from homeassistant.const import MAJOR_VERSION, MINOR_VERSION
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.syrupy import HomeAssistantSnapshotExtension
 from syrupy.assertion import SnapshotAssertion
+from syrupy.location import PyTestLocation
 
 from custom_components.zevvy.api import SCOPES, account_from_access_token
 from custom_components.zevvy.const import (
@@ -36,10 +39,28 @@ def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
     """Let Home Assistant load custom_components/zevvy in every test."""
 
 
+# One snapshot set per Home Assistant version the tests pin: snapshots/ for the
+# minimum (2025.4, requirements_test.txt), snapshots_newest/ for the newest
+# (requirements_test_newest.txt). Newer versions serialize registry entries and
+# states differently (new fields such as object_id_base, aliases, enum keys).
+SNAPSHOT_DIR = (
+    "snapshots" if (MAJOR_VERSION, MINOR_VERSION) == (2025, 4) else "snapshots_newest"
+)
+
+
+class SnapshotExtension(HomeAssistantSnapshotExtension):
+    """Home Assistant's snapshot extension, in this version's snapshot directory."""
+
+    @classmethod
+    def dirname(cls, *, test_location: PyTestLocation) -> str:
+        """Return tests/<SNAPSHOT_DIR>."""
+        return str(Path(test_location.filepath).parent / SNAPSHOT_DIR)
+
+
 @pytest.fixture
 def snapshot(snapshot: SnapshotAssertion) -> SnapshotAssertion:
     """Syrupy snapshots that know Home Assistant's types (registry entries, states)."""
-    return snapshot.use_extension(HomeAssistantSnapshotExtension)
+    return snapshot.use_extension(SnapshotExtension)
 
 
 @pytest.fixture

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.storage import Store
 import pytest
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.zevvy import compat
 from custom_components.zevvy.const import DOMAIN
 from custom_components.zevvy.helpers import async_on_entry_updated
 from custom_components.zevvy.meters import _dashboard_stat_ids
@@ -87,3 +90,80 @@ async def test_outbox_store_on_this_version(hass: HomeAssistant) -> None:
     newer = "serialize_in_event_loop" in inspect.signature(Store.__init__).parameters
     assert store_kwargs() == ({"serialize_in_event_loop": False} if newer else {})
     Outbox(hass, "entry")
+
+
+async def test_device_lookup_on_this_version(
+    hass: HomeAssistant, device_registry: dr.DeviceRegistry
+) -> None:
+    """A device is found by its identifier; a child links to it."""
+    entry = MockConfigEntry(domain=DOMAIN)
+    other = MockConfigEntry(domain=DOMAIN)
+    entry.add_to_hass(hass)
+    other.add_to_hass(hass)
+    device = device_registry.async_get_or_create(
+        config_entry_id=entry.entry_id, identifiers={(DOMAIN, "a")}
+    )
+    assert compat.async_get_device(hass, (DOMAIN, "a"), entry.entry_id) == device
+    assert compat.async_get_device(hass, (DOMAIN, "b"), entry.entry_id) is None
+    child = device_registry.async_get_or_create(
+        config_entry_id=entry.entry_id,
+        identifiers={(DOMAIN, "child")},
+        **compat.via_device(device),
+    )
+    assert child.via_device_id == device.id
+
+
+class FakeRegistry:
+    """The two device lookups, recording how they were called."""
+
+    def __init__(self) -> None:
+        """Record nothing yet."""
+        self.calls: list[tuple[str, Any]] = []
+
+    def async_get_device_by_identifier(
+        self, identifier: tuple[str, str], config_entry_id: str
+    ) -> None:
+        """Record a lookup of the newer versions."""
+        self.calls.append(("by_identifier", (identifier, config_entry_id)))
+
+    def async_get_device(self, identifiers: set[tuple[str, str]]) -> None:
+        """Record a lookup of the older versions."""
+        self.calls.append(("identifiers", identifiers))
+
+
+@pytest.mark.parametrize(
+    ("newer", "expected"),
+    [
+        (True, ("by_identifier", ((DOMAIN, "a"), "entry"))),
+        (False, ("identifiers", {(DOMAIN, "a")})),
+    ],
+)
+async def test_device_lookup_by_feature(
+    hass: HomeAssistant,
+    monkeypatch: pytest.MonkeyPatch,
+    newer: bool,
+    expected: tuple[str, Any],
+) -> None:
+    """The lookup of the entry's own device where it exists, else the old one."""
+    registry = FakeRegistry()
+    monkeypatch.setattr(compat.dr, "async_get", lambda hass: registry)
+    monkeypatch.setattr(compat, "_HAS_DEVICE_BY_IDENTIFIER", newer)
+    assert compat.async_get_device(hass, (DOMAIN, "a"), "entry") is None
+    assert registry.calls == [expected]
+
+
+@pytest.mark.parametrize(
+    ("newer", "expected"),
+    [
+        (True, {"via_device_id": "parent-id"}),
+        (False, {"via_device": (DOMAIN, "parent")}),
+    ],
+)
+def test_via_device_by_feature(
+    monkeypatch: pytest.MonkeyPatch, newer: bool, expected: dict[str, Any]
+) -> None:
+    """The parent by device id where DeviceInfo has via_device_id, else by identifier."""
+    monkeypatch.setattr(compat, "_HAS_VIA_DEVICE_ID", newer)
+    # DeviceEntry's required fields differ between the versions: a stand-in.
+    parent = SimpleNamespace(id="parent-id", identifiers={(DOMAIN, "parent")})
+    assert compat.via_device(cast(dr.DeviceEntry, parent)) == expected

@@ -59,14 +59,24 @@ def bulk_url(sandbox: ZevvySandbox, device_ref: str, register_ref: str) -> URL:
     return URL(sandbox.url).with_path(path, encoded=True)
 
 
+def basic_auth(user: str, password: str) -> str:
+    """Return an HTTP Basic Authorization header value.
+
+    Built by hand: aiohttp.BasicAuth is deprecated in newer aiohttp releases and
+    their replacement does not exist in older ones.
+    """
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
 async def post_form(
     session: aiohttp.ClientSession,
     url: str,
     data: dict[str, str],
-    auth: aiohttp.BasicAuth | None = None,
+    auth: str | None = None,
 ) -> tuple[int, dict[str, Any]]:
-    """POST a form and return status and JSON body."""
-    async with session.post(url, data=data, auth=auth) as response:
+    """POST a form (auth: an Authorization header) and return status and JSON body."""
+    headers = {"Authorization": auth} if auth else None
+    async with session.post(url, data=data, headers=headers) as response:
         return response.status, await response.json()
 
 
@@ -377,14 +387,14 @@ async def test_slow_down(
         (
             "token",
             {"grant_type": "refresh_token", "refresh_token": "x"},
-            aiohttp.BasicAuth("zevvy-sandbox", "wrong"),
+            basic_auth("zevvy-sandbox", "wrong"),
             401,
             "invalid_client",
         ),
         (
             "token",
             {"grant_type": "refresh_token", "refresh_token": "unknown"},
-            aiohttp.BasicAuth("zevvy-sandbox", "sandbox-secret"),
+            basic_auth("zevvy-sandbox", "sandbox-secret"),
             400,
             "invalid_grant",
         ),
@@ -418,7 +428,7 @@ async def test_identity_errors(
     session: aiohttp.ClientSession,
     url_suffix: str,
     data: dict[str, str],
-    auth: aiohttp.BasicAuth | None,
+    auth: str | None,
     status: int,
     error: str,
 ) -> None:
@@ -452,7 +462,7 @@ async def test_basic_auth_and_refresh_rotation(
         session,
         f"{sandbox.issuer}/protocol/openid-connect/token",
         {"grant_type": "refresh_token", "refresh_token": first},
-        auth=aiohttp.BasicAuth("zevvy-sandbox", "sandbox-secret"),
+        auth=basic_auth("zevvy-sandbox", "sandbox-secret"),
     )
     assert status == 200, body
     second = body["refresh_token"]

@@ -19,6 +19,7 @@ from pytest_homeassistant_custom_component.common import (
 )
 from syrupy.assertion import SnapshotAssertion
 
+from custom_components.zevvy.compat import async_get_device
 from custom_components.zevvy.const import (
     CONF_DEVICE_REF,
     CONF_ENTITY_ID,
@@ -122,7 +123,7 @@ async def test_meters_added_renamed_removed(
     device = device_registry.async_get(time_entry.device_id)  # type: ignore[arg-type]
     assert device is not None
     assert device.name == "Roof \u2013 Solar"
-    account = device_registry.async_get_device(identifiers={(DOMAIN, entry.unique_id)})  # type: ignore[arg-type]
+    account = async_get_device(hass, (DOMAIN, str(entry.unique_id)), entry.entry_id)
     assert account is not None
     assert device.via_device_id == account.id
 
