@@ -57,12 +57,24 @@ def test_dashboard_stat_ids_lenient() -> None:
             {"type": "grid"},
             {"type": "grid", "flow_from": [{}], "flow_to": None},
             {"type": "grid", "flow_from": [{"stat_energy_from": "sensor.a"}]},
+            # 2026.x: import and export on the grid source itself.
+            {
+                "type": "grid",
+                "stat_energy_from": "sensor.d",
+                "stat_energy_to": "sensor.e",
+            },
             {"type": "solar"},
             {"type": "battery", "stat_energy_from": "sensor.b", "stat_energy_to": 3},
         ],
         "device_consumption": [{"name": "x"}, {"stat_consumption": "sensor.c"}],
     }
-    assert _dashboard_stat_ids(preferences) == {"sensor.a", "sensor.b", "sensor.c"}
+    assert _dashboard_stat_ids(preferences) == {
+        "sensor.a",
+        "sensor.b",
+        "sensor.c",
+        "sensor.d",
+        "sensor.e",
+    }
     assert _dashboard_stat_ids({}) == set()
     assert _dashboard_stat_ids({"energy_sources": None}) == set()
 

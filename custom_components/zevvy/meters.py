@@ -79,6 +79,9 @@ TITLE_SEPARATOR: Final = " \u2013 "  # en dash
 
 # Energy dashboard preference keys that name electricity meters.
 _ENERGY_SOURCE_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
+    # 2026.x keeps the grid's import and export on the source itself; 2025.4 in
+    # its flow_from and flow_to lists (read in _dashboard_stat_ids).
+    "grid": ("stat_energy_from", "stat_energy_to"),
     "solar": ("stat_energy_from",),
     "battery": ("stat_energy_from", "stat_energy_to"),
 }
