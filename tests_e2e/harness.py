@@ -6,7 +6,9 @@ process group so that stopping them also stops anything they started.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 import contextlib
 from datetime import UTC, datetime, timedelta
 import os
@@ -20,10 +22,12 @@ import sys
 import time
 from typing import Any
 
+import aiohttp
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "artifacts" / "e2e"
+# scripts/test-e2e-newest keeps the newest Home Assistant's artifacts apart.
+ARTIFACTS = Path(os.environ.get("ZEVVY_E2E_ARTIFACTS", ROOT / "artifacts" / "e2e"))
 BIN = Path(sys.executable).parent
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -301,9 +305,11 @@ class HomeAssistantProcess(ManagedProcess):
         """
         if clock is not None:
             self.clock_offset = round((clock - datetime.now(UTC)).total_seconds())
-        env = None
+        # Deprecation warnings go to the log (py.warnings), where the tests look
+        # for those of the integration.
+        env = {"PYTHONWARNINGS": "default::DeprecationWarning"}
         if self.clock_offset:
-            env = {
+            env |= {
                 "LD_PRELOAD": faketime_library(),
                 "FAKETIME": f"{self.clock_offset:+d}s",
             }
@@ -390,6 +396,40 @@ class HomeAssistantProcess(ManagedProcess):
         self.token = tokens["access_token"]
         self.refresh_token = tokens["refresh_token"]
         self.wait_running()
+        self.confirm_http_config()
+
+    def confirm_http_config(self) -> None:
+        """Confirm the http: settings of configuration.yaml, as the UI asks to.
+
+        Home Assistant 2026.x tries YAML http settings as pending on the first
+        start and, unconfirmed within 5 minutes of its clock, reverts them
+        (restarting on port 8123). Older versions do not know the command.
+        """
+        answer = self.websocket({"type": "http/config/promote"})
+        if not answer["success"]:
+            assert answer["error"]["code"] == "unknown_command", answer
+
+    def websocket(self, command: dict[str, Any]) -> dict[str, Any]:
+        """Send one command over the WebSocket API; return the result message."""
+
+        async def run() -> dict[str, Any]:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.ws_connect(f"{self.url}/api/websocket") as socket_,
+            ):
+                await socket_.receive_json()  # auth_required
+                await socket_.send_json({"type": "auth", "access_token": self.token})
+                auth = await socket_.receive_json()
+                assert auth["type"] == "auth_ok", auth
+                await socket_.send_json({"id": 1, **command})
+                result: dict[str, Any] = await socket_.receive_json()
+                return result
+
+        # In a thread of its own: the browser tests' thread runs an event loop.
+        with ThreadPoolExecutor(1) as executor:
+            return executor.submit(
+                lambda: asyncio.run(asyncio.wait_for(run(), timeout=30))
+            ).result()
 
     def wait_running(self) -> None:
         """Wait until Home Assistant's state is RUNNING."""
@@ -450,6 +490,20 @@ class HomeAssistantProcess(ManagedProcess):
             "GET", f"config/config_entries/entry?domain={domain}"
         )
         return entries
+
+    def deprecations_in_log(self) -> list[str]:
+        """Return the log's deprecation reports and warnings about the integration.
+
+        Home Assistant reports a custom integration's use of a deprecated API
+        ("Detected that custom integration 'zevvy' ..."); Python's warnings name
+        the integration's file.
+        """
+        return [
+            line
+            for line in self.log_text().splitlines()
+            if re.search(r"integration 'zevvy'|custom_components/zevvy/", line)
+            and re.search(r"(?i)deprecat|detected", line)
+        ]
 
     def errors_in_log(self, pattern: str) -> list[str]:
         """Return ERROR lines of the log that match pattern."""

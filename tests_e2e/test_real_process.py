@@ -257,6 +257,7 @@ def test_delivery_exactly_once_across_outage_and_restarts(
     # A reading sent again would have been answered 409: none was.
     assert 409 not in bulk_create_statuses(sandbox)
     assert not home_assistant.errors_in_log("custom_components.zevvy")
+    assert not home_assistant.deprecations_in_log()
 
 
 def set_charging_session(home_assistant: HomeAssistantProcess, kwh: float) -> None:
@@ -330,3 +331,4 @@ def test_charging_sessions_become_a_reading_that_only_goes_up(
     assert ev_first == 0.0
     assert 0.6 < ev_second < 0.8, ev_second
     assert not home_assistant.errors_in_log("custom_components.zevvy")
+    assert not home_assistant.deprecations_in_log()
