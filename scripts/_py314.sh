@@ -13,9 +13,9 @@ ZEVVY_CACHE=${ZEVVY_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/zevvy}
 PY314_ROOT="$ZEVVY_CACHE/py314-root"
 # What the root gets besides Debian's minimal base: Python 3.14; a compiler and the
 # headers for the libraries without a 3.14 wheel (pymicro-vad, pyspeex-noise);
-# libturbojpeg0 (PyTurboJPEG: Home Assistant's camera/image code); faketime (the
-# end-to-end tests move Home Assistant's clock with it).
-PY314_PACKAGES=(python3.14 python3.14-venv python3.14-dev g++ libturbojpeg0 faketime ca-certificates)
+# libturbojpeg0 (PyTurboJPEG: Home Assistant's camera/image code); for the
+# end-to-end tests faketime (moves Home Assistant's clock) and chromium.
+PY314_PACKAGES=(python3.14 python3.14-venv python3.14-dev g++ libturbojpeg0 faketime chromium ca-certificates)
 PY314_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
 # True when the machine has Python 3.14 itself (then no root is made or used).
@@ -37,30 +37,54 @@ py314_mirror() {
   echo "${url:-http://deb.debian.org/debian}"
 }
 
-# Files named by the machine's TLS and pip settings, copied into the root so that
-# pip and apt inside it reach the registries the way the machine does.
-py314_settings_files() {
+# The machine's pip configuration files (the places pip reads).
+py314_pip_configs() {
   local file
-  for file in "${PIP_CERT:-}" "${SSL_CERT_FILE:-}" "${REQUESTS_CA_BUNDLE:-}" \
-    "${PIP_CONFIG_FILE:-}" /etc/pip.conf /etc/resolv.conf /etc/ssl/certs/ca-certificates.crt; do
+  for file in /etc/pip.conf "${XDG_CONFIG_DIRS:-/etc/xdg}/pip/pip.conf" \
+    "$HOME/.config/pip/pip.conf" "$HOME/.pip/pip.conf" "${PIP_CONFIG_FILE:-}"; do
     [ -n "$file" ] && [ -f "$file" ] && echo "$file"
   done
-  if [ -f /etc/pip.conf ]; then
-    # cert = /path in pip.conf
-    sed -nE 's/^[[:space:]]*cert[[:space:]]*=[[:space:]]*(.+[^[:space:]])[[:space:]]*$/\1/p' /etc/pip.conf |
-      while read -r file; do [ -f "$file" ] && echo "$file"; done
-  fi
   return 0
 }
 
+# Paths named by the machine's TLS and pip settings (certificates, constraints,
+# local wheel directories, file:// indexes with the directory above them, to which
+# their pages link), one a line.
+py314_settings_paths() {
+  local value
+  _py314_pip_values() { # KEY_REGEX ENV_VALUES...: values of these settings
+    local keys=$1
+    shift
+    printf '%s\n' "$@"
+    py314_pip_configs | xargs -r cat |
+      sed -nE "s/^[[:space:]]*($keys)[[:space:]]*=[[:space:]]*(.*)\$/\\2/p"
+  }
+  {
+    _py314_pip_values 'cert|client-cert|constraint|find-links' "${PIP_CERT:-}" \
+      "${PIP_CLIENT_CERT:-}" "${PIP_CONSTRAINT:-}" "${SSL_CERT_FILE:-}" \
+      "${REQUESTS_CA_BUNDLE:-}" "${PIP_FIND_LINKS:-}"
+    _py314_pip_values 'index-url|extra-index-url' "${PIP_INDEX_URL:-}" \
+      "${PIP_EXTRA_INDEX_URL:-}" | tr -s ' \t' '\n' | sed -nE 's#^file://(/.*[^/])/*$#\1/..#p'
+  } | tr -s ' \t' '\n' | sed -E 's#^file://##' | while read -r value; do
+    case $value in /*) [ -e "$value" ] && realpath -ms "$value" ;; esac
+  done
+  return 0
+}
+
+# Copy resolv.conf, the pip configuration files and the files they name into the
+# root (again when they changed), so that apt and pip inside reach the registries
+# the way the machine does. Directories they name are mounted read-only instead
+# (py314_exec).
 py314_sync_settings() {
   local file
-  py314_settings_files | sort -u | while read -r file; do
-    if ! cmp -s "$file" "$PY314_ROOT$file"; then
-      mkdir -p "$(dirname "$PY314_ROOT$file")"
-      cp -L "$file" "$PY314_ROOT$file"
-    fi
-  done
+  { echo /etc/resolv.conf; py314_pip_configs; py314_settings_paths; } | sort -u |
+    while read -r file; do
+      [ -f "$file" ] || continue
+      if ! cmp -s "$file" "$PY314_ROOT$file"; then
+        mkdir -p "$(dirname "$PY314_ROOT$file")"
+        cp -L "$file" "$PY314_ROOT$file"
+      fi
+    done
 }
 
 # Run a command inside the root (as root, in the current directory, which must be
@@ -71,31 +95,38 @@ py314_exec() {
     return
   fi
   py314_sync_settings
-  # The directory of PIP_FIND_LINKS (local wheels) is mounted read-only if present.
-  local links=""
-  if [ -n "${PIP_FIND_LINKS:-}" ] && [ -d "$PIP_FIND_LINKS" ]; then
-    links=$PIP_FIND_LINKS
-  fi
+  local dirs
+  dirs=$(py314_settings_paths | while read -r dir; do [ -d "$dir" ] && echo "$dir"; done | sort -u | tr '\n' ':')
   # Inside: mount, chroot, run; the trap unmounts (the namespace would anyway).
   unshare --mount --propagation private -- bash -c '
     set -eu
-    root=$1 top=$2 links=$3 cwd=$4 path=$5
+    root=$1 top=$2 dirs=$3 cwd=$4 path=$5
     shift 5
-    cleanup() { umount -R -l "$root/proc" "$root/dev" "$root$top" 2>/dev/null || true
-      if [ -n "$links" ]; then umount -l "$root$links" 2>/dev/null || true; fi; }
+    mounted=()
+    cleanup() {
+      local i
+      for ((i = ${#mounted[@]} - 1; i >= 0; i--)); do
+        umount -R -l "${mounted[i]}" 2>/dev/null || true
+      done
+    }
     trap cleanup EXIT
+    bind() { # bind SOURCE [ro]
+      mkdir -p "$root$1"
+      mount --bind "$1" "$root$1"
+      mounted+=("$root$1")
+      if [ "${2:-}" = ro ]; then mount -o remount,bind,ro "$root$1"; fi
+    }
     mount -t proc proc "$root/proc"
+    mounted+=("$root/proc")
     mount --rbind /dev "$root/dev"
-    mkdir -p "$root$top"
-    mount --bind "$top" "$root$top"
-    if [ -n "$links" ]; then
-      mkdir -p "$root$links"
-      mount --bind -o ro "$links" "$root$links"
-    fi
+    mounted+=("$root/dev")
+    bind "$top"
+    IFS=: read -r -a ro_dirs <<<"$dirs"
+    for dir in "${ro_dirs[@]}"; do [ -n "$dir" ] && bind "$dir" ro; done
     set +e
     env -u VIRTUAL_ENV -u PYTHONHOME PATH="$path" \
       chroot "$root" /bin/sh -c "cd \"\$0\" && exec \"\$@\"" "$cwd" "$@"
-  ' py314 "$PY314_ROOT" "$(py314_project_dir)" "$links" "$(pwd -P)" "$PY314_PATH" "$@"
+  ' py314 "$PY314_ROOT" "$(py314_project_dir)" "$dirs" "$(pwd -P)" "$PY314_PATH" "$@"
 }
 
 # The project directory mounted into the root: the top of the git work tree.

@@ -131,22 +131,25 @@ def add_zevvy_in_the_browser(
     expect(password).to_have_value(HA_PASSWORD)
     shots.take(page, "login")
     page.get_by_role("button", name="Log in").click()
-    page.wait_for_url(lambda url: urlsplit(url).path.startswith("/lovelace"))
+    # The default dashboard: /lovelace (2025.4) or /home (2026.x).
+    page.wait_for_url(lambda url: urlsplit(url).path.startswith(("/lovelace", "/home")))
     expect(page.get_by_text("Overview").first).to_be_visible()
 
     # Settings > Devices & services > Add integration > zevvy.
     page.goto(f"{home_assistant.url}/config/integrations/dashboard")
     page.get_by_role("button", name="Add integration").click()
-    page.get_by_label("Search for a brand name").fill("zevvy")
+    # A labelled field (2025.4) or one with a placeholder (2026.x).
+    search = "Search for a brand name"
+    page.get_by_label(search).or_(page.get_by_placeholder(search)).first.fill("zevvy")
     page.get_by_text("zevvy", exact=True).click()
 
     flow = page.locator("dialog-data-entry-flow")
     expect(flow.get_by_text("Connect to zevvy")).to_be_visible()
-    flow.get_by_label("Client ID").fill(CLIENT_ID)
-    flow.get_by_label("Client secret").fill(CLIENT_SECRET)
+    flow.get_by_role("textbox", name="Client ID").fill(CLIENT_ID)
+    flow.get_by_role("textbox", name="Client secret").fill(CLIENT_SECRET)
     flow.get_by_text("Advanced").click()
-    flow.get_by_label("Login server address").fill(sandbox.issuer)
-    flow.get_by_label("Data server address").fill(sandbox.api_url)
+    flow.get_by_role("textbox", name="Login server address").fill(sandbox.issuer)
+    flow.get_by_role("textbox", name="Data server address").fill(sandbox.api_url)
     page.wait_for_timeout(500)  # the section's opening animation
     shots.take(page, "credentials")
     flow.get_by_role("button", name="Submit").click()
@@ -180,9 +183,13 @@ def add_zevvy_in_the_browser(
         if position == 1:
             shots.take(page, "meter-names")
         flow.get_by_role("button", name="Submit").click()
-    expect(flow.get_by_text("Success")).to_be_visible()
+    # "Success" with "Finish" (2025.4), or "Name and assign" the new devices
+    # with "Skip and finish" (2026.x).
+    expect(
+        flow.get_by_text("Success").or_(flow.get_by_text("Name and assign")).first
+    ).to_be_visible()
     shots.take(page, "created")
-    flow.get_by_role("button", name="Finish").click()
+    flow.get_by_role("button", name=re.compile(r"^(Skip and f|F)inish$")).click()
 
     entries = home_assistant.config_entries("zevvy")
     assert [entry["title"] for entry in entries] == ["demo"]
@@ -199,7 +206,11 @@ def add_zevvy_in_the_browser(
     shots.take(page, "integration-page")
 
     # The account's device "zevvy" with its diagnostic entities.
-    page.get_by_text(re.compile(r"^\d+ services$")).first.click()
+    # A list item (2025.4) or a link (2026.x) to the integration's devices.
+    services = re.compile(r"^\d+\s+services$")
+    page.get_by_text(services).or_(
+        page.get_by_role("link", name=services)
+    ).first.click()
     # The account's device is the "Meter-reading gateway"; meters are "Meter".
     page.get_by_role("row").filter(has_text="Meter-reading gateway").get_by_role(
         "cell", name="zevvy", exact=True
