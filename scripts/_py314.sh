@@ -178,8 +178,11 @@ ensure_py314() {
     local start=$SECONDS
     echo "Installing into the root: ${PY314_PACKAGES[*]}"
     (cd "$(py314_project_dir)" && py314_exec sh -c \
-      'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null 2>&1 && apt-get clean' \
-      sh "${PY314_PACKAGES[@]}")
+      'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" && apt-get clean' \
+      sh "${PY314_PACKAGES[@]}") >"$ZEVVY_CACHE/apt.log" 2>&1 || {
+      tail -n 20 "$ZEVVY_CACHE/apt.log" >&2
+      exit 1
+    }
     echo "$want" >"$PY314_ROOT/.zevvy-packages"
     echo "  packages: $((SECONDS - start)) s; $(py314_exec python3.14 --version)"
   ) 9>"$ZEVVY_CACHE/.py314-root.lock"
@@ -188,7 +191,8 @@ ensure_py314() {
 # ensure_newest_venv NAME REQUIREMENTS...: make sure a Python 3.14 venv with the
 # requirements files installed exists (in the root, or on the machine) and set
 # NEWEST_VENV to its path as seen by py314_exec. One venv per content of the files,
-# kept in the cache, so fresh clones and CI runs reuse it.
+# kept in the cache, so fresh clones and CI runs reuse it; those of the same NAME
+# unused for 30 days are removed when a new one is made.
 ensure_newest_venv() {
   local name=$1
   shift
@@ -198,6 +202,7 @@ ensure_newest_venv() {
   local on_disk=$NEWEST_VENV
   py314_on_host || on_disk="$PY314_ROOT$NEWEST_VENV"
   if [ -f "$on_disk/.complete" ]; then
+    touch "$on_disk/.complete"
     return 0
   fi
   mkdir -p "$ZEVVY_CACHE"
@@ -214,5 +219,7 @@ ensure_newest_venv() {
     py314_exec "$NEWEST_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${args[@]}"
     touch "$on_disk/.complete"
     echo "  venv: $((SECONDS - start)) s"
+    find "$(dirname "$on_disk")" -mindepth 2 -maxdepth 2 -path "*/$name-*/.complete" -mtime +30 |
+      while read -r old; do rm -rf "$(dirname "$old")"; done
   ) 9>"$ZEVVY_CACHE/.venv-$name.lock"
 }
