@@ -28,9 +28,9 @@ from homeassistant.helpers.selector import (
 )
 from homeassistant.helpers.translation import async_get_translations
 from homeassistant.util import dt as dt_util
-import voluptuous as vol
 
 from .api import Reading
+from .compat import vol
 from .const import (
     COLLECT_INTERVAL_MINUTES,
     CONF_DEVICE_REF,
