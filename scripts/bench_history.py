@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 import json
+import os
 from pathlib import Path
 import resource
 import sys
@@ -52,14 +53,17 @@ from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import async_test_home_assistant
 from sqlalchemy import insert
 
-from custom_components.zevvy import history, services
+from custom_components.zevvy import gap_fill, services
 from custom_components.zevvy.const import DOMAIN
 from custom_components.zevvy.coordinator import ZevvyRuntimeData
 from zevvy_sandbox import SandboxConfig, ZevvySandbox
 
-METERS = 100
-DAYS = 30
-SHORT_DAYS = 10
+QUICK = "--quick" in sys.argv[1:]
+METERS = 5 if QUICK else 100
+DAYS = 3 if QUICK else 30
+SHORT_DAYS = 2 if QUICK else 10
+# The whole run ends with an error after this many seconds (never hangs).
+TIMEOUT_S = float(os.environ.get("BENCH_TIMEOUT", "120" if QUICK else "1800"))
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 BASE = NOW - timedelta(days=DAYS + 1)
 
@@ -235,7 +239,7 @@ async def run(
     with patch.object(coordinator.sender, "async_request_send"):
         began = time.perf_counter()
         with LoopWatch() as watch:
-            await history.async_gap_fill(hass, entry)
+            await gap_fill.async_gap_fill(hass, entry)
         wall = time.perf_counter() - began
     result["gap_fill_3_days"] = {
         "readings_queued": coordinator.outbox.pending_count,
@@ -280,5 +284,18 @@ async def main() -> dict[str, Any]:
     return summary
 
 
+async def _main_within_timeout() -> dict[str, Any]:
+    return await asyncio.wait_for(main(), TIMEOUT_S)
+
+
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(main()), indent=2))
+    try:
+        summary = asyncio.run(_main_within_timeout())
+    except BaseException as err:  # noqa: BLE001 - any failure ends the benchmark
+        print(f"benchmark failed: {type(err).__name__}: {err}", file=sys.stderr)
+        sys.stderr.flush()
+        # Not sys.exit: a thread left running by the failed setup (the
+        # recorder's) would keep the process alive for ever.
+        os._exit(1)
+    summary["quick"] = QUICK
+    print(json.dumps(summary, indent=2))

@@ -1,6 +1,9 @@
 """Benchmark of collection, outbox and delivery against the sandbox.
 
-Run with ``scripts/bench``; prints one JSON summary. Not part of the tests.
+Run with ``scripts/bench``; prints one JSON summary. ``--quick`` (what
+``scripts/test`` runs, so the benchmark cannot rot) uses small sizes and takes a
+few seconds; its numbers only show that every case still runs. Any error, or a
+run longer than ``BENCH_TIMEOUT`` seconds, ends the script with exit code 1.
 
 It uses a real Home Assistant core object (``async_test_home_assistant`` from
 pytest-homeassistant-custom-component, with a temporary config directory, so
@@ -64,14 +67,20 @@ from custom_components.zevvy.outbox import (
 from zevvy_sandbox import SandboxConfig, ZevvySandbox
 
 QUARTER = timedelta(minutes=15)
-BACKLOG_METERS = 100
-BACKLOG_DAYS = 7
+QUICK = "--quick" in sys.argv[1:]
+TICK_SIZES = (10, 50) if QUICK else (10, 100, 1000)
+BACKLOG_METERS = 10 if QUICK else 100
+BACKLOG_DAYS = 1 if QUICK else 7
+# The outbox-at-bound case fills this many readings (the bound itself in a full run).
+BOUND_READINGS = 20_000 if QUICK else None
 # The naive sender stops after this many seconds and is extrapolated.
-NAIVE_BUDGET_S = float(os.environ.get("BENCH_NAIVE_BUDGET", "120"))
+NAIVE_BUDGET_S = float(os.environ.get("BENCH_NAIVE_BUDGET", "2" if QUICK else "120"))
 # Seconds the sandbox delays each answer in the latency case (a real link).
 LATENCY_S = 0.05
 # The naive sender's budget in the latency case (one reading per 50 ms).
-LATENCY_NAIVE_BUDGET_S = 20.0
+LATENCY_NAIVE_BUDGET_S = 1.0 if QUICK else 20.0
+# The whole run ends with an error after this many seconds (never hangs).
+TIMEOUT_S = float(os.environ.get("BENCH_TIMEOUT", "120" if QUICK else "1800"))
 
 
 def _ms(seconds: float) -> float:
@@ -320,7 +329,7 @@ def _side_by_side(
 
 async def _outbox_at_bound(hass: Any) -> dict[str, Any]:
     """The outbox full (OUTBOX_MAX_READINGS): memory and save costs."""
-    limit = OUTBOX_MAX_READINGS
+    limit = BOUND_READINGS or OUTBOX_MAX_READINGS
     meters = 100
     per_meter = limit // meters
     outbox = Outbox(hass, "bench_bound")
@@ -385,7 +394,7 @@ async def main() -> dict[str, Any]:
             # Quarter hours after now: the states set before each tick are the
             # readings of those quarter hours (a reading is never older).
             read_at = next_quarter(datetime.now(UTC))
-            for count in (10, 100, 1000):
+            for count in TICK_SIZES:
                 coordinator = await _setup(hass, sandbox, session, count, f"t{count}")
                 await coordinator.async_send()  # warm up: token, connections
                 results = [
@@ -476,5 +485,18 @@ async def main() -> dict[str, Any]:
     return summary
 
 
+async def _main_within_timeout() -> dict[str, Any]:
+    return await asyncio.wait_for(main(), TIMEOUT_S)
+
+
 if __name__ == "__main__":
-    print(json.dumps(asyncio.run(main()), indent=2))
+    try:
+        summary = asyncio.run(_main_within_timeout())
+    except BaseException as err:  # noqa: BLE001 - any failure ends the benchmark
+        print(f"benchmark failed: {type(err).__name__}: {err}", file=sys.stderr)
+        sys.stderr.flush()
+        # Not sys.exit: a thread left running by the failed setup (the
+        # recorder's) would keep the process alive for ever.
+        os._exit(1)
+    summary["quick"] = QUICK
+    print(json.dumps(summary, indent=2))
