@@ -304,10 +304,12 @@ class Outbox:
             return
         newest = len(batch) - 1
         with self._lock:
+            step = queue.pending.step_at(batch.times[newest])
             queue.pending.remove_times(batch.times)
             if queue.last_time is None or batch.times[newest] >= queue.last_time:
                 queue.last_time = batch.times[newest]
                 queue.last_value = batch.values[newest]
+                queue.last_step = step
         self.async_schedule_save()
         self._changed()
 
@@ -319,10 +321,11 @@ class Outbox:
         if queue is None:
             return
         with self._lock:
+            steps = [queue.pending.step_at(when) for when in batch.times]
             queue.pending.remove_times(batch.times)
-            for when, value in zip(batch.times, batch.values, strict=True):
+            for when, value, step in zip(batch.times, batch.values, steps, strict=True):
                 if queue.rejected.index(when) < 0:
-                    queue.rejected.insert(when, value)
+                    queue.rejected.insert(when, value, step)
             queue.rejected_message = message
         self._async_update_settle_issue(key, IssueKind.BATCH_REJECTED)
         self.async_schedule_save()
@@ -360,7 +363,9 @@ class Outbox:
         # one to the newest held one, or (held because higher than a reading
         # after it, e.g. a backfill across a reset) the first held one to that.
         first = queue.held.values[0]
-        higher, lower = policy.drop_of(queue, queue.held.times[0], first) or (
+        higher, lower = policy.drop_of(
+            queue, queue.held.times[0], first, queue.held.steps[0]
+        ) or (
             None,
             first,
         )
@@ -415,9 +420,11 @@ class Outbox:
         count = 0 if requeue else len(series)
         with self._lock:
             if requeue:
-                for when, value in zip(series.times, series.values, strict=True):
+                for when, value, step in zip(
+                    series.times, series.values, series.steps, strict=True
+                ):
                     if queue.pending.index(when) < 0:
-                        queue.pending.insert(when, value)
+                        queue.pending.insert(when, value, step)
                         count += 1
             series.clear()
             if kind is IssueKind.BATCH_REJECTED:
