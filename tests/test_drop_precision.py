@@ -9,7 +9,6 @@ Readings travel to the sandbox over HTTP; the clock moves with the freezer.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.config_entries import ConfigEntryState, ConfigSubentry
@@ -74,12 +73,12 @@ class Meter:
 
     def show(self, state: str, unit: str, display_precision: int | None = None) -> None:
         """Set the sensor's state (and its suggested display precision)."""
-        options: dict[str, Any] = {}
         if display_precision is not None:
-            options = {"suggested_display_precision": display_precision}
-        er.async_get(self.hass).async_update_entity_options(
-            self.entity.entity_id, "sensor", options
-        )
+            er.async_get(self.hass).async_update_entity_options(
+                self.entity.entity_id,
+                "sensor",
+                {"suggested_display_precision": display_precision},
+            )
         self.hass.states.async_set(
             self.entity.entity_id,
             state,

@@ -8,7 +8,7 @@ Readings enter it through the coordinator (``ZevvyCoordinator.async_adding``).
 """
 
 from .core import Batch, Outbox, QueueView
-from .format import Destination, Series, is_meter_key, manual_key
+from .format import Destination, Series, is_meter_key, manual_key, meter_series
 from .policy import AddResult
 from .store import store_kwargs
 
@@ -21,5 +21,6 @@ __all__ = [
     "Series",
     "is_meter_key",
     "manual_key",
+    "meter_series",
     "store_kwargs",
 ]

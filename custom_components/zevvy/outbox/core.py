@@ -19,7 +19,16 @@ from ..api import Reading
 from ..const import LOGGER, READING_DECIMALS
 from ..issues import IssueKind, async_create_issue, async_delete_issue
 from . import policy
-from .format import Destination, Queue, Series, decode, from_epoch, snapshot, to_epoch
+from .format import (
+    Destination,
+    Queue,
+    Series,
+    decode,
+    from_epoch,
+    manual_key,
+    snapshot,
+    to_epoch,
+)
 from .meter_states import MeterStates
 from .policy import AddResult
 from .store import OutboxStore
@@ -93,6 +102,8 @@ class Outbox:
         # What the meters' reading sources remember (running totals).
         self.meter_states = MeterStates(self._lock, self.async_schedule_save)
         self._listeners: list[Callable[[], None]] = []
+        # Queues renamed or moved while adding: their issues need an update.
+        self._touched: set[str] = set()
         self.storage = OutboxStore(
             hass,
             entry_id,
@@ -212,17 +223,76 @@ class Outbox:
     # --- adding -------------------------------------------------------------
 
     def _queue_for(self, destination: Destination) -> Queue:
-        queue = self._queues.get(destination.key)
+        """Return the queue of a destination, following a meter's new names.
+
+        New names with the same series (a plain rename): everything not yet
+        delivered goes to the new names, and zevvy starts a new series there,
+        so the old register's last reading is no baseline any more. New names
+        and a new series (another reading source): the readings made so far
+        belong to the old register and stay with it, in the queue of those
+        references without a meter (``manual_key``); the meter's queue starts
+        empty. Runs under the lock; the keys whose issues need an update are
+        collected in ``_touched``.
+        """
+        key = destination.key
+        queue = self._queues.get(key)
         refs = (destination.device_ref, destination.register_ref)
         if queue is None:
-            queue = self._queues[destination.key] = Queue(*refs)
-        elif (queue.device_ref, queue.register_ref) != refs:
-            # Renamed: the new names apply to everything not yet delivered, and
-            # zevvy starts a new series there, so the old series' last reading
-            # is no baseline any more (a lower reading is no drop).
-            queue.device_ref, queue.register_ref = refs
-            queue.last_time = queue.last_value = None
+            queue = self._queues[key] = Queue(*refs, series=destination.series)
+            return queue
+        old_refs = (queue.device_ref, queue.register_ref)
+        if old_refs != refs:
+            new_series = (
+                destination.series is not None
+                and queue.series is not None
+                and destination.series != queue.series
+            )
+            self._touched.add(key)
+            if new_series and len(queue):
+                old = manual_key(*old_refs)
+                self._queues[old] = _merged(self._queues.get(old), queue)
+                self._touched.add(old)
+                LOGGER.info(
+                    "Meter %s / %s renamed to %s / %s with a new reading source: "
+                    "its %s readings not yet delivered go to %s / %s",
+                    *old_refs,
+                    *refs,
+                    len(queue),
+                    *old_refs,
+                )
+                queue = self._queues[key] = Queue(*refs)
+            else:
+                queue.device_ref, queue.register_ref = refs
+                queue.last_time = queue.last_value = None
+                queue.last_step = 0
+        if destination.series is not None:
+            queue.series = destination.series
         return queue
+
+    @callback
+    def follow(self, destination: Destination, previous_series: str | None) -> None:
+        """A meter was changed (names, reading source): apply it to its queue now.
+
+        ``previous_series``: the meter's series before the change, for a queue
+        stored before series were kept. Waiting readings then go where they
+        belong before anything is sent (see ``_queue_for``); does not save.
+        """
+        if destination.key not in self._queues:
+            return
+        with self._lock:
+            queue = self._queues[destination.key]
+            if queue.series is None:
+                queue.series = previous_series
+            self._queue_for(destination)
+        self._async_update_touched()
+        self._changed()
+
+    def _async_update_touched(self) -> None:
+        """Update the held and rejected issues of queues whose names changed."""
+        touched, self._touched = self._touched, set()
+        for key in touched:
+            for kind in (IssueKind.READING_HELD, IssueKind.BATCH_REJECTED):
+                self._async_update_settle_issue(key, kind)
 
     @callback
     def add(self, destination: Destination, readings: Iterable[Reading]) -> AddResult:
@@ -248,6 +318,7 @@ class Outbox:
                     newly_held.append((destination.key, queue))
                 total.add(result)
             overflow = policy.enforce_bound(self._queues)
+        self._async_update_touched()
         held_keys = {key for key, _ in newly_held} | overflow.held_keys
         for key in held_keys:
             self._async_update_settle_issue(key, IssueKind.READING_HELD)
@@ -296,17 +367,40 @@ class Outbox:
             queue.pending.values[:size],
         )
 
+    def _queue_of(self, batch: Batch) -> tuple[str, Queue | None]:
+        """Return the queue a batch was taken from, also if it moved since.
+
+        A meter changed while the batch was on its way: its readings are in
+        the queue of the batch's references (a new series), or they went to
+        the meter's new names (then its baseline is not the batch's).
+        """
+        destination = batch.destination
+        refs = (destination.device_ref, destination.register_ref)
+        queue = self._queues.get(destination.key)
+        if queue is None or (queue.device_ref, queue.register_ref) == refs:
+            return destination.key, queue
+        if (moved := self._queues.get(manual_key(*refs))) is not None:
+            return manual_key(*refs), moved
+        return destination.key, queue
+
     @callback
     def confirm(self, batch: Batch) -> None:
         """Zevvy has these readings: remove them, move the baseline, save soon."""
-        queue = self._queues.get(batch.destination.key)
+        _, queue = self._queue_of(batch)
         if queue is None or not batch:
             return
+        destination = batch.destination
+        same_register = (queue.device_ref, queue.register_ref) == (
+            destination.device_ref,
+            destination.register_ref,
+        )
         newest = len(batch) - 1
         with self._lock:
             step = queue.pending.step_at(batch.times[newest])
             queue.pending.remove_times(batch.times)
-            if queue.last_time is None or batch.times[newest] >= queue.last_time:
+            if same_register and (
+                queue.last_time is None or batch.times[newest] >= queue.last_time
+            ):
                 queue.last_time = batch.times[newest]
                 queue.last_value = batch.values[newest]
                 queue.last_step = step
@@ -316,8 +410,7 @@ class Outbox:
     @callback
     def reject(self, batch: Batch, message: str) -> None:
         """Zevvy rejected a batch: keep it out of the retry loop, raise an issue."""
-        key = batch.destination.key
-        queue = self._queues.get(key)
+        key, queue = self._queue_of(batch)
         if queue is None:
             return
         with self._lock:
@@ -459,3 +552,31 @@ class Outbox:
         await self.async_save()
         self._changed()
         return dropped
+
+
+def _merged(into: Queue | None, queue: Queue) -> Queue:
+    """Return ``into`` with the readings of ``queue`` added (``queue`` if None).
+
+    Readings at a time ``into`` already keeps stay as they are there; its last
+    delivered reading stays unless ``queue``'s is newer.
+    """
+    if into is None:
+        return queue
+    for mine, theirs in (
+        (into.pending, queue.pending),
+        (into.held, queue.held),
+        (into.rejected, queue.rejected),
+    ):
+        for when, value, step in zip(
+            theirs.times, theirs.values, theirs.steps, strict=True
+        ):
+            if not into.contains(when):
+                mine.insert(when, value, step)
+    if queue.rejected and into.rejected_message is None:
+        into.rejected_message = queue.rejected_message
+    if queue.last_time is not None and (
+        into.last_time is None or queue.last_time > into.last_time
+    ):
+        into.last_time, into.last_value = queue.last_time, queue.last_value
+        into.last_step = queue.last_step
+    return into
