@@ -14,6 +14,7 @@ instead of "unknown action".
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import datetime
 import math
@@ -61,7 +62,7 @@ from .meters import (
     to_kwh,
     typed_decimals,
 )
-from .outbox import Destination
+from .outbox import AddResult, Destination
 from .quarters import recorder_loaded
 from .sender import SendError
 
@@ -372,27 +373,63 @@ async def async_upload_history(call: ServiceCall) -> ServiceResponse:
         end.isoformat(),
     )
     results: list[MeterResult] = []
-    async with entry.runtime_data.coordinator.async_adding() as add:
-        for number, meter in enumerate(meters, 1):
-            results.append(
-                await async_fill_meter(hass, entry, meter, add, start, end, hourly=True)
+    outbox = entry.runtime_data.outbox
+    # Per queue: the quarter hours this action added that the outbox did not
+    # keep yet (the bound may drop them again, within the action).
+    added: dict[str, list[datetime]] = {}
+
+    def add_new(items: Iterable[tuple[Destination, Iterable[Reading]]]) -> AddResult:
+        listed = [(destination, list(readings)) for destination, readings in items]
+        for destination, readings in listed:
+            added.setdefault(destination.key, []).extend(
+                reading.read_at
+                for reading in readings
+                if not outbox.contains(destination.key, reading.read_at)
             )
-            LOGGER.debug(
-                "History of %s (%s/%s): %s readings",
-                meter.entity_id,
-                number,
-                len(meters),
-                results[-1].queued,
-            )
+        return add(listed)
+
+    with outbox.watch_bound() as bound:
+        async with entry.runtime_data.coordinator.async_adding() as add:
+            for number, meter in enumerate(meters, 1):
+                results.append(
+                    await async_fill_meter(
+                        hass, entry, meter, add_new, start, end, hourly=True
+                    )
+                )
+                LOGGER.debug(
+                    "History of %s (%s/%s): %s readings",
+                    meter.entity_id,
+                    number,
+                    len(meters),
+                    results[-1].queued,
+                )
+    # Queued or held, then dropped by the outbox bound: not counted as queued.
+    dropped: dict[str, int] = {}
+    for result in results:
+        key = result.meter.subentry_id
+        lost_pending, lost_held = bound.lost(key, added.get(key, ()))
+        result.queued -= lost_pending
+        result.held -= lost_held
+        dropped[key] = lost_pending + lost_held
     log_result("Upload history", results)
+    if any(dropped.values()):
+        LOGGER.warning(
+            "Upload history: the outbox is full; %s of the readings found were "
+            "dropped again (the oldest first)",
+            sum(dropped.values()),
+        )
     if not call.return_response:
         return None
     return {
         "start": start.isoformat(),
         "end": end.isoformat(),
         "queued": sum(result.queued for result in results),
+        "dropped": sum(dropped.values()),
         "meters": {
-            result.meter.entity_id: result.as_dict()
+            result.meter.entity_id: {
+                **result.as_dict(),
+                "dropped": dropped[result.meter.subentry_id],
+            }
             for result in results
             if result.found
         },

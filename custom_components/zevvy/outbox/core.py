@@ -8,8 +8,9 @@ never through its series.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 import threading
 
@@ -88,6 +89,29 @@ class Batch:
         )
 
 
+@dataclass(slots=True)
+class BoundWatch:
+    """The readings the outbox bound dropped while watched, per queue key."""
+
+    pending: dict[str, set[int]] = field(default_factory=dict)
+    held: dict[str, set[int]] = field(default_factory=dict)
+
+    def record(self, times: Mapping[tuple[str, int], list[int]]) -> None:
+        """Add what one ``enforce_bound`` dropped."""
+        for (key, kind), dropped in times.items():
+            if kind in (policy.PENDING, policy.HELD):
+                target = self.pending if kind == policy.PENDING else self.held
+                target.setdefault(key, set()).update(dropped)
+
+    def lost(self, key: str, moments: Iterable[datetime]) -> tuple[int, int]:
+        """Return how many of ``moments`` were dropped: (pending, held)."""
+        times = {to_epoch(moment) for moment in moments}
+        return (
+            len(times & self.pending.get(key, set())),
+            len(times & self.held.get(key, set())),
+        )
+
+
 class Outbox:
     """The persisted queues of readings of one config entry."""
 
@@ -104,6 +128,8 @@ class Outbox:
         self._listeners: list[Callable[[], None]] = []
         # Queues renamed or moved while adding: their issues need an update.
         self._touched: set[str] = set()
+        # Watching what the bound drops (``watch_bound``).
+        self._watches: list[BoundWatch] = []
         self.storage = OutboxStore(
             hass,
             entry_id,
@@ -326,6 +352,8 @@ class Outbox:
             self._async_update_settle_issue(key, IssueKind.BATCH_REJECTED)
         if dropped := overflow.dropped:
             total.dropped = dropped
+            for watch in self._watches:
+                watch.record(overflow.times)
             policy.log_overflow(self._overflow_dropped, dropped, overflow.oldest)
             self._overflow_dropped += dropped
             async_create_issue(
@@ -338,6 +366,21 @@ class Outbox:
         if total.changed:
             self._changed()
         return total
+
+    def contains(self, key: str, read_at: datetime) -> bool:
+        """Return whether a queue keeps a reading at ``read_at`` (or sent it last)."""
+        queue = self._queues.get(key)
+        return queue is not None and queue.contains(to_epoch(read_at))
+
+    @contextmanager
+    def watch_bound(self) -> Iterator[BoundWatch]:
+        """Record the readings the outbox bound drops while the block runs."""
+        watch = BoundWatch()
+        self._watches.append(watch)
+        try:
+            yield watch
+        finally:
+            self._watches.remove(watch)
 
     async def async_add(
         self, destination: Destination, readings: Iterable[Reading]

@@ -39,7 +39,8 @@ from .format import Destination, Queue, Series, from_epoch, to_epoch
 # Dropped readings (outbox full) between two warnings in the log.
 OVERFLOW_LOG_EVERY = 10_000
 # The series of a queue, as enforce_bound numbers them.
-_HELD = 1
+PENDING = 0
+HELD = 1
 _REJECTED = 2
 
 
@@ -142,6 +143,8 @@ class Overflow:
     oldest: int | None = None
     held_keys: set[str] = field(default_factory=set)
     rejected_keys: set[str] = field(default_factory=set)
+    # The times dropped, per (queue key, series: pending, held or rejected).
+    times: dict[tuple[str, int], list[int]] = field(default_factory=dict)
 
 
 def _series(queue: Queue) -> tuple[Series, Series, Series]:
@@ -181,8 +184,9 @@ def enforce_bound(queues: Mapping[str, Queue]) -> Overflow:
             first = series.times[0]
             oldest = overflow.oldest
             overflow.oldest = first if oldest is None else min(oldest, first)
+            overflow.times[key, kind] = series.times[:count].tolist()
             series.drop_first(count)
-            if kind == _HELD:
+            if kind == HELD:
                 overflow.held_keys.add(key)
             elif kind == _REJECTED:
                 overflow.rejected_keys.add(key)
