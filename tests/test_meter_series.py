@@ -150,3 +150,36 @@ async def test_a_renamed_meter_sends_waiting_readings_to_its_new_names_at_once(
     assert _values(sandbox, "Energy") == []
     assert _values(sandbox, "Main") == [("12:15", 1000.0), ("12:30", 1000.25)]
     assert coordinator.outbox.pending_count == 0
+
+
+@pytest.mark.parametrize("new_series", [False, True])
+async def test_a_meter_changed_while_its_account_is_not_loaded(
+    hass: HomeAssistant, meter: Meter, sandbox: ZevvySandbox, new_series: bool
+) -> None:
+    """Changed while the account was unloaded: when it loads, the waiting
+    readings go where they belong before anything is sent (the send at start)."""
+    meter.show("1000000", "Wh")
+    coordinator = await meter.setup()
+    sandbox.inject_fault(status=503, count=OUTAGE)
+    await meter.tick(15)
+    assert coordinator.outbox.pending_count == 1
+    assert await hass.config_entries.async_unload(meter.entry.entry_id)
+    await hass.async_block_till_done()
+
+    changed = {CONF_DEVICE_REF: "Dev", CONF_REGISTER_REF: "Main"}
+    if new_series:
+        changed[CONF_READING_SOURCE] = "running_total"
+    result = await _change_meter(hass, meter, changed)
+    if new_series:
+        result = dict(
+            await hass.config_entries.subentries.async_configure(
+                result["flow_id"], {CONF_START_VALUE: 0.0}
+            )
+        )
+    assert result["reason"] == "reconfigure_successful"
+    sandbox.clear_faults()
+    await meter.setup()  # sends what waits at once
+
+    old, new = ("Energy", "Main") if new_series else ("Main", "Energy")
+    assert _values(sandbox, old) == [("12:15", 1000.0)]
+    assert _values(sandbox, new) == []

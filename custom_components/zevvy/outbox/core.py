@@ -296,21 +296,27 @@ class Outbox:
         return queue
 
     @callback
-    def follow(self, destination: Destination, previous_series: str | None) -> None:
+    def follow(
+        self, destination: Destination, previous_series: str | None = None
+    ) -> None:
         """A meter was changed (names, reading source): apply it to its queue now.
 
         ``previous_series``: the meter's series before the change, for a queue
         stored before series were kept. Waiting readings then go where they
         belong before anything is sent (see ``_queue_for``); does not save.
         """
-        if destination.key not in self._queues:
+        queue = self._queues.get(destination.key)
+        if queue is None or (
+            (queue.device_ref, queue.register_ref, queue.series)
+            == (destination.device_ref, destination.register_ref, destination.series)
+        ):
             return
         with self._lock:
-            queue = self._queues[destination.key]
             if queue.series is None:
                 queue.series = previous_series
             self._queue_for(destination)
         self._async_update_touched()
+        self.async_schedule_save()
         self._changed()
 
     def _async_update_touched(self) -> None:
