@@ -413,3 +413,71 @@ async def test_delayed_save_is_written_when_home_assistant_stops(
     raw = _stored(hass)["data"]["queues"]["m1"]
     assert raw["pending"] is None
     assert raw["last"] == [int(_at(0).timestamp()), 1.0]
+
+
+@pytest.mark.parametrize("new_series", [False, True])
+async def test_a_batch_on_its_way_when_its_meter_changes(
+    hass: HomeAssistant, new_series: bool
+) -> None:
+    """A batch taken before its meter was changed, confirmed after: its readings
+    leave the outbox, and the new register gets no baseline from the old one."""
+    box = Outbox(hass, ENTRY_ID)
+    await box.async_load()
+    box.add(
+        Destination("m1", "Dev", "Old", 1, "sensor"),
+        [Reading(_at(0), 10.0), Reading(_at(1), 11.0)],
+    )
+    batch = box.next_batch("m1", 10)
+    assert batch is not None
+    box.follow(
+        Destination(
+            "m1", "Dev", "New", 1, "running_total@1" if new_series else "sensor"
+        )
+    )
+    views = box.views()
+    if new_series:
+        assert (views["m1"].pending, views["ref:Dev/Old"].pending) == (0, 2)
+    else:
+        assert views["m1"].register_ref == "New"
+        assert "ref:Dev/Old" not in views
+    box.confirm(batch)
+    assert box.pending_count == 0
+    assert box.last_delivered("m1") is None
+    if new_series:
+        assert box.last_delivered("ref:Dev/Old") == Reading(_at(1), 11.0)
+    # The new register's first reading is not compared with the old series.
+    result = box.add(
+        Destination(
+            "m1", "Dev", "New", 1, "running_total@1" if new_series else "sensor"
+        ),
+        [Reading(_at(2), 0.0)],
+    )
+    assert (result.queued, result.held) == (1, 0)
+
+
+async def test_held_readings_stay_with_the_series_they_were_made_for(
+    hass: HomeAssistant,
+) -> None:
+    """A new series on new names: the old register's held readings and their
+    repair go with its waiting readings; a plain rename renames the repair."""
+    box = Outbox(hass, ENTRY_ID)
+    await box.async_load()
+    old = Destination("m1", "Dev", "Old", 1, "sensor")
+    box.add(old, [Reading(_at(0), 10.0), Reading(_at(1), 5.0)])
+    issues = ir.async_get(hass)
+    issue = issues.async_get_issue(DOMAIN, f"reading_held_{ENTRY_ID}_m1")
+    assert issue is not None
+
+    box.follow(Destination("m1", "Dev", "Renamed", 1, "sensor"))
+    issue = issues.async_get_issue(DOMAIN, f"reading_held_{ENTRY_ID}_m1")
+    assert issue is not None
+    assert issue.translation_placeholders is not None
+    assert issue.translation_placeholders["register"] == "Renamed"
+
+    box.follow(Destination("m1", "Dev", "New", 1, "running_total@1"))
+    assert issues.async_get_issue(DOMAIN, f"reading_held_{ENTRY_ID}_m1") is None
+    moved = issues.async_get_issue(DOMAIN, f"reading_held_{ENTRY_ID}_ref:Dev/Renamed")
+    assert moved is not None
+    assert moved.translation_placeholders is not None
+    assert moved.translation_placeholders["register"] == "Renamed"
+    assert (box.held_count, box.pending_count) == (1, 1)
