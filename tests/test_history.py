@@ -218,6 +218,7 @@ async def test_backfill_quarter_hours_then_hours(
         "already_queued": 0,
         "already_delivered": 0,
         "held": 0,
+        "dropped": 0,
     }
     assert response["queued"] == hours + quarters
     # The readings-waiting count shows the backlog.

@@ -58,7 +58,7 @@ async def test_add_is_on_disk_when_async_add_returns(hass: HomeAssistant) -> Non
     box = Outbox(hass, ENTRY_ID)
     await box.async_load()
     result = await box.async_add(
-        Destination("m1", "Dev", "Reg"),
+        Destination("m1", "Dev", "Reg", step=1),
         [Reading(_at(0), 1.0), Reading(_at(1), 1.23456)],
     )
     assert (result.queued, result.duplicates, result.held) == (2, 0, 0)
@@ -68,6 +68,7 @@ async def test_add_is_on_disk_when_async_add_returns(hass: HomeAssistant) -> Non
     assert raw["pending"] == {
         "t": [int(_at(0).timestamp()), int(_at(1).timestamp())],
         "v": [1.0, 1.235],
+        "p": [1, 1],
     }
 
     again = await _reloaded(hass)
@@ -189,29 +190,87 @@ async def test_lower_reading_is_held_and_accepted(hass: HomeAssistant) -> None:
 async def test_drop_check_looks_both_ways_with_precision(
     hass: HomeAssistant,
 ) -> None:
-    """Older readings are checked against later ones; less precision is no drop."""
+    """Older readings are checked against later ones; less precision is no drop.
+
+    The precision is the one the readings were made with, never their digits.
+    """
     box = Outbox(hass, ENTRY_ID)
     await box.async_load()
-    meter = Destination("m1", "Dev", "Reg")
-    box.add(meter, [Reading(_at(4), 1234.5)])  # a kWh sensor with one decimal
+    tenth = Destination("m1", "Dev", "Reg", step=100)  # kWh with one decimal
+    wh = Destination("m1", "Dev", "Reg", step=1)  # a sensor in Wh
+    box.add(tenth, [Reading(_at(4), 1234.5)])
     # Older readings in Wh: up to one step (0.1 kWh) above the later one.
-    result = box.add(meter, [Reading(_at(3), 1234.567), Reading(_at(2), 1234.4)])
+    result = box.add(wh, [Reading(_at(3), 1234.567), Reading(_at(2), 1234.4)])
     assert (result.queued, result.held) == (2, 0)
 
+    result = box.add(wh, [Reading(_at(1), 1234.45)])  # 0.05 above a Wh one
+    assert (result.queued, result.held) == (0, 1)
     result = box.add(
-        meter,
+        tenth,
         [
-            Reading(_at(1), 1234.45),  # 0.05 above a less precise later one
-            Reading(_at(0), 1234.6),  # 0.15 above a later one: a drop
+            Reading(_at(0), 1234.6),  # 0.2 above a Wh one: a drop
             Reading(_at(5), 1234.4),  # same precision, lower: a drop
         ],
     )
-    assert (result.queued, result.held) == (1, 2)
+    assert (result.queued, result.held) == (0, 2)
+    # Whole kWh in Wh's digits: 1235.000 from a Wh sensor, then 1234.2 from it.
+    result = box.add(wh, [Reading(_at(6), 1235.0), Reading(_at(7), 1234.2)])
+    assert (result.queued, result.held) == (1, 1)
     issue = ir.async_get(hass).async_get_issue(DOMAIN, f"reading_held_{ENTRY_ID}_m1")
     assert issue is not None
     assert issue.translation_placeholders is not None
     assert issue.translation_placeholders["previous"] == "1234.600"
-    assert issue.translation_placeholders["value"] == "1234.450"
+    assert issue.translation_placeholders["value"] == "1234.400"
+
+
+async def test_outbox_of_an_older_version_loads(
+    hass: HomeAssistant, hass_storage: dict[str, Any]
+) -> None:
+    """An outbox as written before precisions were kept loads and is sent.
+
+    Its readings' precision is not known: they are compared strictly, also
+    with new readings of another precision.
+    """
+    hass_storage[f"{DOMAIN}.{ENTRY_ID}.outbox"] = {
+        "version": 1,
+        "minor_version": 1,
+        "key": f"{DOMAIN}.{ENTRY_ID}.outbox",
+        "data": {
+            "queues": {
+                "m1": {
+                    "device": "Dev",
+                    "register": "Reg",
+                    "last": [int(_at(0).timestamp()), 1235.0],
+                    "pending": {
+                        "t": [int(_at(2).timestamp()), int(_at(1).timestamp())],
+                        "v": [1235.5, 1235.25],
+                    },
+                    "held": None,
+                    "parked": {"t": [int(_at(3).timestamp())], "v": [1.0]},
+                    "parked_message": "invalid",
+                }
+            },
+            "overflow_dropped": 3,
+            "meter_states": {},
+        },
+    }
+    box = await _reloaded(hass)
+    assert (box.pending_count, box.rejected_count) == (2, 1)
+    batch = box.next_batch("m1", 10)
+    assert batch is not None
+    assert batch.readings() == [Reading(_at(1), 1235.25), Reading(_at(2), 1235.5)]
+    assert box.last_delivered("m1") == Reading(_at(0), 1235.0)
+    # 0.05 below a reading of unknown precision, from a kWh sensor of 1 decimal.
+    result = box.add(
+        Destination("m1", "Dev", "Reg", step=100), [Reading(_at(4), 1235.45)]
+    )
+    assert (result.queued, result.held) == (0, 1)
+    box.confirm(batch)
+    await box.async_save()
+    raw = _stored(hass)["data"]["queues"]["m1"]
+    assert raw["last"] == [int(_at(2).timestamp()), 1235.5]
+    assert raw["last_step"] == 0
+    assert raw["parked"] == {"t": [int(_at(3).timestamp())], "v": [1.0], "p": [0]}
 
 
 async def test_held_readings_can_be_discarded(hass: HomeAssistant) -> None:
@@ -354,3 +413,71 @@ async def test_delayed_save_is_written_when_home_assistant_stops(
     raw = _stored(hass)["data"]["queues"]["m1"]
     assert raw["pending"] is None
     assert raw["last"] == [int(_at(0).timestamp()), 1.0]
+
+
+@pytest.mark.parametrize("new_series", [False, True])
+async def test_a_batch_on_its_way_when_its_meter_changes(
+    hass: HomeAssistant, new_series: bool
+) -> None:
+    """A batch taken before its meter was changed, confirmed after: its readings
+    leave the outbox, and the new register gets no baseline from the old one."""
+    box = Outbox(hass, ENTRY_ID)
+    await box.async_load()
+    box.add(
+        Destination("m1", "Dev", "Old", 1, "sensor"),
+        [Reading(_at(0), 10.0), Reading(_at(1), 11.0)],
+    )
+    batch = box.next_batch("m1", 10)
+    assert batch is not None
+    box.follow(
+        Destination(
+            "m1", "Dev", "New", 1, "running_total@1" if new_series else "sensor"
+        )
+    )
+    views = box.views()
+    if new_series:
+        assert (views["m1"].pending, views["ref:Dev/Old"].pending) == (0, 2)
+    else:
+        assert views["m1"].register_ref == "New"
+        assert "ref:Dev/Old" not in views
+    box.confirm(batch)
+    assert box.pending_count == 0
+    assert box.last_delivered("m1") is None
+    if new_series:
+        assert box.last_delivered("ref:Dev/Old") == Reading(_at(1), 11.0)
+    # The new register's first reading is not compared with the old series.
+    result = box.add(
+        Destination(
+            "m1", "Dev", "New", 1, "running_total@1" if new_series else "sensor"
+        ),
+        [Reading(_at(2), 0.0)],
+    )
+    assert (result.queued, result.held) == (1, 0)
+
+
+async def test_held_readings_stay_with_the_series_they_were_made_for(
+    hass: HomeAssistant,
+) -> None:
+    """A new series on new names: the old register's held readings and their
+    repair go with its waiting readings; a plain rename renames the repair."""
+    box = Outbox(hass, ENTRY_ID)
+    await box.async_load()
+    old = Destination("m1", "Dev", "Old", 1, "sensor")
+    box.add(old, [Reading(_at(0), 10.0), Reading(_at(1), 5.0)])
+    issues = ir.async_get(hass)
+    issue = issues.async_get_issue(DOMAIN, f"reading_held_{ENTRY_ID}_m1")
+    assert issue is not None
+
+    box.follow(Destination("m1", "Dev", "Renamed", 1, "sensor"))
+    issue = issues.async_get_issue(DOMAIN, f"reading_held_{ENTRY_ID}_m1")
+    assert issue is not None
+    assert issue.translation_placeholders is not None
+    assert issue.translation_placeholders["register"] == "Renamed"
+
+    box.follow(Destination("m1", "Dev", "New", 1, "running_total@1"))
+    assert issues.async_get_issue(DOMAIN, f"reading_held_{ENTRY_ID}_m1") is None
+    moved = issues.async_get_issue(DOMAIN, f"reading_held_{ENTRY_ID}_ref:Dev/Renamed")
+    assert moved is not None
+    assert moved.translation_placeholders is not None
+    assert moved.translation_placeholders["register"] == "Renamed"
+    assert (box.held_count, box.pending_count) == (1, 1)

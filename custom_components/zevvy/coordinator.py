@@ -206,6 +206,7 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
         """Start the quarter-hour schedule and send what waits from before."""
         self._stopped = False
         self._unsub_outbox = self.outbox.async_add_listener(self._async_outbox_changed)
+        self._async_follow_meters()
         self.readings.async_start()
         self._schedule_tick()
         if self.outbox.pending_count:
@@ -357,9 +358,17 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
 
     @callback
     def async_subentries_changed(self) -> None:
-        """The entry changed (e.g. a meter was removed): prune soon."""
+        """The entry changed (e.g. a meter was removed or renamed): prune soon."""
         if not self._stopped:
+            self._async_follow_meters()
             self._track(self._async_prune_removed_meters(), "zevvy prune meters")
+
+    @callback
+    def _async_follow_meters(self) -> None:
+        """Take meters' new names (and sources) to their waiting readings now,
+        not only with the next quarter hour's readings (``Outbox.follow``)."""
+        for meter in resolve_meters(self.hass, self.config_entry):
+            self.outbox.follow(Destination.for_meter(meter))
 
     # --- sending ------------------------------------------------------------------
 

@@ -6,7 +6,9 @@ entities (preselected with the Energy dashboard's), confirms or edits the two
 references of each, and the entry is created with one meter subentry per entity.
 
 ``MeterSubentryFlowHandler`` adds one meter at a time and changes meters
-(subentry reconfigure: names and reading source).
+(subentry reconfigure: names and reading source). A changed meter's waiting
+readings follow at once: to its new names, or, when new names come with a new
+reading source (a new series), to the old names they were made for.
 
 Each meter has a reading source (``sources.py``): the sensor's value, or a
 running total for sensors that restart from zero (suggested for those).
@@ -19,6 +21,7 @@ from typing import Any, Final
 
 from homeassistant.config_entries import (
     ConfigEntry,
+    ConfigEntryState,
     ConfigFlow,
     ConfigFlowResult,
     ConfigSubentryData,
@@ -40,6 +43,7 @@ from .const import (
     CONF_ENTITY_REGISTRY_ID,
     CONF_READING_SOURCE,
     CONF_REGISTER_REF,
+    CONF_START_AT,
     CONF_START_VALUE,
     SOURCE_RUNNING_TOTAL,
     SOURCE_SENSOR,
@@ -56,6 +60,7 @@ from .meters import (
     sanitize_reference,
     source_data,
 )
+from .outbox import Destination, meter_series
 from .sources import (
     SOURCE_FIELD,
     SOURCE_FIELDS,
@@ -442,13 +447,40 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
         )
 
     def _async_update_meter(self, source: Mapping[str, Any]) -> SubentryFlowResult:
-        """Save the new names (and reading source) of the meter."""
+        """Save the new names (and reading source) of the meter.
+
+        Its waiting readings follow at once (before anything more is sent):
+        to the new names, or, with a new reading source on new names, to the
+        old names they were made for (``Outbox.follow``).
+        """
         references = self._references
+        entry = self._get_entry()
+        subentry = self._get_reconfigure_subentry()
+        old = subentry.data
+        new = {**old, **references, **source}
+        if entry.state is ConfigEntryState.LOADED:
+            entry.runtime_data.outbox.follow(
+                Destination(
+                    subentry.subentry_id,
+                    new[CONF_DEVICE_REF],
+                    new[CONF_REGISTER_REF],
+                    series=_series(new),
+                ),
+                previous_series=_series(old),
+            )
         return self.async_update_and_abort(
-            self._get_entry(),
-            self._get_reconfigure_subentry(),
+            entry,
+            subentry,
             title=meter_title(
                 references[CONF_DEVICE_REF], references[CONF_REGISTER_REF]
             ),
             data_updates={**references, **source},
         )
+
+
+def _series(data: Mapping[str, Any]) -> str:
+    """Return the series of a meter's subentry data (``meter_series``)."""
+    source = data.get(CONF_READING_SOURCE, SOURCE_SENSOR)
+    return meter_series(
+        source, data.get(CONF_START_AT) if source == SOURCE_RUNNING_TOTAL else None
+    )

@@ -9,7 +9,10 @@ This module owns:
   ``total``; a ``total`` sensor with a ``last_reset`` attribute restarts from zero
   (per day, per charging session): it is offered but never preselected;
 - the default references shown to the user before a meter is saved;
-- the conversion of a state (or any energy value) to a reading in kWh;
+- the conversion of a state (or any energy value) to a reading in kWh, and the
+  precision of such a reading (``reading_step``: of the sensor's unit and
+  suggested display precision, or of the digits a person typed), recorded with
+  the reading for the outbox's drop check;
 - ``check_meters`` and ``resolve_meters``: which meters are usable now (pure
   lookups; ``issues.py`` raises the repair issues of the others).
 """
@@ -17,7 +20,7 @@ This module owns:
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 import math
 from typing import Any, Final
@@ -109,6 +112,9 @@ class Meter:
     start_value: float = 0.0  # running total: the reading at ``start_at``
     start_at: int | None = None  # running total: its start (epoch, a quarter hour)
     start_seed: float | None = None  # the sensor's value at start_at, if known
+    # The precision of its readings (Wh, ``reading_step``; 0: unknown). Not part
+    # of what the meter is: its unit may change, the meter stays the same.
+    step: int = field(default=0, compare=False)
 
     @property
     def running_total(self) -> bool:
@@ -359,6 +365,62 @@ async def async_default_references(
     return device_name, sanitize_reference(own) or energy_name
 
 
+# The coarsest precision a reading is given: a whole kWh (a sensor in MWh or GJ
+# without a display precision is not tolerated a whole unit).
+MAX_STEP_WH: Final = 1000
+# Where the entity registry keeps a sensor's suggested display precision.
+_SUGGESTED_PRECISION: Final = "suggested_display_precision"
+
+
+def reading_step(unit: str | None, decimals: int | None) -> int:
+    """Return the precision (Wh) of a reading given in ``unit`` with ``decimals``.
+
+    ``decimals`` None: not known, one whole unit. At least 1 Wh (zevvy's
+    resolution), at most MAX_STEP_WH; 0 for a unit that is no energy unit.
+    The outbox's drop check tolerates one step of the coarser precision between
+    readings of different precision, none between readings of the same one.
+    """
+    if unit not in ENERGY_UNITS:
+        return 0
+    one = 10.0 ** -max(0, decimals or 0)
+    wh = EnergyConverter.convert(one, unit, UnitOfEnergy.WATT_HOUR)
+    return max(1, min(MAX_STEP_WH, round(wh)))
+
+
+def typed_decimals(value: object) -> int | None:
+    """Return the decimals of a number a person typed, None if unknown.
+
+    Text keeps its digits ("1234.50": 2); a number arrives without trailing
+    zeros (1234.5: 1, 1235.0 and 1235: 0).
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    text = value.strip() if isinstance(value, str) else repr(value)
+    if isinstance(value, float) and value.is_integer():
+        text = text.removesuffix(".0")
+    mantissa, _, exponent = text.lower().partition("e")
+    fraction = mantissa.partition(".")[2]
+    try:
+        return max(0, len(fraction) - int(exponent or 0))
+    except ValueError:
+        return None
+
+
+@callback
+def sensor_step(hass: HomeAssistant, entity_entry: er.RegistryEntry) -> int:
+    """Return the precision (Wh) of a sensor's readings: its unit and its
+    suggested display precision (one whole unit without one)."""
+    state = hass.states.get(entity_entry.entity_id)
+    unit = (
+        state.attributes.get(ATTR_UNIT_OF_MEASUREMENT)
+        if state is not None
+        else _registry_unit(entity_entry)
+    )
+    options: Mapping[str, Any] = entity_entry.options.get(SENSOR_DOMAIN, {})
+    decimals = options.get(_SUGGESTED_PRECISION)
+    return reading_step(unit, decimals if isinstance(decimals, int) else None)
+
+
 def round_kwh(value: float) -> float:
     """Return a reading in kWh at zevvy's resolution (Wh), never -0.0."""
     # "+ 0.0" turns -0.0 into 0.0
@@ -431,6 +493,7 @@ def check_meters(hass: HomeAssistant, entry: ConfigEntry[Any]) -> list[MeterChec
                 start_value=float(data.get(CONF_START_VALUE) or 0.0),
                 start_at=data.get(CONF_START_AT),
                 start_seed=data.get(CONF_START_SEED),
+                step=sensor_step(hass, entity_entry),
             )
         checks.append(
             MeterCheck(

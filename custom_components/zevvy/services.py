@@ -14,6 +14,8 @@ instead of "unknown action".
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import replace
 from datetime import datetime
 import math
 from typing import Any, Final
@@ -52,8 +54,15 @@ from .helpers import (
     validation_error,
 )
 from .history import MeterResult, async_fill_meter, log_result
-from .meters import ENERGY_UNITS, Meter, resolve_meters, to_kwh
-from .outbox import Destination
+from .meters import (
+    ENERGY_UNITS,
+    Meter,
+    reading_step,
+    resolve_meters,
+    to_kwh,
+    typed_decimals,
+)
+from .outbox import AddResult, Destination
 from .quarters import recorder_loaded
 from .sender import SendError
 
@@ -71,14 +80,18 @@ ATTR_TIME: Final = "time"
 ATTR_START: Final = "start"
 ATTR_END: Final = "end"
 ATTR_METERS: Final = "meters"
+# Not a field: the precision (Wh) of the typed value, set by the schema.
+ATTR_STEP: Final = "_step"
 
 
-def _reading_value(value: object) -> float:
-    """Return a meter reading's number: finite, zero or more; never a boolean.
+def _reading_value(value: object) -> float | str:
+    """Check a meter reading's number: finite, zero or more; never a boolean.
 
-    Like every validator below it raises a translated ServiceValidationError,
-    which passes through voluptuous and Home Assistant's schema check unchanged,
-    instead of voluptuous' English ``vol.Invalid``.
+    Returned as typed (a number, or the text with its digits): its precision
+    is taken from it in ``_reading_in_kwh``. Like every validator below it
+    raises a translated ServiceValidationError, which passes through voluptuous
+    and Home Assistant's schema check unchanged, instead of voluptuous' English
+    ``vol.Invalid``.
     """
     number: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -90,12 +103,17 @@ def _reading_value(value: object) -> float:
             number = None
     if number is None or not math.isfinite(number) or number < 0:
         raise validation_error("invalid_value", value=str(value))
-    return number
+    return value.strip() if isinstance(value, str) else number
 
 
 def _reading_in_kwh(data: dict[str, Any]) -> dict[str, Any]:
-    """Convert the value to kWh (the unit then says so); refuse implausible ones."""
-    value: float = data[ATTR_VALUE]
+    """Convert the value to kWh (the unit then says so); refuse implausible ones.
+
+    The precision typed (``ATTR_STEP``, Wh) is kept for the drop check: 1234.5
+    kWh is a reading to 0.1 kWh, whatever the sensor beside it gives.
+    """
+    typed: float | str = data[ATTR_VALUE]
+    value = float(typed)
     unit: str = data[ATTR_UNIT]
     if unit not in ENERGY_UNITS:
         raise validation_error("invalid_unit", unit=unit)
@@ -107,7 +125,12 @@ def _reading_in_kwh(data: dict[str, Any]) -> dict[str, Any]:
             unit=unit,
             max=f"{MAX_READING_KWH:.0f}",
         )
-    return {**data, ATTR_VALUE: kwh, ATTR_UNIT: UnitOfEnergy.KILO_WATT_HOUR}
+    return {
+        **data,
+        ATTR_VALUE: kwh,
+        ATTR_UNIT: UnitOfEnergy.KILO_WATT_HOUR,
+        ATTR_STEP: reading_step(unit, typed_decimals(typed)),
+    }
 
 
 def _plausible_time(value: datetime) -> datetime:
@@ -281,6 +304,8 @@ async def _async_send_reading(call: ServiceCall) -> ServiceResponse:
         destination = _destination_for_references(entry, device_ref, register_ref)
     else:
         entry, destination = _find_meter(hass, str(meter), entry_id)
+    # Made here, with the precision typed (the drop check compares it).
+    destination = replace(destination, step=data[ATTR_STEP])
 
     coordinator = entry.runtime_data.coordinator
     # Sent right below, whatever a retry timer says.
@@ -348,27 +373,63 @@ async def async_upload_history(call: ServiceCall) -> ServiceResponse:
         end.isoformat(),
     )
     results: list[MeterResult] = []
-    async with entry.runtime_data.coordinator.async_adding() as add:
-        for number, meter in enumerate(meters, 1):
-            results.append(
-                await async_fill_meter(hass, entry, meter, add, start, end, hourly=True)
+    outbox = entry.runtime_data.outbox
+    # Per queue: the quarter hours this action added that the outbox did not
+    # keep yet (the bound may drop them again, within the action).
+    added: dict[str, list[datetime]] = {}
+
+    def add_new(items: Iterable[tuple[Destination, Iterable[Reading]]]) -> AddResult:
+        listed = [(destination, list(readings)) for destination, readings in items]
+        for destination, readings in listed:
+            added.setdefault(destination.key, []).extend(
+                reading.read_at
+                for reading in readings
+                if not outbox.contains(destination.key, reading.read_at)
             )
-            LOGGER.debug(
-                "History of %s (%s/%s): %s readings",
-                meter.entity_id,
-                number,
-                len(meters),
-                results[-1].queued,
-            )
+        return add(listed)
+
+    with outbox.watch_bound() as bound:
+        async with entry.runtime_data.coordinator.async_adding() as add:
+            for number, meter in enumerate(meters, 1):
+                results.append(
+                    await async_fill_meter(
+                        hass, entry, meter, add_new, start, end, hourly=True
+                    )
+                )
+                LOGGER.debug(
+                    "History of %s (%s/%s): %s readings",
+                    meter.entity_id,
+                    number,
+                    len(meters),
+                    results[-1].queued,
+                )
+    # Queued or held, then dropped by the outbox bound: not counted as queued.
+    dropped: dict[str, int] = {}
+    for result in results:
+        key = result.meter.subentry_id
+        lost_pending, lost_held = bound.lost(key, added.get(key, ()))
+        result.queued -= lost_pending
+        result.held -= lost_held
+        dropped[key] = lost_pending + lost_held
     log_result("Upload history", results)
+    if any(dropped.values()):
+        LOGGER.warning(
+            "Upload history: the outbox is full; %s of the readings found were "
+            "dropped again (the oldest first)",
+            sum(dropped.values()),
+        )
     if not call.return_response:
         return None
     return {
         "start": start.isoformat(),
         "end": end.isoformat(),
         "queued": sum(result.queued for result in results),
+        "dropped": sum(dropped.values()),
         "meters": {
-            result.meter.entity_id: result.as_dict()
+            result.meter.entity_id: {
+                **result.as_dict(),
+                "dropped": dropped[result.meter.subentry_id],
+            }
             for result in results
             if result.found
         },

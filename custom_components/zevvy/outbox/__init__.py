@@ -7,19 +7,21 @@ its small read API (counts, ``views``, ``last_delivered``, ``is_waiting``).
 Readings enter it through the coordinator (``ZevvyCoordinator.async_adding``).
 """
 
-from .core import Batch, Outbox, QueueView
-from .format import Destination, Series, is_meter_key, manual_key
+from .core import Batch, BoundWatch, Outbox, QueueView
+from .format import Destination, Series, is_meter_key, manual_key, meter_series
 from .policy import AddResult
 from .store import store_kwargs
 
 __all__ = [
     "AddResult",
     "Batch",
+    "BoundWatch",
     "Destination",
     "Outbox",
     "QueueView",
     "Series",
     "is_meter_key",
     "manual_key",
+    "meter_series",
     "store_kwargs",
 ]

@@ -8,8 +8,9 @@ never through its series.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 import threading
 
@@ -19,7 +20,16 @@ from ..api import Reading
 from ..const import LOGGER, READING_DECIMALS
 from ..issues import IssueKind, async_create_issue, async_delete_issue
 from . import policy
-from .format import Destination, Queue, Series, decode, from_epoch, snapshot, to_epoch
+from .format import (
+    Destination,
+    Queue,
+    Series,
+    decode,
+    from_epoch,
+    manual_key,
+    snapshot,
+    to_epoch,
+)
 from .meter_states import MeterStates
 from .policy import AddResult
 from .store import OutboxStore
@@ -79,6 +89,29 @@ class Batch:
         )
 
 
+@dataclass(slots=True)
+class BoundWatch:
+    """The readings the outbox bound dropped while watched, per queue key."""
+
+    pending: dict[str, set[int]] = field(default_factory=dict)
+    held: dict[str, set[int]] = field(default_factory=dict)
+
+    def record(self, times: Mapping[tuple[str, int], list[int]]) -> None:
+        """Add what one ``enforce_bound`` dropped."""
+        for (key, kind), dropped in times.items():
+            if kind in (policy.PENDING, policy.HELD):
+                target = self.pending if kind == policy.PENDING else self.held
+                target.setdefault(key, set()).update(dropped)
+
+    def lost(self, key: str, moments: Iterable[datetime]) -> tuple[int, int]:
+        """Return how many of ``moments`` were dropped: (pending, held)."""
+        times = {to_epoch(moment) for moment in moments}
+        return (
+            len(times & self.pending.get(key, set())),
+            len(times & self.held.get(key, set())),
+        )
+
+
 class Outbox:
     """The persisted queues of readings of one config entry."""
 
@@ -93,6 +126,10 @@ class Outbox:
         # What the meters' reading sources remember (running totals).
         self.meter_states = MeterStates(self._lock, self.async_schedule_save)
         self._listeners: list[Callable[[], None]] = []
+        # Queues renamed or moved while adding: their issues need an update.
+        self._touched: set[str] = set()
+        # Watching what the bound drops (``watch_bound``).
+        self._watches: list[BoundWatch] = []
         self.storage = OutboxStore(
             hass,
             entry_id,
@@ -212,17 +249,82 @@ class Outbox:
     # --- adding -------------------------------------------------------------
 
     def _queue_for(self, destination: Destination) -> Queue:
-        queue = self._queues.get(destination.key)
+        """Return the queue of a destination, following a meter's new names.
+
+        New names with the same series (a plain rename): everything not yet
+        delivered goes to the new names, and zevvy starts a new series there,
+        so the old register's last reading is no baseline any more. New names
+        and a new series (another reading source): the readings made so far
+        belong to the old register and stay with it, in the queue of those
+        references without a meter (``manual_key``); the meter's queue starts
+        empty. Runs under the lock; the keys whose issues need an update are
+        collected in ``_touched``.
+        """
+        key = destination.key
+        queue = self._queues.get(key)
         refs = (destination.device_ref, destination.register_ref)
         if queue is None:
-            queue = self._queues[destination.key] = Queue(*refs)
-        elif (queue.device_ref, queue.register_ref) != refs:
-            # Renamed: the new names apply to everything not yet delivered, and
-            # zevvy starts a new series there, so the old series' last reading
-            # is no baseline any more (a lower reading is no drop).
-            queue.device_ref, queue.register_ref = refs
-            queue.last_time = queue.last_value = None
+            queue = self._queues[key] = Queue(*refs, series=destination.series)
+            return queue
+        old_refs = (queue.device_ref, queue.register_ref)
+        if old_refs != refs:
+            new_series = (
+                destination.series is not None
+                and queue.series is not None
+                and destination.series != queue.series
+            )
+            self._touched.add(key)
+            if new_series and len(queue):
+                old = manual_key(*old_refs)
+                self._queues[old] = _merged(self._queues.get(old), queue)
+                self._touched.add(old)
+                LOGGER.info(
+                    "Meter %s / %s renamed to %s / %s with a new reading source: "
+                    "its %s readings not yet delivered go to %s / %s",
+                    *old_refs,
+                    *refs,
+                    len(queue),
+                    *old_refs,
+                )
+                queue = self._queues[key] = Queue(*refs)
+            else:
+                queue.device_ref, queue.register_ref = refs
+                queue.last_time = queue.last_value = None
+                queue.last_step = 0
+        if destination.series is not None:
+            queue.series = destination.series
         return queue
+
+    @callback
+    def follow(
+        self, destination: Destination, previous_series: str | None = None
+    ) -> None:
+        """A meter was changed (names, reading source): apply it to its queue now.
+
+        ``previous_series``: the meter's series before the change, for a queue
+        stored before series were kept. Waiting readings then go where they
+        belong before anything is sent (see ``_queue_for``); does not save.
+        """
+        queue = self._queues.get(destination.key)
+        if queue is None or (
+            (queue.device_ref, queue.register_ref, queue.series)
+            == (destination.device_ref, destination.register_ref, destination.series)
+        ):
+            return
+        with self._lock:
+            if queue.series is None:
+                queue.series = previous_series
+            self._queue_for(destination)
+        self._async_update_touched()
+        self.async_schedule_save()
+        self._changed()
+
+    def _async_update_touched(self) -> None:
+        """Update the held and rejected issues of queues whose names changed."""
+        touched, self._touched = self._touched, set()
+        for key in touched:
+            for kind in (IssueKind.READING_HELD, IssueKind.BATCH_REJECTED):
+                self._async_update_settle_issue(key, kind)
 
     @callback
     def add(self, destination: Destination, readings: Iterable[Reading]) -> AddResult:
@@ -248,6 +350,7 @@ class Outbox:
                     newly_held.append((destination.key, queue))
                 total.add(result)
             overflow = policy.enforce_bound(self._queues)
+        self._async_update_touched()
         held_keys = {key for key, _ in newly_held} | overflow.held_keys
         for key in held_keys:
             self._async_update_settle_issue(key, IssueKind.READING_HELD)
@@ -255,6 +358,8 @@ class Outbox:
             self._async_update_settle_issue(key, IssueKind.BATCH_REJECTED)
         if dropped := overflow.dropped:
             total.dropped = dropped
+            for watch in self._watches:
+                watch.record(overflow.times)
             policy.log_overflow(self._overflow_dropped, dropped, overflow.oldest)
             self._overflow_dropped += dropped
             async_create_issue(
@@ -267,6 +372,21 @@ class Outbox:
         if total.changed:
             self._changed()
         return total
+
+    def contains(self, key: str, read_at: datetime) -> bool:
+        """Return whether a queue keeps a reading at ``read_at`` (or sent it last)."""
+        queue = self._queues.get(key)
+        return queue is not None and queue.contains(to_epoch(read_at))
+
+    @contextmanager
+    def watch_bound(self) -> Iterator[BoundWatch]:
+        """Record the readings the outbox bound drops while the block runs."""
+        watch = BoundWatch()
+        self._watches.append(watch)
+        try:
+            yield watch
+        finally:
+            self._watches.remove(watch)
 
     async def async_add(
         self, destination: Destination, readings: Iterable[Reading]
@@ -296,33 +416,58 @@ class Outbox:
             queue.pending.values[:size],
         )
 
+    def _queue_of(self, batch: Batch) -> tuple[str, Queue | None]:
+        """Return the queue a batch was taken from, also if it moved since.
+
+        A meter changed while the batch was on its way: its readings are in
+        the queue of the batch's references (a new series), or they went to
+        the meter's new names (then its baseline is not the batch's).
+        """
+        destination = batch.destination
+        refs = (destination.device_ref, destination.register_ref)
+        queue = self._queues.get(destination.key)
+        if queue is None or (queue.device_ref, queue.register_ref) == refs:
+            return destination.key, queue
+        if (moved := self._queues.get(manual_key(*refs))) is not None:
+            return manual_key(*refs), moved
+        return destination.key, queue
+
     @callback
     def confirm(self, batch: Batch) -> None:
         """Zevvy has these readings: remove them, move the baseline, save soon."""
-        queue = self._queues.get(batch.destination.key)
+        _, queue = self._queue_of(batch)
         if queue is None or not batch:
             return
+        destination = batch.destination
+        same_register = (queue.device_ref, queue.register_ref) == (
+            destination.device_ref,
+            destination.register_ref,
+        )
         newest = len(batch) - 1
         with self._lock:
+            step = queue.pending.step_at(batch.times[newest])
             queue.pending.remove_times(batch.times)
-            if queue.last_time is None or batch.times[newest] >= queue.last_time:
+            if same_register and (
+                queue.last_time is None or batch.times[newest] >= queue.last_time
+            ):
                 queue.last_time = batch.times[newest]
                 queue.last_value = batch.values[newest]
+                queue.last_step = step
         self.async_schedule_save()
         self._changed()
 
     @callback
     def reject(self, batch: Batch, message: str) -> None:
         """Zevvy rejected a batch: keep it out of the retry loop, raise an issue."""
-        key = batch.destination.key
-        queue = self._queues.get(key)
+        key, queue = self._queue_of(batch)
         if queue is None:
             return
         with self._lock:
+            steps = [queue.pending.step_at(when) for when in batch.times]
             queue.pending.remove_times(batch.times)
-            for when, value in zip(batch.times, batch.values, strict=True):
+            for when, value, step in zip(batch.times, batch.values, steps, strict=True):
                 if queue.rejected.index(when) < 0:
-                    queue.rejected.insert(when, value)
+                    queue.rejected.insert(when, value, step)
             queue.rejected_message = message
         self._async_update_settle_issue(key, IssueKind.BATCH_REJECTED)
         self.async_schedule_save()
@@ -360,7 +505,9 @@ class Outbox:
         # one to the newest held one, or (held because higher than a reading
         # after it, e.g. a backfill across a reset) the first held one to that.
         first = queue.held.values[0]
-        higher, lower = policy.drop_of(queue, queue.held.times[0], first) or (
+        higher, lower = policy.drop_of(
+            queue, queue.held.times[0], first, queue.held.steps[0]
+        ) or (
             None,
             first,
         )
@@ -415,9 +562,11 @@ class Outbox:
         count = 0 if requeue else len(series)
         with self._lock:
             if requeue:
-                for when, value in zip(series.times, series.values, strict=True):
+                for when, value, step in zip(
+                    series.times, series.values, series.steps, strict=True
+                ):
                     if queue.pending.index(when) < 0:
-                        queue.pending.insert(when, value)
+                        queue.pending.insert(when, value, step)
                         count += 1
             series.clear()
             if kind is IssueKind.BATCH_REJECTED:
@@ -452,3 +601,31 @@ class Outbox:
         await self.async_save()
         self._changed()
         return dropped
+
+
+def _merged(into: Queue | None, queue: Queue) -> Queue:
+    """Return ``into`` with the readings of ``queue`` added (``queue`` if None).
+
+    Readings at a time ``into`` already keeps stay as they are there; its last
+    delivered reading stays unless ``queue``'s is newer.
+    """
+    if into is None:
+        return queue
+    for mine, theirs in (
+        (into.pending, queue.pending),
+        (into.held, queue.held),
+        (into.rejected, queue.rejected),
+    ):
+        for when, value, step in zip(
+            theirs.times, theirs.values, theirs.steps, strict=True
+        ):
+            if not into.contains(when):
+                mine.insert(when, value, step)
+    if queue.rejected and into.rejected_message is None:
+        into.rejected_message = queue.rejected_message
+    if queue.last_time is not None and (
+        into.last_time is None or queue.last_time > into.last_time
+    ):
+        into.last_time, into.last_value = queue.last_time, queue.last_value
+        into.last_step = queue.last_step
+    return into

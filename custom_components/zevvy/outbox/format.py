@@ -2,15 +2,23 @@
 
 Readings are kept per queue key (the meter's subentry id, or ``ref:<device>/
 <register>`` for readings without a meter), each queue sorted by time, as two
-compact arrays (epoch seconds, kWh): 16 bytes a reading in memory instead of
-about 120 for a list of tuples. Stored as JSON under ``zevvy.<entry_id>.outbox``::
+compact arrays (epoch seconds, kWh) and the precision each reading was made
+with (Wh, ``meters.reading_step``; 0: not known): 20 bytes a reading in memory
+instead of about 120 for a list of tuples. Stored as JSON under
+``zevvy.<entry_id>.outbox``::
 
     {"queues": {"<key>": {"device": ..., "register": ...,
-                          "last": [epoch, kWh] | null,
-                          "pending": {"t": [...], "v": [...]} | null,
+                          "last": [epoch, kWh] | null, "last_step": <int>,
+                          "series": <str> | null,
+                          "pending": {"t": [...], "v": [...], "p": [...]} | null,
                           "held": ..., "parked": ..., "parked_message": ...}},
      "overflow_dropped": <int>,
      "meter_states": {"<key>": {...}}}
+
+``p``, ``last_step`` and ``series`` came later: outboxes written without them
+load with precision 0 (unknown: such readings are compared strictly) and no
+series. ``series``: the meter's reading source the queue's readings were made
+with (``Destination.series``).
 
 ``meter_states``: what meters' reading sources remember (``meter_states.py``).
 
@@ -58,18 +66,39 @@ def from_epoch(seconds: int) -> datetime:
     return datetime.fromtimestamp(seconds, UTC)
 
 
+def meter_series(reading_source: str, start_at: int | None) -> str:
+    """Return the series a meter's readings belong to: its reading source and,
+    for a running total, its start (a new start is a new series)."""
+    return reading_source if start_at is None else f"{reading_source}@{start_at}"
+
+
 @dataclass(frozen=True, slots=True)
 class Destination:
-    """Where readings go: their outbox queue, and zevvy's device and register."""
+    """Where readings go: their outbox queue, and zevvy's device and register.
+
+    ``step``: the precision (Wh) of the readings added with it, where they were
+    made (0: not known). ``series``: a meter's reading source (``meter_series``),
+    None for readings that do not come from it (typed ones).
+    """
 
     key: str
     device_ref: str
     register_ref: str
+    step: int = 0
+    series: str | None = None
 
     @classmethod
     def for_meter(cls, meter: Meter) -> Destination:
         """Return a meter's destination (its queue is keyed by its subentry id)."""
-        return cls(meter.subentry_id, meter.device_ref, meter.register_ref)
+        return cls(
+            meter.subentry_id,
+            meter.device_ref,
+            meter.register_ref,
+            meter.step,
+            meter_series(
+                meter.reading_source, meter.start_at if meter.running_total else None
+            ),
+        )
 
     @classmethod
     def manual(cls, device_ref: str, register_ref: str) -> Destination:
@@ -85,12 +114,20 @@ def _values() -> array[float]:
     return array("d")
 
 
+def _steps() -> array[int]:
+    return array("i")
+
+
 @dataclass(slots=True)
 class Series:
-    """Readings sorted by time: epoch seconds and kWh, side by side."""
+    """Readings sorted by time: epoch seconds, kWh and precision, side by side.
+
+    ``steps``: the precision (Wh) each reading was made with; 0: not known.
+    """
 
     times: array[int] = field(default_factory=_times)
     values: array[float] = field(default_factory=_values)
+    steps: array[int] = field(default_factory=_steps)
 
     def __len__(self) -> int:
         """Return the number of readings."""
@@ -101,20 +138,28 @@ class Series:
         pos = bisect_left(self.times, when)
         return pos if pos < len(self.times) and self.times[pos] == when else -1
 
-    def insert(self, when: int, value: float) -> None:
+    def step_at(self, when: int) -> int:
+        """Return the precision of the reading at ``when`` (0 if none)."""
+        pos = self.index(when)
+        return self.steps[pos] if pos >= 0 else 0
+
+    def insert(self, when: int, value: float, step: int = 0) -> None:
         """Insert a reading at its place in time (appending is the fast path)."""
         if not self.times or self.times[-1] < when:
             self.times.append(when)
             self.values.append(value)
+            self.steps.append(step)
             return
         pos = bisect_left(self.times, when)
         self.times.insert(pos, when)
         self.values.insert(pos, value)
+        self.steps.insert(pos, step)
 
     def drop_first(self, count: int) -> None:
         """Remove the oldest ``count`` readings."""
         del self.times[:count]
         del self.values[:count]
+        del self.steps[:count]
 
     def remove_times(self, times: array[int]) -> int:
         """Remove the readings at ``times`` (sorted); return how many went."""
@@ -125,36 +170,52 @@ class Series:
         if self.times[lo:hi] == times:
             del self.times[lo:hi]
             del self.values[lo:hi]
+            del self.steps[lo:hi]
             return len(times)
         wanted = set(times)
         keep = [i for i in range(lo, hi) if self.times[i] not in wanted]
         removed = hi - lo - len(keep)
         self.times[lo:hi] = array("q", [self.times[i] for i in keep])
         self.values[lo:hi] = array("d", [self.values[i] for i in keep])
+        self.steps[lo:hi] = array("i", [self.steps[i] for i in keep])
         return removed
 
     def clear(self) -> None:
         """Remove every reading."""
         del self.times[:]
         del self.values[:]
+        del self.steps[:]
 
     def copy(self) -> Series:
-        """Return a copy (two memcpy's, cheap on the event loop)."""
-        return Series(array("q", self.times), array("d", self.values))
+        """Return a copy (three memcpy's, cheap on the event loop)."""
+        return Series(
+            array("q", self.times), array("d", self.values), array("i", self.steps)
+        )
 
     def to_json(self) -> dict[str, list[Any]]:
         """Return the columnar JSON form."""
-        return {"t": self.times.tolist(), "v": self.values.tolist()}
+        return {
+            "t": self.times.tolist(),
+            "v": self.values.tolist(),
+            "p": self.steps.tolist(),
+        }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> Series:
-        """Build a series from its JSON form (tolerates unsorted input)."""
+        """Build a series from its JSON form (tolerates unsorted input).
+
+        Without ``p`` (written before precisions were kept) every reading's
+        precision is 0, not known.
+        """
         if not data:
             return cls()
-        pairs = sorted(zip(data["t"], data["v"], strict=True))
+        times, values = data["t"], data["v"]
+        steps = data.get("p") or [0] * len(times)
+        rows = sorted(zip(times, values, steps, strict=True))
         return cls(
-            array("q", [int(t) for t, _ in pairs]),
-            array("d", [float(v) for _, v in pairs]),
+            array("q", [int(t) for t, _, _ in rows]),
+            array("d", [float(v) for _, v, _ in rows]),
+            array("i", [int(p) for _, _, p in rows]),
         )
 
 
@@ -166,7 +227,8 @@ class Queue:
     beside it in time, waiting for the user's decision. ``rejected``: refused by zevvy
     (400/422), out of the retry loop until the user decides. ``last_*``: the
     last reading zevvy confirmed, a neighbour in the drop check and the start of
-    gap fill.
+    gap fill; ``last_step`` its precision. ``series``: the reading source the
+    readings were made with (``Destination.series``; None: not known).
     """
 
     device_ref: str
@@ -177,6 +239,8 @@ class Queue:
     rejected_message: str | None = None
     last_time: int | None = None
     last_value: float | None = None
+    last_step: int = 0
+    series: str | None = None
 
     def __len__(self) -> int:
         """Return every reading the queue keeps."""
@@ -191,30 +255,33 @@ class Queue:
             or self.rejected.index(when) >= 0
         )
 
-    def neighbours(self, when: int) -> tuple[float | None, float | None]:
-        """Return the values of the readings just before and just after ``when``.
+    def neighbours(
+        self, when: int
+    ) -> tuple[tuple[float, int] | None, tuple[float, int] | None]:
+        """Return (value, precision) of the readings just before and after ``when``.
 
         Neighbours are pending readings and the last delivered one (held and
         rejected readings are not trusted as neighbours); None where there is none.
         """
-        times = self.pending.times
+        pending = self.pending
+        times = pending.times
         pos = bisect_left(times, when)
-        before: tuple[int, float] | None = None
-        after: tuple[int, float] | None = None
+        before: tuple[int, float, int] | None = None
+        after: tuple[int, float, int] | None = None
         if pos > 0:
-            before = (times[pos - 1], self.pending.values[pos - 1])
+            before = (times[pos - 1], pending.values[pos - 1], pending.steps[pos - 1])
         end = pos + 1 if pos < len(times) and times[pos] == when else pos
         if end < len(times):
-            after = (times[end], self.pending.values[end])
+            after = (times[end], pending.values[end], pending.steps[end])
         last, value = self.last_time, self.last_value
         if last is not None and value is not None:
             if last < when and (before is None or before[0] < last):
-                before = (last, value)
+                before = (last, value, self.last_step)
             elif last > when and (after is None or after[0] > last):
-                after = (last, value)
+                after = (last, value, self.last_step)
         return (
-            None if before is None else before[1],
-            None if after is None else after[1],
+            None if before is None else (before[1], before[2]),
+            None if after is None else (after[1], after[2]),
         )
 
 
@@ -222,6 +289,8 @@ class _QueueData(TypedDict, total=False):
     device: str
     register: str
     last: list[float] | None
+    last_step: int
+    series: str | None
     pending: Any
     held: Any
     parked: Any
@@ -253,6 +322,8 @@ def snapshot(
                 queue.held.copy(),
                 queue.rejected.copy(),
                 queue.rejected_message,
+                queue.last_step,
+                queue.series,
             )
             for key, queue in queues.items()
         },
@@ -270,11 +341,13 @@ def encode(data: Snapshot) -> dict[str, Any]:
 
     queues: dict[str, _QueueData] = {}
     for key, item in data["queues"].items():
-        device, register, last, pending, held, rejected, message = item
+        device, register, last, pending, held, rejected, message, step, series = item
         queues[key] = {
             "device": device,
             "register": register,
             "last": last,
+            "last_step": step,
+            "series": series,
             "pending": fragment(pending),
             "held": fragment(held),
             "parked": fragment(rejected),
@@ -301,5 +374,7 @@ def decode(data: Mapping[str, Any]) -> tuple[dict[str, Queue], int]:
             rejected_message=raw.get("parked_message"),
             last_time=int(last[0]) if last else None,
             last_value=float(last[1]) if last else None,
+            last_step=int(raw.get("last_step") or 0) if last else 0,
+            series=raw.get("series"),
         )
     return queues, int(data.get("overflow_dropped", 0))

@@ -10,10 +10,14 @@
   the one after it, is a drop (``drop_of``). Every such reading is held while
   the issue is open, so a replaced meter's readings are all kept.
 * Less precision is no drop: a sensor switched from Wh to kWh with one decimal
-  turns 1234.567 into 1234.5. Between readings of different precision (decimals
-  of the value as given, at most 3), a difference of up to one step of the
-  coarser one (here 0.1 kWh) is tolerated; readings of equal precision must
-  not go down at all (``drop_tolerance``).
+  turns 1234.567 into 1234.5. Each reading carries the precision it was made
+  with (``Destination.step``: of the sensor's unit and suggested display
+  precision, or of the digits typed into ``send_reading``; never guessed from
+  the value's digits, 1,235,000 Wh is no whole-kWh reading). Between readings
+  of different precision a difference of up to one step of the coarser one
+  (here 0.1 kWh) is tolerated; readings of the same precision, and readings
+  whose precision is not known (stored before it was kept), must not go down
+  at all (``drop_tolerance``).
 * The outbox keeps at most ``OUTBOX_MAX_READINGS`` readings, pending, held and
   rejected alike; beyond that the oldest readings of all queues go first,
   whatever their kind, so old stuck readings never push fresh ones out.
@@ -28,14 +32,15 @@ from dataclasses import dataclass, field
 import heapq
 
 from ..api import Reading
-from ..const import LOGGER, OUTBOX_MAX_READINGS, READING_DECIMALS
+from ..const import LOGGER, OUTBOX_MAX_READINGS
 from ..meters import round_kwh
 from .format import Destination, Queue, Series, from_epoch, to_epoch
 
 # Dropped readings (outbox full) between two warnings in the log.
 OVERFLOW_LOG_EVERY = 10_000
 # The series of a queue, as enforce_bound numbers them.
-_HELD = 1
+PENDING = 0
+HELD = 1
 _REJECTED = 2
 
 
@@ -61,44 +66,41 @@ class AddResult:
         self.dropped += other.dropped
 
 
-def _decimals(milli: int) -> int:
-    """Return the decimals a reading (in Wh, i.e. kWh * 1000) was given with."""
-    decimals = READING_DECIMALS
-    while decimals and milli % 10 == 0:
-        milli //= 10
-        decimals -= 1
-    return decimals
-
-
 def drop_tolerance(first: int, second: int) -> int:
-    """Return how much (Wh) ``second`` may be below ``first`` without a drop.
+    """Return how much (Wh) a reading may be below one of another precision.
 
-    Readings in Wh. Zero for readings of the same precision; else one step of
-    the coarser reading's last decimal (1234.567 and 1234.5: 100 Wh).
+    ``first`` and ``second``: the two readings' precisions (Wh). Zero for the
+    same precision or one not known (0); else one step of the coarser one.
     """
-    coarser = min(_decimals(first), _decimals(second))
-    if coarser == max(_decimals(first), _decimals(second)):
+    if first == second or not first or not second:
         return 0
-    return int(10 ** (READING_DECIMALS - coarser))
+    return max(first, second)
 
 
-def _is_drop(higher: float, lower: float) -> bool:
-    """Return whether ``lower`` (the later reading) is a drop from ``higher``."""
-    first, second = round(higher * 1000), round(lower * 1000)
-    return second < first - drop_tolerance(first, second)
+def _is_drop(higher: tuple[float, int], lower: tuple[float, int]) -> bool:
+    """Return whether ``lower`` (the later reading) is a drop from ``higher``.
+
+    Both as (kWh, precision in Wh).
+    """
+    first, second = round(higher[0] * 1000), round(lower[0] * 1000)
+    return second < first - drop_tolerance(higher[1], lower[1])
 
 
-def drop_of(queue: Queue, when: int, value: float) -> tuple[float, float] | None:
+def drop_of(
+    queue: Queue, when: int, value: float, step: int = 0
+) -> tuple[float, float] | None:
     """Return (from, to) if a reading at ``when`` is a drop against its neighbours.
 
     ``from`` is the higher, earlier value and ``to`` the lower, later one: the
     reading and its neighbour before it, or its neighbour after it and itself.
+    ``step``: the reading's precision (Wh).
     """
     before, after = queue.neighbours(when)
-    if before is not None and _is_drop(before, value):
-        return before, value
-    if after is not None and _is_drop(value, after):
-        return value, after
+    reading = (value, step)
+    if before is not None and _is_drop(before, reading):
+        return before[0], value
+    if after is not None and _is_drop(reading, after):
+        return value, after[0]
     return None
 
 
@@ -107,14 +109,15 @@ def add_readings(
 ) -> AddResult:
     """Queue readings in ``queue``: skip duplicates, hold drops back."""
     result = AddResult()
+    step = destination.step
     for reading in readings:
         when = to_epoch(reading.read_at)
         value = round_kwh(float(reading.value))
         if queue.contains(when):
             result.duplicates += 1
             continue
-        if (drop := drop_of(queue, when, value)) is not None:
-            queue.held.insert(when, value)
+        if (drop := drop_of(queue, when, value, step)) is not None:
+            queue.held.insert(when, value, step)
             result.held += 1
             LOGGER.warning(
                 "Reading %s kWh of %s / %s at %s is a drop (%s kWh, then %s kWh); "
@@ -126,7 +129,7 @@ def add_readings(
                 *drop,
             )
             continue
-        queue.pending.insert(when, value)
+        queue.pending.insert(when, value, step)
         result.queued += 1
     return result
 
@@ -140,6 +143,8 @@ class Overflow:
     oldest: int | None = None
     held_keys: set[str] = field(default_factory=set)
     rejected_keys: set[str] = field(default_factory=set)
+    # The times dropped, per (queue key, series: pending, held or rejected).
+    times: dict[tuple[str, int], list[int]] = field(default_factory=dict)
 
 
 def _series(queue: Queue) -> tuple[Series, Series, Series]:
@@ -179,8 +184,9 @@ def enforce_bound(queues: Mapping[str, Queue]) -> Overflow:
             first = series.times[0]
             oldest = overflow.oldest
             overflow.oldest = first if oldest is None else min(oldest, first)
+            overflow.times[key, kind] = series.times[:count].tolist()
             series.drop_first(count)
-            if kind == _HELD:
+            if kind == HELD:
                 overflow.held_keys.add(key)
             elif kind == _REJECTED:
                 overflow.rejected_keys.add(key)

@@ -1,0 +1,225 @@
+"""The drop check knows each reading's precision from where it was made.
+
+A sensor's readings carry the precision of its unit (and its suggested display
+precision), a typed reading that of the number typed; the digits of a value in
+kWh say nothing (1,235,000 Wh is 1235.000 kWh, not a whole-kWh reading).
+Readings travel to the sandbox over HTTP; the clock moves with the freezer.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from freezegun.api import FrozenDateTimeFactory
+from homeassistant.config_entries import ConfigEntryState, ConfigSubentry
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import entity_registry as er, issue_registry as ir
+import pytest
+from pytest_homeassistant_custom_component.common import (
+    MockConfigEntry,
+    async_fire_time_changed,
+)
+
+from custom_components.zevvy.const import (
+    CONF_DEVICE_REF,
+    CONF_ENTITY_ID,
+    CONF_ENTITY_REGISTRY_ID,
+    CONF_REGISTER_REF,
+    DOMAIN,
+    SUBENTRY_TYPE_METER,
+)
+from custom_components.zevvy.coordinator import ZevvyCoordinator
+from zevvy_sandbox import ZevvySandbox
+
+START = datetime(2026, 11, 26, 12, 5, tzinfo=UTC)
+SENSOR = "sensor.meter"
+
+
+def _quarter(minute: int) -> datetime:
+    return datetime(2026, 11, 26, 12, 0, tzinfo=UTC) + timedelta(minutes=minute)
+
+
+class Meter:
+    """One energy sensor mapped to "Dev" / "Energy", and the clock."""
+
+    def __init__(
+        self,
+        hass: HomeAssistant,
+        entry: MockConfigEntry,
+        freezer: FrozenDateTimeFactory,
+        sandbox: ZevvySandbox,
+    ) -> None:
+        """Add the sensor (not yet a state) and its meter subentry."""
+        self.hass = hass
+        self.entry = entry
+        self.freezer = freezer
+        self.sandbox = sandbox
+        self.entity = er.async_get(hass).async_get_or_create(
+            "sensor", "test", "meter", suggested_object_id="meter"
+        )
+        subentry = ConfigSubentry(
+            data={
+                CONF_ENTITY_REGISTRY_ID: self.entity.id,
+                CONF_ENTITY_ID: self.entity.entity_id,
+                CONF_DEVICE_REF: "Dev",
+                CONF_REGISTER_REF: "Energy",
+            },
+            subentry_type=SUBENTRY_TYPE_METER,
+            title="Dev - Energy",
+            unique_id=self.entity.id,
+        )
+        hass.config_entries.async_add_subentry(entry, subentry)
+        self.key = subentry.subentry_id
+
+    def show(self, state: str, unit: str, display_precision: int | None = None) -> None:
+        """Set the sensor's state (and its suggested display precision)."""
+        if display_precision is not None:
+            er.async_get(self.hass).async_update_entity_options(
+                self.entity.entity_id,
+                "sensor",
+                {"suggested_display_precision": display_precision},
+            )
+        self.hass.states.async_set(
+            self.entity.entity_id,
+            state,
+            {"unit_of_measurement": unit, "state_class": "total_increasing"},
+        )
+
+    async def setup(self) -> ZevvyCoordinator:
+        """Set up the entry; return its coordinator."""
+        assert await self.hass.config_entries.async_setup(self.entry.entry_id)
+        await self.hass.async_block_till_done()
+        assert self.entry.state is ConfigEntryState.LOADED
+        coordinator: ZevvyCoordinator = self.entry.runtime_data.coordinator
+        return coordinator
+
+    async def tick(self, minute: int) -> None:
+        """Move the clock to the quarter hour ``minute`` after 12:00 and tick."""
+        self.freezer.move_to(_quarter(minute) + timedelta(seconds=1))
+        async_fire_time_changed(self.hass)
+        await self.hass.async_block_till_done()
+
+    def delivered(self) -> list[float]:
+        """Return the values zevvy has, oldest first."""
+        return [reading.value for reading in self.sandbox.readings("Dev", "Energy")]
+
+    def held_issue(self) -> dict[str, str] | None:
+        """Return the placeholders of the meter's "reading went down" issue."""
+        issue = ir.async_get(self.hass).async_get_issue(
+            DOMAIN, f"reading_held_{self.entry.entry_id}_{self.key}"
+        )
+        return None if issue is None else dict(issue.translation_placeholders or {})
+
+
+@pytest.fixture
+def meter(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    freezer: FrozenDateTimeFactory,
+    sandbox: ZevvySandbox,
+) -> Meter:
+    """A meter, its entry added (not set up), the clock at 12:05 UTC."""
+    freezer.move_to(START)
+    mock_config_entry.add_to_hass(hass)
+    return Meter(hass, mock_config_entry, freezer, sandbox)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(1_235_000, 1_234_200), (1_234_500, 1_234_450), (1_235_000, 1_234_999)],
+)
+async def test_a_wh_sensor_never_goes_down(
+    hass: HomeAssistant, meter: Meter, first: int, second: int
+) -> None:
+    """1,235,000 Wh is no whole-kWh reading: any lower reading is held."""
+    meter.show(str(first), "Wh")
+    coordinator = await meter.setup()
+    await meter.tick(15)
+    meter.show(str(second), "Wh")
+    await meter.tick(30)
+
+    assert meter.delivered() == [first / 1000]
+    assert coordinator.outbox.held_count == 1
+    issue = meter.held_issue()
+    assert issue is not None
+    assert (issue["previous"], issue["value"]) == (
+        f"{first / 1000:.3f}",
+        f"{second / 1000:.3f}",
+    )
+
+
+async def test_a_kwh_sensor_of_the_same_precision_never_goes_down(
+    hass: HomeAssistant, meter: Meter
+) -> None:
+    """1234.567 kWh then 1234.5 kWh from the same sensor and unit: held."""
+    meter.show("1234.567", "kWh")
+    coordinator = await meter.setup()
+    await meter.tick(15)
+    meter.show("1234.5", "kWh")
+    await meter.tick(30)
+
+    assert meter.delivered() == [1234.567]
+    assert coordinator.outbox.held_count == 1
+
+
+async def test_a_coarser_display_precision_is_no_drop(
+    hass: HomeAssistant, meter: Meter
+) -> None:
+    """The sensor's suggested display precision went from 3 to 1 decimals.
+
+    One step of the coarser precision (0.1 kWh) is tolerated at that change;
+    after it, the readings of one decimal may not go down at all.
+    """
+    meter.show("1234.567", "kWh", display_precision=3)
+    coordinator = await meter.setup()
+    await meter.tick(15)
+    meter.show("1234.5", "kWh", display_precision=1)
+    await meter.tick(30)
+    assert meter.delivered() == [1234.567, 1234.5]
+
+    meter.show("1234.4", "kWh", display_precision=1)
+    await meter.tick(45)
+    assert meter.delivered() == [1234.567, 1234.5]
+    assert coordinator.outbox.held_count == 1
+
+
+async def test_a_typed_reading_beside_sensor_readings(
+    hass: HomeAssistant, meter: Meter, freezer: FrozenDateTimeFactory
+) -> None:
+    """Values typed beside a Wh sensor's readings: the typed precision counts.
+
+    Up to one step of the typed value's precision below the sensor's reading is
+    no drop; more is. A typed value as precise as the sensor, or two typed
+    values of the same precision, are checked strictly.
+    """
+    meter.show("1234000", "Wh")
+    coordinator = await meter.setup()
+    await meter.tick(15)
+    freezer.move_to(_quarter(31))  # the 12:30 tick not fired
+
+    async def send(value: float | str, unit: str = "kWh") -> str:
+        response = await hass.services.async_call(
+            DOMAIN,
+            "send_reading",
+            {"meter": SENSOR, "value": value, "unit": unit},
+            blocking=True,
+            return_response=True,
+        )
+        assert response is not None
+        status: str = response["status"]
+        return status
+
+    # Typed with two decimals: 50 Wh below 1,234,000 Wh is more than one step.
+    assert await send("1233.95") == "held"
+    freezer.move_to(_quarter(46))
+    # As precise as the Wh sensor (typed in Wh): 1 Wh lower is a drop.
+    assert await send("1233999", "Wh") == "held"
+    freezer.move_to(_quarter(61))
+    # One decimal: one step (0.1 kWh) lower is no drop.
+    assert await send("1233.9") == "queued"
+    assert meter.delivered() == [1234.0, 1233.9]
+    freezer.move_to(_quarter(76))
+    # Typed readings of the same precision may not go down at all.
+    assert await send(1233.8) == "held"
+    assert meter.delivered() == [1234.0, 1233.9]
+    assert coordinator.outbox.held_count == 3
