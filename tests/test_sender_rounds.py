@@ -14,15 +14,22 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest.mock import patch
 
+from homeassistant.components.repairs import repairs_flow_manager
+from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
 from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.helpers import issue_registry as ir
+from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import async_fire_time_changed
 
+from custom_components.zevvy.const import DOMAIN
 from custom_components.zevvy.coordinator import ZevvyCoordinator
 from custom_components.zevvy.outbox import policy as outbox_policy
 from zevvy_sandbox import ZevvySandbox
 
 from .test_delivery import (  # noqa: F401  (meters: the fixture)
     Meters,
+    _fix_flow,
     _read_at,
     meters,
 )
@@ -143,3 +150,131 @@ async def test_a_day_with_a_deleted_and_an_emptied_refused_register(
         r.read_at for r in sandbox.readings("Device one")
     }
     assert coordinator.data.pending == 0
+
+
+def _connection(hass: HomeAssistant) -> str:
+    state = hass.states.get("binary_sensor.zevvy_connection")
+    assert state is not None
+    return state.state
+
+
+def _token_statuses(sandbox: ZevvySandbox) -> list[int]:
+    return [r.status for r in sandbox.requests if r.path.endswith("/token")]
+
+
+async def test_api_refusing_a_renewed_login_keeps_the_login(
+    hass: HomeAssistant, meters: Meters, sandbox: ZevvySandbox
+) -> None:
+    """401 from the API while the token endpoint renews fine: no new login.
+
+    It is retried like a 503 (Connection off, backoff); after an hour of it a
+    repair issue says that zevvy refuses the login for its API; the login is
+    kept, and the issue goes when an upload succeeds.
+    """
+    meters.add("one")
+    coordinator = await meters.setup()
+    sandbox.inject_fault(401, count=10**6, target="api")
+    issue_id = f"api_login_refused_{meters.entry.entry_id}"
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 50, tzinfo=UTC), timedelta(minutes=1)
+    )
+    assert not hass.config_entries.flow.async_progress_by_handler(DOMAIN)
+    assert meters.entry.state is ConfigEntryState.LOADED
+    assert _connection(hass) == "off"
+    assert coordinator.data.last_error == "login_refused"
+    assert coordinator.data.next_retry is not None
+    assert coordinator.data.pending == 3
+    assert set(_token_statuses(sandbox)) == {200}
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
+
+    # An hour of attempts (the first at 12:15): the repair issue.
+    await meters.advance(
+        datetime(2026, 11, 26, 13, 20, tzinfo=UTC), timedelta(minutes=1)
+    )
+    assert not hass.config_entries.flow.async_progress_by_handler(DOMAIN)
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, issue_id)
+    assert issue is not None
+    assert issue.translation_placeholders is not None
+    assert issue.translation_placeholders["since"] == dt_util.as_local(
+        datetime(2026, 11, 26, 12, 15, tzinfo=UTC)
+    ).strftime("%Y-%m-%d %H:%M")
+    assert "injected fault: HTTP 401" in issue.translation_placeholders["answer"]
+    assert sandbox.readings() == []
+
+    # zevvy takes the login again: the next attempt delivers everything.
+    sandbox.clear_faults()
+    retry = coordinator.data.next_retry
+    assert retry is not None
+    await meters.advance(retry + timedelta(seconds=1), timedelta(minutes=1))
+    assert coordinator.data.pending == 0
+    # Every quarter hour from 12:15 to the retry (13:46), once.
+    assert [r.read_at for r in sandbox.readings()] == [
+        _read_at(datetime(2026, 11, 26, 12, 15, tzinfo=UTC) + i * QUARTER)
+        for i in range(7)
+    ]
+    assert _connection(hass) == "on"
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
+    assert not hass.config_entries.flow.async_progress_by_handler(DOMAIN)
+
+
+async def test_invalid_grant_still_asks_for_a_new_login(
+    hass: HomeAssistant, meters: Meters, sandbox: ZevvySandbox
+) -> None:
+    """A login the token endpoint refuses (invalid_grant) starts reauth."""
+    meters.add("one")
+    coordinator = await meters.setup()
+    sandbox.revoke_refresh_tokens()
+    sandbox.expire_access_tokens()
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1)
+    )
+    flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
+    assert [flow["context"]["source"] for flow in flows] == [SOURCE_REAUTH]
+    assert coordinator.data.last_error == "authentication"
+    assert (
+        ir.async_get(hass).async_get_issue(
+            DOMAIN, f"api_login_refused_{meters.entry.entry_id}"
+        )
+        is None
+    )
+
+
+async def test_register_repair_while_zevvy_is_unreachable_says_when(
+    hass: HomeAssistant, meters: Meters, sandbox: ZevvySandbox
+) -> None:
+    """The register repair's "try again" while the account waits for a retry.
+
+    It says that the readings go with the account's next attempt (and when);
+    they do, long before the register's own backoff would have ended.
+    """
+    meters.add("one")
+    bad = meters.add("bad")
+    coordinator = await meters.setup()
+    sandbox.inject_fault(404, count=1, device_ref="Device bad")
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1)
+    )
+    issue_id = f"register_refused_{meters.entry.entry_id}_{bad}"
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is not None
+    sandbox.inject_fault(503, count=10**6)
+    await coordinator.async_send_now()  # zevvy down: a retry timer is armed
+    retry = coordinator.data.next_retry
+    assert retry is not None
+
+    result = await _fix_flow(hass, issue_id)
+    manager = repairs_flow_manager(hass)
+    assert manager is not None
+    result = await manager.async_configure(result["flow_id"], {})
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "waiting_for_zevvy"
+    assert result["description_placeholders"] == {
+        "time": dt_util.as_local(retry).strftime("%H:%M")
+    }
+    sandbox.clear_faults()
+    meters.freezer.move_to(retry + timedelta(seconds=1))
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    assert [r.read_at for r in sandbox.readings("Device bad")] == [
+        "2026-11-26T12:15:00.000Z"
+    ]
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
