@@ -278,3 +278,51 @@ async def test_register_repair_while_zevvy_is_unreachable_says_when(
         "2026-11-26T12:15:00.000Z"
     ]
     assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
+
+
+async def test_every_register_refused_alike_is_one_account_issue(
+    hass: HomeAssistant, meters: Meters, sandbox: ZevvySandbox
+) -> None:
+    """A wrong API address: every meter gets the same 404.
+
+    One account-level issue (not one per meter), Connection off, readings
+    kept; its "try again" sends them once zevvy takes them, and it goes.
+    """
+    keys = [meters.add(name) for name in ("one", "two", "three")]
+    coordinator = await meters.setup()
+    sandbox.inject_fault(404, count=10**6, body={"message": "Not Found"})
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 31, tzinfo=UTC), timedelta(minutes=1)
+    )
+    entry_id = meters.entry.entry_id
+    registry = ir.async_get(hass)
+    issue = registry.async_get_issue(DOMAIN, f"registers_refused_{entry_id}")
+    assert issue is not None
+    assert issue.translation_placeholders == {
+        "account": meters.entry.title,
+        "answer": "HTTP 404: Not Found",
+        "count": "3",
+    }
+    assert not [
+        issue_id
+        for (domain, issue_id) in registry.issues
+        if domain == DOMAIN and issue_id.startswith("register_refused_")
+    ]
+    assert _connection(hass) == "off"
+    assert coordinator.data.last_error == "refused"
+    assert all(coordinator.data.meters[key].pending == 2 for key in keys)
+    # Tried on the registers' backoff, not at every quarter hour.
+    assert _api_requests(sandbox) == 6
+
+    sandbox.clear_faults()
+    result = await _fix_flow(hass, f"registers_refused_{entry_id}")
+    manager = repairs_flow_manager(hass)
+    assert manager is not None
+    result = await manager.async_configure(result["flow_id"], {})
+    await hass.async_block_till_done()
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert coordinator.data.pending == 0
+    assert len(sandbox.readings()) == 6
+    assert _connection(hass) == "on"
+    assert coordinator.data.last_error is None
+    assert registry.async_get_issue(DOMAIN, f"registers_refused_{entry_id}") is None
