@@ -22,9 +22,10 @@ from homeassistant.helpers import issue_registry as ir
 from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import async_fire_time_changed
 
+from custom_components.zevvy.api import Reading
 from custom_components.zevvy.const import DOMAIN
 from custom_components.zevvy.coordinator import ZevvyCoordinator
-from custom_components.zevvy.outbox import policy as outbox_policy
+from custom_components.zevvy.outbox import Destination, policy as outbox_policy
 from zevvy_sandbox import ZevvySandbox
 
 from .test_delivery import (  # noqa: F401  (meters: the fixture)
@@ -326,3 +327,132 @@ async def test_every_register_refused_alike_is_one_account_issue(
     assert _connection(hass) == "on"
     assert coordinator.data.last_error is None
     assert registry.async_get_issue(DOMAIN, f"registers_refused_{entry_id}") is None
+
+
+DAY = datetime(2026, 11, 25, 0, 0, tzinfo=UTC)
+
+
+def _readings(count: int, first: int = 0) -> list[Reading]:
+    """Quarter-hour readings of the day before, rising."""
+    return [
+        Reading(DAY + i * QUARTER, 1000.0 + i * 0.25)
+        for i in range(first, first + count)
+    ]
+
+
+async def _queue(
+    coordinator: ZevvyCoordinator, key: str, readings: list[Reading]
+) -> None:
+    destination = Destination(key, "Device one", "Energy")
+    async with coordinator.async_adding(send=False) as add:
+        add([(destination, readings)])
+
+
+async def _reload(hass: HomeAssistant, meters: Meters) -> ZevvyCoordinator:
+    assert await hass.config_entries.async_unload(meters.entry.entry_id)
+    await hass.async_block_till_done()
+    return await meters.setup()
+
+
+async def test_set_aside_register_stays_aside_after_a_restart(
+    hass: HomeAssistant,
+    meters: Meters,
+    sandbox: ZevvySandbox,
+    hass_storage: dict[str, Any],
+) -> None:
+    """A refused register keeps its backoff (and its issue) across a restart.
+
+    It is not tried again at once on start; its next attempt doubles the
+    backoff as if Home Assistant had run on.
+    """
+    meters.add("one")
+    bad = meters.add("bad")
+    await meters.setup()
+    sandbox.inject_fault(404, count=10**6, device_ref="Device bad")
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1)
+    )
+    issue_id = f"register_refused_{meters.entry.entry_id}_{bad}"
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is not None
+    assert await hass.config_entries.async_unload(meters.entry.entry_id)
+    await hass.async_block_till_done()
+    stored = hass_storage[f"{DOMAIN}.{meters.entry.entry_id}.outbox"]["data"]
+    assert set(stored["sender"]["aside"]) == {bad}
+    # Repair issues do not survive a restart of Home Assistant.
+    ir.async_delete_issue(hass, DOMAIN, issue_id)
+
+    meters.freezer.move_to(datetime(2026, 11, 26, 12, 20, tzinfo=UTC))
+    attempts = len([r for r in sandbox.requests if "Device bad" in r.path])
+    coordinator = await meters.setup()
+    assert len([r for r in sandbox.requests if "Device bad" in r.path]) == attempts
+    assert coordinator.data.meters[bad].pending == 1
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is not None
+    # Refused at 12:15: due at 12:30, then 30 minutes later (13:00).
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 59, tzinfo=UTC), timedelta(minutes=1)
+    )
+    assert len([r for r in sandbox.requests if "Device bad" in r.path]) == (
+        attempts + 1
+    )
+    assert coordinator.data.meters[bad].pending == 3
+    await meters.advance(
+        datetime(2026, 11, 26, 13, 0, 30, tzinfo=UTC), timedelta(minutes=1)
+    )
+    assert len([r for r in sandbox.requests if "Device bad" in r.path]) == (
+        attempts + 2
+    )
+
+
+async def test_learned_batch_size_survives_a_restart(
+    hass: HomeAssistant, meters: Meters, sandbox: ZevvySandbox
+) -> None:
+    """413 once: after a restart, batches keep within what zevvy took."""
+    sandbox.configure(max_batch=100)
+    one = meters.add("one")
+    coordinator = await meters.setup()
+    await _queue(coordinator, one, _readings(300))
+    assert (await coordinator.async_send_now()).pending == 0
+    assert 413 in [r.status for r in sandbox.requests]
+
+    coordinator = await _reload(hass, meters)
+    sandbox.clear_requests()
+    await _queue(coordinator, one, _readings(300, first=300))
+    assert (await coordinator.async_send_now()).pending == 0
+    assert {r.status for r in sandbox.requests if "_bulk_create" in r.path} == {201}
+
+
+async def test_outbox_with_unusable_sender_state_loads(
+    hass: HomeAssistant,
+    meters: Meters,
+    sandbox: ZevvySandbox,
+    hass_storage: dict[str, Any],
+) -> None:
+    """Sender state that is broken or about queues that are gone is ignored."""
+    one = meters.add("one")
+    hass_storage[f"{DOMAIN}.{meters.entry.entry_id}.outbox"] = {
+        "version": 1,
+        "minor_version": 1,
+        "key": f"{DOMAIN}.{meters.entry.entry_id}.outbox",
+        "data": {
+            "queues": {
+                one: {
+                    "device": "Device one",
+                    "register": "Energy",
+                    "last": None,
+                    "pending": {"t": [1795694400], "v": [999.0]},
+                }
+            },
+            "overflow_dropped": 0,
+            "sender": {
+                "aside": {one: {"until": "soon"}, "gone": {"backoff": 900}},
+                "batch_size": "many",
+                "refused": [404],
+            },
+        },
+    }
+    coordinator = await meters.setup()
+    assert coordinator.data.pending == 0
+    assert coordinator.data.connected
+    assert [r.read_at for r in sandbox.readings("Device one")] == [
+        "2026-11-26T12:00:00.000Z"
+    ]
