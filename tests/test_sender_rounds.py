@@ -33,6 +33,7 @@ from .test_delivery import (  # noqa: F401  (meters: the fixture)
     _fix_flow,
     _read_at,
     meters,
+    relogin,
 )
 
 QUARTER = timedelta(minutes=15)
@@ -276,7 +277,7 @@ async def test_register_repair_while_zevvy_is_unreachable_says_when(
     async_fire_time_changed(hass)
     await hass.async_block_till_done()
     assert [r.read_at for r in sandbox.readings("Device bad")] == [
-        "2026-11-26T12:15:00.000Z"
+        "2026-11-26T12:15:00.000Z",
     ]
     assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
 
@@ -456,3 +457,50 @@ async def test_outbox_with_unusable_sender_state_loads(
     assert [r.read_at for r in sandbox.readings("Device one")] == [
         "2026-11-26T12:00:00.000Z"
     ]
+
+
+async def test_register_repair_while_waiting_for_a_login(
+    hass: HomeAssistant,
+    meters: Meters,
+    sandbox: ZevvySandbox,
+    relogin: Callable[[], Coroutine[Any, Any, str]],
+) -> None:
+    """The register repair's "try again" while a new login is needed.
+
+    It says so; once the user has logged in again, the register's readings go
+    with the first round.
+    """
+    meters.add("one")
+    bad = meters.add("bad")
+    await meters.setup()
+    sandbox.inject_fault(404, count=1, device_ref="Device bad")
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1)
+    )
+    issue_id = f"register_refused_{meters.entry.entry_id}_{bad}"
+    sandbox.revoke_refresh_tokens()
+    sandbox.expire_access_tokens()
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 31, tzinfo=UTC), timedelta(minutes=1)
+    )
+    assert hass.config_entries.flow.async_progress_by_handler(DOMAIN)
+
+    result = await _fix_flow(hass, issue_id)
+    manager = repairs_flow_manager(hass)
+    assert manager is not None
+    result = await manager.async_configure(result["flow_id"], {})
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "waiting_for_login"
+
+    # What the reauth flow does once the user has logged in again.
+    refresh_token = await relogin()
+    hass.config_entries.async_update_entry(
+        meters.entry, data={**meters.entry.data, "refresh_token": refresh_token}
+    )
+    assert await hass.config_entries.async_reload(meters.entry.entry_id)
+    await hass.async_block_till_done()
+    assert [r.read_at for r in sandbox.readings("Device bad")] == [
+        "2026-11-26T12:15:00.000Z",
+        "2026-11-26T12:30:00.000Z",
+    ]
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
