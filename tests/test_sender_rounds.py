@@ -504,3 +504,27 @@ async def test_register_repair_while_waiting_for_a_login(
         "2026-11-26T12:30:00.000Z",
     ]
     assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
+
+
+async def test_account_refusal_goes_with_the_refused_meters(
+    hass: HomeAssistant, meters: Meters, sandbox: ZevvySandbox
+) -> None:
+    """Every refused meter deleted: the account issue goes, Connection is on."""
+    keys = [meters.add(name) for name in ("one", "two")]
+    coordinator = await meters.setup()
+    sandbox.inject_fault(404, count=10**6, body={"message": "Not Found"})
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1)
+    )
+    issue_id = f"registers_refused_{meters.entry.entry_id}"
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is not None
+    assert _connection(hass) == "off"
+    for key in keys:
+        assert hass.config_entries.async_remove_subentry(meters.entry, key)
+    await hass.async_block_till_done()
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 31, tzinfo=UTC), timedelta(minutes=1)
+    )
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
+    assert _connection(hass) == "on"
+    assert coordinator.data.last_error is None

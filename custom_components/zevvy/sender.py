@@ -362,6 +362,13 @@ class Sender:
         keys = set(self.outbox.keys)
         for key in [key for key in self._aside if key not in keys]:
             del self._aside[key]
+        if self.refused is not None and not any(
+            aside.answer == self.refused for aside in self._aside.values()
+        ):
+            # The refused meters are all gone: nothing says the account is.
+            self.refused = None
+            self.last_error = None
+            self._async_update_refusal_issues()
 
     def _set_aside(
         self, destination: Destination, error: ZevvyMeasurementsError
