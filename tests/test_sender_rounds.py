@@ -447,7 +447,7 @@ async def test_outbox_with_unusable_sender_state_loads(
             "sender": {
                 "aside": {one: {"until": "soon"}, "gone": {"backoff": 900}},
                 "batch_size": "many",
-                "refused": [404],
+                "refused": ["404", None],
             },
         },
     }

@@ -200,8 +200,14 @@ class Sender:
         if isinstance(size, int) and 1 <= size < MAX_BATCH:
             self._delivery.batch_size = size
         refused = state.get("refused")
-        if self._aside and isinstance(refused, list) and len(refused) == 2:
-            self.refused = (int(refused[0]), str(refused[1]))
+        if (
+            isinstance(refused, list)
+            and len(refused) == 2
+            and isinstance(refused[0], int)
+            and isinstance(refused[1], str)
+            and any(a.answer == tuple(refused) for a in self._aside.values())
+        ):
+            self.refused = (refused[0], refused[1])
         if self.refused is not None:
             self.last_error = SendError.REFUSED
         # Repair issues do not survive a restart: raise them again.
