@@ -41,6 +41,7 @@ from custom_components.zevvy.api import (
     ZevvyError,
     ZevvyExpiredToken,
     ZevvyInvalidClientError,
+    ZevvyLoginRefusedError,
     ZevvyMeasurementsError,
     ZevvyRateLimitError,
     ZevvyRejectedError,
@@ -1109,10 +1110,16 @@ async def test_bulk_create_concurrent_401_refresh_once(
 async def test_bulk_create_401_twice(
     sandbox: ZevvySandbox, client: ZevvyClient, issued: IssuedTokens
 ) -> None:
-    """A second 401 right after a refresh is an authentication error."""
+    """A second 401 right after a refresh: the API refuses a working login.
+
+    Not an authentication error (that would start a new login): the token
+    endpoint renewed the login a moment ago.
+    """
     sandbox.inject_fault(status=401, count=2)
-    with pytest.raises(ZevvyAuthenticationError) as err:
+    with pytest.raises(ZevvyLoginRefusedError) as err:
         await client.bulk_create("d", "r", make_readings(1))
+    assert not isinstance(err.value, ZevvyAuthenticationError)
+    assert err.value.status == 401
     assert issued.access_token not in str(err.value)
     assert api_statuses(sandbox) == [401, 401]
     assert token_statuses(sandbox) == [200, 200]

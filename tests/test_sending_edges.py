@@ -206,6 +206,78 @@ async def test_one_bad_reading_is_the_only_one_rejected(
     assert "[0].value must be at most" in issue.translation_placeholders["message"]
 
 
+@pytest.mark.parametrize("status", [400, 422])
+async def test_register_refused_with_400_is_set_aside_not_rejected(
+    hass: HomeAssistant, meters: Meters, sandbox: ZevvySandbox, status: int
+) -> None:
+    """zevvy answers 400/422 about the register, whatever is sent.
+
+    Every reading on its own gets the batch's answer: that is the register's
+    refusal. It is set aside with its readings kept (no rejected readings), in
+    about log2(n) + 2 requests instead of 2n - 1; the others keep going.
+    """
+    one = meters.add("one")
+    meters.add("two")
+    coordinator = await meters.setup()
+    readings = _readings(500)
+    await _queue(coordinator, one, readings)
+    sandbox.inject_fault(
+        status,
+        count=10**6,
+        device_ref="Device one",
+        body={"message": "Register is closed"},
+    )
+    sandbox.clear_requests()
+
+    result = await coordinator.async_send_now()
+    assert (result.pending, result.rejected) == (500, 0)
+    attempts = [r for r in sandbox.requests if "Device one" in r.path]
+    assert len(attempts) <= math.ceil(math.log2(500)) + 2
+    assert coordinator.data.connected
+    entry_id = meters.entry.entry_id
+    registry = ir.async_get(hass)
+    assert registry.async_get_issue(DOMAIN, f"batch_rejected_{entry_id}_{one}") is None
+    issue = registry.async_get_issue(DOMAIN, f"register_refused_{entry_id}_{one}")
+    assert issue is not None
+    assert issue.translation_placeholders is not None
+    assert issue.translation_placeholders["answer"] == (
+        f"HTTP {status}: Register is closed"
+    )
+
+    sandbox.clear_faults()
+    result = await coordinator.async_send_now()
+    assert (result.sent, result.pending, result.rejected) == (500, 0, 0)
+    assert _stored_times(sandbox, "Device one") == _times(readings)
+
+
+async def test_two_bad_readings_at_both_ends_are_readings_not_the_register(
+    hass: HomeAssistant, meters: Meters, sandbox: ZevvySandbox
+) -> None:
+    """The oldest reading is bad, the newest is not: readings, not the register.
+
+    Every half on the way to the oldest reading gets the same answer (it names
+    that reading); the newest on its own is taken, so only the oldest is
+    rejected.
+    """
+    sandbox.configure(validation_status=400)
+    one = meters.add("one")
+    coordinator = await meters.setup()
+    readings = _readings(64)
+    readings[0] = Reading(readings[0].read_at, -1.0)  # zevvy refuses negatives
+    await _queue(coordinator, one, readings)
+    sandbox.clear_requests()
+
+    result = await coordinator.async_send_now()
+    assert (result.sent, result.pending, result.rejected) == (63, 0, 1)
+    assert _stored_times(sandbox, "Device one") == _times(readings[1:])
+    assert (
+        ir.async_get(hass).async_get_issue(
+            DOMAIN, f"register_refused_{meters.entry.entry_id}_{one}"
+        )
+        is None
+    )
+
+
 async def test_too_large_splits_and_learns_the_batch_size(
     hass: HomeAssistant, meters: Meters, sandbox: ZevvySandbox
 ) -> None:

@@ -18,7 +18,13 @@ next round goes on with what is still pending.
 * 400/422 or 413 for several readings: split in halves, down to the readings
   zevvy refuses (about 2 log2(n) requests for one bad reading among n); those
   are set aside with a ``batch_rejected`` repair issue. A 413 also lowers the
-  batch size (``batch_size``) for the rest of the session.
+  batch size (``batch_size``; the sender keeps it with the outbox).
+* A 400/422 about the register, not its readings: when the oldest reading of a
+  batch, on its own, gets the very answer the batch and every half on the way
+  to it got, the newest reading is sent on its own too; the same answer again
+  means that zevvy refuses whatever is sent, and ``ZevvyRegisterRejectedError``
+  is raised for the sender to set the register aside with its readings kept
+  (about log2(n) + 2 requests, instead of 2n - 1 and n rejected readings).
 * Any other 4xx (403, 404, a 413 for one reading): ``ZevvyMeasurementsError``
   is raised for the sender to set the register aside. Account-wide errors
   (``ZevvyConnectionError``, ``ZevvyAuthenticationError``, ...) are raised too.
@@ -27,6 +33,7 @@ next round goes on with what is still pending.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
 
@@ -35,6 +42,7 @@ from .api import (
     ZevvyClient,
     ZevvyConflictError,
     ZevvyMeasurementsError,
+    ZevvyRegisterRejectedError,
     ZevvyRejectedError,
 )
 from .const import LOGGER
@@ -42,6 +50,16 @@ from .outbox import Batch, Outbox
 
 # zevvy's answer to a request with too many readings.
 PAYLOAD_TOO_LARGE: Final = 413
+
+
+@dataclass(slots=True)
+class _Spine:
+    """A batch refused with ``answer``, and whether its newest reading was sent
+    on its own (then it is left out of the rest of the split)."""
+
+    whole: Batch
+    answer: tuple[int, str]
+    newest_done: bool = False
 
 
 class BatchDelivery:
@@ -63,10 +81,17 @@ class BatchDelivery:
         Raises ZevvyMeasurementsError for an answer about the register, any other
         ZevvyError for one about the account.
         """
+        return await self._async_deliver(batch, None, top=True)
+
+    async def _async_deliver(
+        self, batch: Batch, spine: _Spine | None, *, top: bool = False
+    ) -> int:
+        """Send a batch; ``spine``: it is the oldest part of a batch refused
+        with the same answer at every split so far."""
         try:
             await self._async_post(batch)
         except (ZevvyMeasurementsError, ValueError) as err:
-            return await self._async_refused(batch, err)
+            return await self._async_refused(batch, err, spine, top=top)
         return self._confirm(batch)
 
     async def _async_post(self, batch: Batch) -> None:
@@ -92,7 +117,12 @@ class BatchDelivery:
         self.outbox.reject(batch, message)
 
     async def _async_refused(
-        self, batch: Batch, error: ZevvyMeasurementsError | ValueError
+        self,
+        batch: Batch,
+        error: ZevvyMeasurementsError | ValueError,
+        spine: _Spine | None = None,
+        *,
+        top: bool = False,
     ) -> int:
         """Act on zevvy's refusal of a batch; return how many were confirmed."""
         if isinstance(error, ValueError):  # a reading or reference it cannot take
@@ -103,17 +133,55 @@ class BatchDelivery:
         splittable = isinstance(error, ZevvyRejectedError) or (
             error.status == PAYLOAD_TOO_LARGE
         )
+        if not isinstance(error, ZevvyRejectedError):
+            spine = None
+        elif top:
+            spine = _Spine(batch, (error.status, error.message))
+        elif spine is not None and spine.answer != (error.status, error.message):
+            spine = None
         if len(batch) == 1 or not splittable:
             if not isinstance(error, ZevvyRejectedError):
                 raise error
+            confirmed = 0
+            if spine is not None and len(spine.whole) > 1:
+                # The oldest reading on its own got the batch's answer.
+                confirmed = await self._async_probe_newest(spine)
             self._reject(batch, error.message)
-            return 0
+            return confirmed
         if error.status == PAYLOAD_TOO_LARGE:
             self._lower_batch_size(len(batch) // 2)
         # Refused as a whole: each half on its own, down to what zevvy refuses.
         half = len(batch) // 2
-        first = await self.async_deliver(batch[:half])
-        return first + await self.async_deliver(batch[half:])
+        first = await self._async_deliver(batch[:half], spine)
+        rest = batch[half:]
+        if top and spine is not None and spine.newest_done:
+            rest = rest[:-1]
+        return first + (await self._async_deliver(rest, None) if rest else 0)
+
+    async def _async_probe_newest(self, spine: _Spine) -> int:
+        """Send the newest reading of a refused batch on its own.
+
+        The same answer as the batch, its halves and its oldest reading: zevvy
+        refuses the register, whatever is sent (ZevvyRegisterRejectedError).
+        Otherwise it is confirmed or rejected like any reading (and left out of
+        the rest); return how many were confirmed.
+        """
+        newest = spine.whole[len(spine.whole) - 1 :]
+        spine.newest_done = True
+        try:
+            await self._async_post(newest)
+        except ZevvyRejectedError as err:
+            if (err.status, err.message) == spine.answer:
+                spine.newest_done = False
+                raise ZevvyRegisterRejectedError(err.status, err.message) from err
+            self._reject(newest, err.message)
+            return 0
+        except ZevvyConflictError:
+            return self._confirm(newest)  # zevvy has it
+        except ZevvyMeasurementsError:
+            spine.newest_done = False
+            raise
+        return self._confirm(newest)
 
     async def _async_resolve_conflict(
         self, batch: Batch, conflicts: Sequence[datetime] | None

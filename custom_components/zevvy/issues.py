@@ -11,6 +11,10 @@ flow.
 * ``batch_rejected``: zevvy refused readings (400/422); they are kept aside.
 * ``register_refused``: zevvy refused a register (403, 404, ...); its readings
   wait and are retried on a backoff while the other registers keep going.
+* ``registers_refused`` (the account): zevvy refused every register with the
+  same answer (a wrong API address, a missing scope); the readings wait.
+* ``api_login_refused`` (the account): zevvy's API refused a freshly renewed
+  login for an hour of attempts (401); the login is kept, the readings wait.
 * ``outbox_overflow``: the outbox was full and dropped its oldest readings.
 * ``meter_missing`` / ``meter_not_eligible``: a meter's entity is gone or has no
   meter reading any more; kept current by a watcher while the entry is loaded.
@@ -45,6 +49,8 @@ class IssueKind(StrEnum):
     READING_HELD = "reading_held"
     BATCH_REJECTED = "batch_rejected"
     REGISTER_REFUSED = "register_refused"
+    REGISTERS_REFUSED = "registers_refused"
+    API_LOGIN_REFUSED = "api_login_refused"
     OUTBOX_OVERFLOW = "outbox_overflow"
     METER_MISSING = "meter_missing"
     METER_NOT_ELIGIBLE = "meter_not_eligible"
@@ -55,6 +61,8 @@ _SEVERITY: Final = {
     IssueKind.READING_HELD: ir.IssueSeverity.WARNING,
     IssueKind.BATCH_REJECTED: ir.IssueSeverity.ERROR,
     IssueKind.REGISTER_REFUSED: ir.IssueSeverity.ERROR,
+    IssueKind.REGISTERS_REFUSED: ir.IssueSeverity.ERROR,
+    IssueKind.API_LOGIN_REFUSED: ir.IssueSeverity.ERROR,
     IssueKind.OUTBOX_OVERFLOW: ir.IssueSeverity.ERROR,
     IssueKind.METER_MISSING: ir.IssueSeverity.WARNING,
     IssueKind.METER_NOT_ELIGIBLE: ir.IssueSeverity.WARNING,

@@ -7,7 +7,12 @@
 * ``batch_rejected``: zevvy refused readings (400/422). Send them again (after
   fixing the cause) or discard them.
 * ``register_refused``: zevvy refused a register (403, 404, ...); its readings
-  wait and are retried on a backoff. The user can retry now.
+  wait and are retried on a backoff. The user can retry now; while the account
+  waits for a retry or a new login, the register goes with the account's next
+  round, and the flow says when.
+* ``registers_refused`` / ``api_login_refused``: zevvy refused the account
+  (every register with the same answer; its API a renewed login). The user can
+  retry now.
 * ``outbox_overflow``: the outbox was full and the oldest readings were dropped;
   the user acknowledges.
 * ``meter_missing`` / ``meter_not_eligible``: a meter's
@@ -21,6 +26,7 @@ from homeassistant.components.repairs import RepairsFlow
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import issue_registry as ir
+from homeassistant.util import dt as dt_util
 
 from .compat import RepairsFlowResult, vol
 from .const import CONF_READING_SOURCE, DOMAIN, SOURCE_RUNNING_TOTAL, SOURCE_SENSOR
@@ -159,7 +165,33 @@ class RegisterRepairFlow(_ZevvyRepairFlow):
             return self.async_abort(reason="not_loaded")
         if user_input is None:
             return await super().async_step_confirm()
-        coordinator.sender.async_retry_register(self._key)
+        sender = coordinator.sender
+        sender.async_retry_register(self._key)
+        # While the account waits, the register goes with its next round.
+        if sender.auth_failed:
+            return self.async_abort(reason="waiting_for_login")
+        if sender.next_retry is not None:
+            return self.async_abort(
+                reason="waiting_for_zevvy",
+                description_placeholders={
+                    "time": dt_util.as_local(sender.next_retry).strftime("%H:%M")
+                },
+            )
+        return self.async_create_entry(data={})
+
+
+class AccountRefusedRepairFlow(_ZevvyRepairFlow):
+    """zevvy refused the account (every register, or the API the login)."""
+
+    async def async_step_confirm(
+        self, user_input: dict[str, str] | None = None
+    ) -> RepairsFlowResult:
+        """Show zevvy's answer and what to check; on confirm, send again now."""
+        if (coordinator := self._coordinator()) is None:
+            return self.async_abort(reason="not_loaded")
+        if user_input is None:
+            return await super().async_step_confirm()
+        coordinator.sender.async_retry_account()
         return self.async_create_entry(data={})
 
 
@@ -197,6 +229,8 @@ async def async_create_fix_flow(
         )
     if kind == IssueKind.REGISTER_REFUSED:
         return RegisterRepairFlow(data)
+    if kind in (IssueKind.REGISTERS_REFUSED, IssueKind.API_LOGIN_REFUSED):
+        return AccountRefusedRepairFlow(data)
     if kind == IssueKind.OUTBOX_OVERFLOW:
         return OverflowRepairFlow(data)
     if kind in METER_KINDS:

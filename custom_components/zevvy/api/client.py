@@ -15,8 +15,8 @@ from ._http import Response, base_url, raise_for_transient, request, server_mess
 from .auth import TokenManager
 from .const import DEFAULT_API_URL, READING_DECIMALS, REQUEST_TIMEOUT
 from .exceptions import (
-    ZevvyAuthenticationError,
     ZevvyConflictError,
+    ZevvyLoginRefusedError,
     ZevvyMeasurementsError,
     ZevvyRejectedError,
     ZevvyResponseError,
@@ -136,8 +136,10 @@ class ZevvyClient:
         refuses it: ZevvyConflictError (409, with the conflicting times when
         zevvy names them), ZevvyRejectedError (400/422) and ZevvyMeasurementsError
         (any other 4xx but 401 and 429) are about this request or register;
-        ZevvyAuthenticationError, ZevvyConnectionError (with ZevvyRateLimitError)
-        and ZevvyResponseError about the account or the server.
+        ZevvyAuthenticationError (the login is gone: invalid_grant while
+        refreshing), ZevvyLoginRefusedError (401 to a freshly renewed token),
+        ZevvyConnectionError (with ZevvyRateLimitError) and ZevvyResponseError
+        about the account or the server.
         """
         url = self.bulk_create_url(device_ref, register_ref)
         payload = [_reading_json(reading) for reading in readings]
@@ -154,8 +156,12 @@ class ZevvyClient:
             token = await self._tokens.async_force_refresh(token)
             response = await self._post(url, batch, token)
             if response.status == 401:
-                raise ZevvyAuthenticationError(
-                    "zevvy rejected the access token right after a refresh"
+                # The token endpoint just renewed the login: the API refuses
+                # it for another reason (its clock, its audience, a gateway).
+                # Not a reason to log in again (that is invalid_grant's).
+                raise ZevvyLoginRefusedError(
+                    "zevvy's API refused a freshly renewed access token: "
+                    + server_message(response, (token,))
                 )
         secrets = (token,)
         raise_for_transient(response, secrets)

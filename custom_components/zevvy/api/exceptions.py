@@ -44,6 +44,17 @@ class ZevvyResponseError(ZevvyError):
         self.message = message
 
 
+class ZevvyLoginRefusedError(ZevvyResponseError):
+    """zevvy's API answered 401 to an access token the token endpoint had just
+    issued: the login itself still works (the refresh succeeded), so this is no
+    reason to log in again. An account-wide error, retried with backoff.
+    """
+
+    def __init__(self, message: str) -> None:
+        """Store the (sanitized) server message."""
+        super().__init__(401, message)
+
+
 class ZevvyMeasurementsError(ZevvyResponseError):
     """zevvy refused a bulk-create request with a 4xx other than 401 and 429.
 
@@ -56,6 +67,14 @@ class ZevvyMeasurementsError(ZevvyResponseError):
 
 class ZevvyRejectedError(ZevvyMeasurementsError):
     """zevvy rejected the readings as invalid (400 or 422)."""
+
+
+class ZevvyRegisterRejectedError(ZevvyMeasurementsError):
+    """400/422 about the register, not its readings: the oldest and the newest
+    reading of a batch, each on its own, got the same answer as the batch.
+    Raised by the delivery (not the client) so that the register is set aside
+    with its readings kept.
+    """
 
 
 class ZevvyConflictError(ZevvyMeasurementsError):

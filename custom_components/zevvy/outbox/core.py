@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 import threading
+from typing import Any
 
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 
@@ -130,11 +131,17 @@ class Outbox:
         self._touched: set[str] = set()
         # Watching what the bound drops (``watch_bound``).
         self._watches: list[BoundWatch] = []
+        # What the sender learned about zevvy (registers set aside, a lowered
+        # batch size); replaced, never changed in place.
+        self._sender_state: dict[str, Any] = {}
         self.storage = OutboxStore(
             hass,
             entry_id,
             lambda: snapshot(
-                self._queues, self._overflow_dropped, self.meter_states.snapshot()
+                self._queues,
+                self._overflow_dropped,
+                self.meter_states.snapshot(),
+                self._sender_state,
             ),
             self._lock,
         )
@@ -146,6 +153,8 @@ class Outbox:
         if data := await self.storage.async_load():
             self._queues, self._overflow_dropped = decode(data)
             self.meter_states.load(data)
+            sender = data.get("sender")
+            self._sender_state = dict(sender) if isinstance(sender, dict) else {}
         LOGGER.debug(
             "Outbox %s loaded: %s readings pending", self.entry_id, self.pending_count
         )
@@ -162,6 +171,19 @@ class Outbox:
     async def async_flush(self) -> None:
         """Write pending changes now (on unload)."""
         await self.storage.async_flush()
+
+    @property
+    def sender_state(self) -> dict[str, Any]:
+        """Return what the sender stored (empty for outboxes stored without)."""
+        return self._sender_state
+
+    @callback
+    def set_sender_state(self, state: dict[str, Any]) -> None:
+        """Keep the sender's state (a new dict) and write it soon if it changed."""
+        if state != self._sender_state:
+            with self._lock:
+                self._sender_state = state
+            self.async_schedule_save()
 
     async def async_remove(self) -> None:
         """Delete the stored outbox (the config entry is being removed)."""

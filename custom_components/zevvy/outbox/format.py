@@ -13,7 +13,8 @@ instead of about 120 for a list of tuples. Stored as JSON under
                           "pending": {"t": [...], "v": [...], "p": [...]} | null,
                           "held": ..., "parked": ..., "parked_message": ...}},
      "overflow_dropped": <int>,
-     "meter_states": {"<key>": {...}}}
+     "meter_states": {"<key>": {...}},
+     "sender": {...}}
 
 ``p``, ``last_step`` and ``series`` came later: outboxes written without them
 load with precision 0 (unknown: such readings are compared strictly) and no
@@ -21,6 +22,8 @@ series. ``series``: the meter's reading source the queue's readings were made
 with (``Destination.series``).
 
 ``meter_states``: what meters' reading sources remember (``meter_states.py``).
+``sender`` (optional, written only when not empty): what the sender learned
+about zevvy, registers set aside and a lowered batch size (``sender.py``).
 
 ``parked`` and ``parked_message`` are the stored names of the rejected readings
 and zevvy's message (kept so that existing outboxes load unchanged).
@@ -304,13 +307,16 @@ def snapshot(
     queues: Mapping[str, Queue],
     overflow_dropped: int,
     meter_states: Mapping[str, dict[str, Any]] | None = None,
+    sender: Mapping[str, Any] | None = None,
 ) -> Snapshot:
     """Copy what is to be saved; runs on the event loop and must be cheap.
 
-    Meter states are replaced, never changed in place: a shallow copy suffices.
+    Meter states and the sender's state are replaced, never changed in place:
+    a shallow copy suffices.
     """
     return {
         "meter_states": dict(meter_states or {}),
+        "sender": dict(sender or {}),
         "queues": {
             key: (
                 queue.device_ref,
@@ -353,11 +359,14 @@ def encode(data: Snapshot) -> dict[str, Any]:
             "parked": fragment(rejected),
             "parked_message": message,
         }
-    return {
+    encoded: dict[str, Any] = {
         "queues": queues,
         "overflow_dropped": data["overflow_dropped"],
         "meter_states": data.get("meter_states", {}),
     }
+    if sender := data.get("sender"):
+        encoded["sender"] = sender
+    return encoded
 
 
 def decode(data: Mapping[str, Any]) -> tuple[dict[str, Queue], int]:
