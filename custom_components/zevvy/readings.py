@@ -114,7 +114,9 @@ class MeterReadings:
             if running.start_at != meter.start_at:
                 # A new start (added, or switched to a running total).
                 running = self._states[key] = running.restart(
-                    meter, self._hass.states.get(meter.entity_id)
+                    meter,
+                    self._hass.states.get(meter.entity_id),
+                    RECORDER_DOMAIN in self._hass.config.components,
                 )
                 catch_up = running.seen is not None or (
                     # Its start passed while nothing followed the sensor.
@@ -149,10 +151,12 @@ class MeterReadings:
         try:
             running = self._states[key]
             instance = get_instance(self._hass)
-            # A meter that never saw its sensor: from the state at its start
-            # (the recorder dates that state at the time asked, just before).
+            # A meter that never saw its sensor, or that takes its zero point
+            # from the state at its start: from that state (the recorder dates
+            # it at the time asked, just before).
             since = running.seen
-            if since is None and meter.start_at is not None:
+            with_start = running.seen is None or running.anchor
+            if with_start and meter.start_at is not None:
                 since = meter.start_at - 1
             if since is not None and await instance.async_db_ready:
                 states = await instance.async_add_executor_job(
@@ -160,14 +164,33 @@ class MeterReadings:
                     self._hass,
                     meter.entity_id,
                     dt_util.utc_from_timestamp(since),
-                    running.seen is None,
+                    with_start,
                 )
         finally:
             live = self._replaying.pop(key, [])
             current = self._hass.states.get(meter.entity_id)
+            running = self._states[key]
+            if running.anchor:
+                states = self._take_anchor(running, states)
             for state in [*states, *live, current]:
                 self._apply(meter, state)
             self._store(key)
+
+    @staticmethod
+    def _take_anchor(running: RunningState, states: list[State]) -> list[State]:
+        """Take the zero point from the last state before the start.
+
+        Return the states after it. Without a usable state before the start,
+        the seed and the current cycle stand (``restart``).
+        """
+        start = running.start_at or 0
+        before = [s for s in states if s.last_updated_timestamp < start]
+        for state in reversed(before):
+            if (found := state_value(state)) is not None:
+                running.take_anchor(found[0], found[1])
+                break
+        running.anchor = False
+        return states[len(before) :]
 
     @callback
     def _async_state_changed(self, event: Event[EventStateChangedData]) -> None:
