@@ -3,12 +3,14 @@
 ``MeterReadings.readings_at(meters, quarters)`` gives the readings of the meters
 whose source is a running total (``running_total.py``) at quarter hours; meter
 registers are read by ``quarters.py``. It follows every state change of their
-sensors and persists their ``RunningState`` with the outbox.
+sensors (by entity registry id: through a rename of the entity id) and persists
+their ``RunningState`` with the outbox.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -22,6 +24,7 @@ from homeassistant.core import (
     State,
     callback,
 )
+from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.event import async_track_state_change_event
 from homeassistant.helpers.recorder import get_instance
 from homeassistant.util import dt as dt_util
@@ -87,7 +90,32 @@ class MeterReadings:
             for key, data in self._outbox.meter_states.all().items()
         }
         async_on_entry_updated(self._hass, self._entry, self.async_sync)
+        self._entry.async_on_unload(
+            self._hass.bus.async_listen(
+                er.EVENT_ENTITY_REGISTRY_UPDATED, self._async_registry_updated
+            )
+        )
         self.async_sync(replay=True)
+
+    @callback
+    def _async_registry_updated(
+        self, event: Event[er.EventEntityRegistryUpdatedData]
+    ) -> None:
+        """Follow a sensor whose entity id was renamed (by its registry id)."""
+        data = event.data
+        if data["action"] != "update" or "old_entity_id" not in data:
+            return
+        if (meter := self._meters.get(data["old_entity_id"])) is None:
+            return
+        # The sensor may have no state under its new id yet (so it would not
+        # resolve as a meter now): follow the new id directly.
+        meters = {
+            entity_id: other
+            for entity_id, other in self._meters.items()
+            if other.subentry_id != meter.subentry_id
+        }
+        meters[data["entity_id"]] = replace(meter, entity_id=data["entity_id"])
+        self._async_follow(meters)
 
     @callback
     def async_stop(self) -> None:
@@ -128,6 +156,11 @@ class MeterReadings:
             elif key not in self._replaying:
                 self._apply(meter, self._hass.states.get(meter.entity_id))
             self._store(key)
+        self._async_follow(meters)
+
+    @callback
+    def _async_follow(self, meters: dict[str, Meter]) -> None:
+        """Follow the state changes of these meters' sensors (by entity id)."""
         if set(meters) != set(self._meters):
             self.async_stop()
             if meters:
