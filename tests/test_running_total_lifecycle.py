@@ -152,3 +152,29 @@ async def test_renamed_charger_keeps_counting(
         (_stamp(minute(15)), 100.0),
         (_stamp(minute(30)), 103.5),
     ]
+
+
+async def test_clock_set_back_keeps_the_sessions_it_sees(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """At 12:28 the clock is set back to 11:50: the charger's states are
+    stamped before the last one the running total saw. Two sessions (2.0 and
+    1.5 kWh) in that half hour still count, once."""
+    charger, _key = await _charge_after_a_tick(hass, mock_config_entry, freezer)
+    await at(hass, freezer, minute(28))
+    freezer.move_to(minute(50, 11))
+    script = [(52, "0.0"), (55, "2.0"), (58, "0.0"), (59, "1.5")]
+    for moment, value in script:
+        await at(hass, freezer, minute(moment, 11))
+        hass.states.async_set(charger.entity_id, value, KWH_SESSION)
+    # The clock is right again.
+    await at(hass, freezer, minute(29))
+    hass.states.async_set(charger.entity_id, "2.0", KWH_SESSION)
+    await at(hass, freezer, minute(30))
+    assert readings(sandbox, "Wallbox") == [
+        (_stamp(minute(15)), 100.0),
+        (_stamp(minute(30)), 105.5),
+    ]

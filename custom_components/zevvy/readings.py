@@ -232,17 +232,17 @@ class MeterReadings:
             return
         if (buffered := self._replaying.get(meter.subentry_id)) is not None:
             buffered.append(state)
-        elif self._apply(meter, state):
+        elif self._apply(meter, state, live=True):
             # Written with the next tick: a charger reporting every few seconds
             # must not rewrite the outbox each time (and after a crash the
             # recorder's states are replayed).
             self._store(meter.subentry_id, save=False)
 
-    def _apply(self, meter: Meter, state: State | None) -> bool:
+    def _apply(self, meter: Meter, state: State | None, *, live: bool = False) -> bool:
         if state is None or (found := state_value(state)) is None:
             return False
         running = self._states.setdefault(meter.subentry_id, RunningState())
-        return running.apply(state.last_updated_timestamp, *found)
+        return running.apply(state.last_updated_timestamp, *found, live=live)
 
     def _store(self, key: str, *, save: bool = True) -> None:
         if key in self._states:

@@ -18,6 +18,8 @@ homeassistant/components/sensor/recorder.py, mirrored in ``count``):
   difference counts.
 * The first value is the zero point; unknown, unavailable and non-numeric states
   are skipped.
+* A state change stamped before the last one seen (the clock was set back)
+  still counts, as of the last one's time.
 
 ``readings.py`` feeds every state change of the meters' sensors (as the recorder
 sees them) into a ``RunningState`` per meter (last value, counted so far,
@@ -155,11 +157,26 @@ class RunningState:
         self.value = value
 
     def apply(
-        self, when: float, value: float, last_reset: str | None, state_class: Any
+        self,
+        when: float,
+        value: float,
+        last_reset: str | None,
+        state_class: Any,
+        *,
+        live: bool = False,
     ) -> bool:
-        """Take a sensor state of time ``when``; False if not newer than the last."""
+        """Take a sensor state of time ``when``; False if not newer than the last.
+
+        A ``live`` state (a state change as it happens) is newer than the last
+        even when stamped before it (the clock was set back): it counts as of
+        the last one's time (no quarter hour passes), so that a reset in that
+        window is not lost. Recorded states stamped so are ones already seen.
+        """
         if self.seen is not None and when <= self.seen:
-            return False
+            if not live or (value, last_reset) == (self.value, self.last_reset):
+                return False
+            self.count(value, last_reset, state_class)
+            return True
         if self.seen is None:
             self.known_from = when
         elif (quarter := int(when - when % QUARTER)) > self.seen:
