@@ -229,6 +229,7 @@ class TestWithRecorder:
                 )
             if offset == 70:
                 await setup_entry(hass, mock_config_entry)  # gap fill: 13:00
+                await hass.async_block_till_done(wait_background_tasks=True)
             if (found := states.get(offset)) is not None:
                 for entity in (counter, twin):
                     hass.states.async_set(entity.entity_id, found[0], _cycle(found[1]))
