@@ -178,3 +178,47 @@ async def test_clock_set_back_keeps_the_sessions_it_sees(
         (_stamp(minute(15)), 100.0),
         (_stamp(minute(30)), 105.5),
     ]
+
+
+async def test_running_state_stored_before_anchors_loads(
+    hass: HomeAssistant,
+    hass_storage: dict[str, Any],
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A running state written by the previous version (no ``anchor``) loads
+    and keeps counting."""
+    freezer.move_to(minute(17))
+    charger = add_sensor(hass, "wallbox_added_energy", "4.0", KWH_SESSION)
+    mock_config_entry.add_to_hass(hass)
+    key = add_running_meter(
+        hass, mock_config_entry, charger, device="Wallbox", start_value=100.0
+    )
+    storage_key = f"{DOMAIN}.{mock_config_entry.entry_id}.outbox"
+    hass_storage[storage_key] = {
+        "version": 1,
+        "minor_version": 1,
+        "key": storage_key,
+        "data": {
+            "queues": {},
+            "overflow_dropped": 0,
+            "meter_states": {
+                key: {
+                    "value": 4.0,
+                    "last_reset": None,
+                    "counted": 1.0,
+                    "seen": minute(16).timestamp(),
+                    "known_from": minute(8).timestamp(),
+                    "marks": [[int(minute(15).timestamp()), 0.0]],
+                    "start_at": int(minute(15).timestamp()),
+                    "start_counted": 0.0,
+                }
+            },
+        },
+    }
+    await setup_entry(hass, mock_config_entry)
+    await at(hass, freezer, minute(20))
+    hass.states.async_set(charger.entity_id, "5.5", KWH_SESSION)
+    await at(hass, freezer, minute(30))
+    assert readings(sandbox, "Wallbox") == [(_stamp(minute(30)), 102.5)]
