@@ -7,10 +7,10 @@ when it stops, and a confirmation lost in a crash only means that a reading is
 sent again and zevvy answers 409 (already present). Changes kept without a
 write of their own (``async_mark_dirty``: a running total's state between two
 ticks) are written with the next write, on unload, or at Home Assistant's
-final write. Taking a snapshot only
-copies the arrays (under the outbox's lock, because ``Store`` calls the delayed
-save's data function in the executor); encoding runs in the executor and is
-handed to ``Store`` as ``orjson.Fragment``. Newer Home Assistant versions need
+final write. Taking a snapshot only copies the arrays (under the outbox's
+lock, because ``Store`` calls the delayed save's data function in the
+executor); encoding runs in the executor and is handed to ``Store`` as
+``orjson.Fragment``. Newer Home Assistant versions need
 ``serialize_in_event_loop=False`` for that (``store_kwargs``).
 """
 
