@@ -416,6 +416,87 @@ async def test_gap_fill_skips_home_assistant_downtime(
     assert [r.read_at for r in readings] == [_stamp(m) for m in expected]
 
 
+async def test_gap_fill_skips_a_row_that_ends_after_the_stop(
+    recorder_mock: Recorder,
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """Home Assistant stops at 13:12: the 5-minute row 13:10-13:15 holds the
+    reading of 13:12 (compiled after the start from the last state). It is no
+    reading of 13:15: not sent."""
+    entity_id, delivered_at = await _deliver_one_then_unload(
+        hass, mock_config_entry, freezer
+    )
+    back = NOW + timedelta(days=3)
+    freezer.move_to(back)
+    stopped = delivered_at + timedelta(hours=1, minutes=12)
+    started = back - timedelta(minutes=10)
+    await get_instance(hass).async_add_executor_job(_set_runs, hass, stopped, started)
+    await _import(
+        hass,
+        entity_id,
+        short=_rows(
+            delivered_at,
+            back.replace(minute=5),
+            timedelta(minutes=5),
+            lambda m: _value(min(m, stopped) if m <= started else m),
+        ),
+    )
+    await _setup(hass, mock_config_entry)
+    await hass.async_block_till_done(wait_background_tasks=True)
+
+    expected = [delivered_at + timedelta(minutes=15 * i) for i in range(5)] + [
+        back.replace(minute=0)
+    ]
+    readings = sandbox.readings("Device a", "Energy")
+    assert [r.read_at for r in readings] == [_stamp(m) for m in expected]
+    assert [r.value for r in readings] == [_value(m) for m in expected]
+
+
+async def test_backfill_skips_an_hour_that_ends_after_the_stop(
+    recorder_mock: Recorder,
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """Hourly statistics only; Home Assistant was off from 13:40 to 15:20 five
+    days ago. The hour 13:00-14:00 holds the reading of 13:40, 14:00-15:00 the
+    same: neither is sent as the reading of 14:00 or 15:00; 16:00 is (its hour
+    ends after the start, the states after it are real)."""
+    freezer.move_to(NOW)
+    mock_config_entry.add_to_hass(hass)
+    entity_id, _ = _add_meter(hass, mock_config_entry, "a")
+    day = NOW.replace(hour=0, minute=0) - timedelta(days=5)
+    stopped = day.replace(hour=13, minute=40)
+    started = day.replace(hour=15, minute=20)
+    await get_instance(hass).async_add_executor_job(_set_runs, hass, stopped, started)
+    await _import(
+        hass,
+        entity_id,
+        hourly=_rows(
+            day.replace(hour=11),
+            day.replace(hour=17),
+            timedelta(hours=1),
+            lambda m: _value(min(m, stopped) if m <= started else m),
+        ),
+    )
+    coordinator = await _setup(hass, mock_config_entry)
+    await _upload_history(
+        hass,
+        config_entry_id=mock_config_entry.entry_id,
+        start=day.replace(hour=12),
+        end=day.replace(hour=17),
+    )
+    await coordinator.async_send()
+    expected = [day.replace(hour=hour) for hour in (12, 13, 16, 17)]
+    readings = sandbox.readings("Device a", "Energy")
+    assert [r.read_at for r in readings] == [_stamp(m) for m in expected]
+    assert [r.value for r in readings] == [_value(m) for m in expected]
+
+
 async def test_gap_fill_without_recorder_runs_table(
     recorder_mock: Recorder,
     hass: HomeAssistant,

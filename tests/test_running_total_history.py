@@ -133,3 +133,92 @@ async def test_live_gap_fill_and_history_agree(
     await at(hass, freezer, base + timedelta(hours=2, minutes=15))
     for device in ("Live", "Twin"):
         assert max(readings(sandbox, device)) == ("2026-11-26T14:15:00.000Z", 61.2)
+
+
+def _daily(last_reset: str) -> dict[str, Any]:
+    return {
+        "unit_of_measurement": "Wh",
+        "state_class": "total",
+        "last_reset": last_reset,
+    }
+
+
+# A utility_meter-like counter (Wh, ``total``) that starts a new cycle (a new
+# ``last_reset``) four times: (minutes after 12:00, state, cycle start).
+CYCLES: list[tuple[int, str, str]] = [
+    (9, "5000", "2026-11-26T00:00:00+00:00"),  # before the start (12:15)
+    (17, "5600", "2026-11-26T00:00:00+00:00"),  # +0.6
+    (22, "5800", "2026-11-26T00:00:00+00:00"),  # +0.2
+    (26, "150", "2026-11-26T12:25:00+00:00"),  # a new cycle: +0.15
+    (33, "unavailable", "2026-11-26T12:25:00+00:00"),
+    (38, "400", "2026-11-26T12:25:00+00:00"),  # +0.25
+    (44, "900", "2026-11-26T12:25:00+00:00"),  # +0.5
+    (52, "0", "2026-11-26T12:50:00+00:00"),  # a new cycle: +0
+    (58, "300", "2026-11-26T12:50:00+00:00"),  # +0.3 (stopped 13:02-13:40)
+    (67, "600", "2026-11-26T12:50:00+00:00"),  # +0.3
+    (78, "50", "2026-11-26T13:15:00+00:00"),  # a new cycle: +0.05
+    (86, "250", "2026-11-26T13:15:00+00:00"),  # +0.2
+    (97, "700", "2026-11-26T13:15:00+00:00"),  # +0.45
+    (104, "1000", "2026-11-26T13:15:00+00:00"),  # +0.3
+]
+
+
+async def test_daily_cycles_live_gap_fill_and_history_agree(
+    recorder_mock: Recorder,
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A counter with ``last_reset`` cycles: live ticks with gap fill, and
+    upload_history for its twin, give the same running total."""
+    freezer.move_to(START)
+    first = _daily("2026-11-26T00:00:00+00:00")
+    live = add_sensor(hass, "daily_energy", "4000", first, "utility_meter")
+    twin = add_sensor(hass, "twin_daily_energy", "4000", first)
+    await async_wait_recording_done(hass)
+    mock_config_entry.add_to_hass(hass)
+    add_running_meter(hass, mock_config_entry, live, device="Live", start_value=50.0)
+    await setup_entry(hass, mock_config_entry)
+    states = {offset: (value, reset) for offset, value, reset in CYCLES}
+    base = START.replace(minute=0)
+
+    for offset in range(8, 121):
+        moment = base + timedelta(minutes=offset)
+        await at(hass, freezer, moment)
+        if offset % 5 == 0:
+            do_adhoc_statistics(hass, start=moment - FIVE)
+            await async_wait_recording_done(hass)
+        if offset == 62:
+            assert await hass.config_entries.async_unload(mock_config_entry.entry_id)
+        if offset == 100:
+            await setup_entry(hass, mock_config_entry)  # gap fill: 13:15, 13:30
+            await hass.async_block_till_done(wait_background_tasks=True)
+        if (found := states.get(offset)) is not None:
+            for entity in (live, twin):
+                hass.states.async_set(entity.entity_id, found[0], _daily(found[1]))
+            await async_wait_recording_done(hass)
+
+    expected = [
+        ("2026-11-26T12:15:00.000Z", 50.0),
+        ("2026-11-26T12:30:00.000Z", 50.95),
+        ("2026-11-26T12:45:00.000Z", 51.7),
+        ("2026-11-26T13:00:00.000Z", 52.0),
+        ("2026-11-26T13:15:00.000Z", 52.3),
+        ("2026-11-26T13:30:00.000Z", 52.55),
+        ("2026-11-26T13:45:00.000Z", 53.3),
+        ("2026-11-26T14:00:00.000Z", 53.3),
+    ]
+    assert sorted(readings(sandbox, "Live")) == expected
+
+    add_running_meter(hass, mock_config_entry, twin, device="Twin", start_value=50.0)
+    response = await hass.services.async_call(
+        DOMAIN,
+        SERVICE_UPLOAD_HISTORY,
+        {"start": base, "end": base + timedelta(hours=2), "meters": [twin.entity_id]},
+        blocking=True,
+        return_response=True,
+    )
+    assert response is not None
+    await hass.async_block_till_done()
+    assert readings(sandbox, "Twin") == expected

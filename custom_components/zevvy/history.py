@@ -26,7 +26,9 @@ and none before its start.
 
 Statistics of a time Home Assistant was off (between two recorder runs) are
 left out: the recorder compiles them at the next start from the last state it
-had, so they repeat the reading from before the stop.
+had, so they repeat the reading from before the stop. That includes a row that
+only began before the stop (its end, the time its reading would be filed
+under, lies in the gap).
 
 Both go into the outbox like live readings, through the coordinator: readings
 already pending are not queued twice, and a drop against the readings beside it
@@ -164,18 +166,18 @@ def _readings_from_rows(
 ) -> list[Reading]:
     """Return readings of the quarter-hour rows ending within [first, last].
 
-    A reading is dated at the end of its row's period. Rows whose whole period
-    lies in a gap between recorder runs are left out. With ``offset`` (a
-    running total) the reading is the row's ``sum`` plus ``offset``.
+    A reading is dated at the end of its row's period. Rows whose period ends
+    in a gap between recorder runs are left out: their state is the last one
+    before the stop, no reading of that end (a row that began in a gap and ends
+    after the start holds the states after it). With ``offset`` (a running
+    total) the reading is the row's ``sum`` plus ``offset``.
     """
     readings: list[Reading] = []
     for row in rows:
         end = int(row["end"])
         if end < first or end > last or end % QUARTER_SECONDS:
             continue
-        if any(
-            gap_start <= row["start"] and end <= gap_end for gap_start, gap_end in gaps
-        ):
+        if any(gap_start < end <= gap_end for gap_start, gap_end in gaps):
             continue
         value = row.get("state") if offset is None else row.get("sum")
         if value is not None and offset is not None:

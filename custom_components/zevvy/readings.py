@@ -3,12 +3,14 @@
 ``MeterReadings.readings_at(meters, quarters)`` gives the readings of the meters
 whose source is a running total (``running_total.py``) at quarter hours; meter
 registers are read by ``quarters.py``. It follows every state change of their
-sensors and persists their ``RunningState`` with the outbox.
+sensors (by entity registry id: through a rename of the entity id) and persists
+their ``RunningState`` with the outbox.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Final
 
@@ -22,6 +24,7 @@ from homeassistant.core import (
     State,
     callback,
 )
+from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.event import async_track_state_change_event
 from homeassistant.helpers.recorder import get_instance
 from homeassistant.util import dt as dt_util
@@ -87,7 +90,32 @@ class MeterReadings:
             for key, data in self._outbox.meter_states.all().items()
         }
         async_on_entry_updated(self._hass, self._entry, self.async_sync)
+        self._entry.async_on_unload(
+            self._hass.bus.async_listen(
+                er.EVENT_ENTITY_REGISTRY_UPDATED, self._async_registry_updated
+            )
+        )
         self.async_sync(replay=True)
+
+    @callback
+    def _async_registry_updated(
+        self, event: Event[er.EventEntityRegistryUpdatedData]
+    ) -> None:
+        """Follow a sensor whose entity id was renamed (by its registry id)."""
+        data = event.data
+        if data["action"] != "update" or "old_entity_id" not in data:
+            return
+        if (meter := self._meters.get(data["old_entity_id"])) is None:
+            return
+        # The sensor may have no state under its new id yet (so it would not
+        # resolve as a meter now): follow the new id directly.
+        meters = {
+            entity_id: other
+            for entity_id, other in self._meters.items()
+            if other.subentry_id != meter.subentry_id
+        }
+        meters[data["entity_id"]] = replace(meter, entity_id=data["entity_id"])
+        self._async_follow(meters)
 
     @callback
     def async_stop(self) -> None:
@@ -114,7 +142,9 @@ class MeterReadings:
             if running.start_at != meter.start_at:
                 # A new start (added, or switched to a running total).
                 running = self._states[key] = running.restart(
-                    meter, self._hass.states.get(meter.entity_id)
+                    meter,
+                    self._hass.states.get(meter.entity_id),
+                    RECORDER_DOMAIN in self._hass.config.components,
                 )
                 catch_up = running.seen is not None or (
                     # Its start passed while nothing followed the sensor.
@@ -126,6 +156,11 @@ class MeterReadings:
             elif key not in self._replaying:
                 self._apply(meter, self._hass.states.get(meter.entity_id))
             self._store(key)
+        self._async_follow(meters)
+
+    @callback
+    def _async_follow(self, meters: dict[str, Meter]) -> None:
+        """Follow the state changes of these meters' sensors (by entity id)."""
         if set(meters) != set(self._meters):
             self.async_stop()
             if meters:
@@ -149,10 +184,12 @@ class MeterReadings:
         try:
             running = self._states[key]
             instance = get_instance(self._hass)
-            # A meter that never saw its sensor: from the state at its start
-            # (the recorder dates that state at the time asked, just before).
+            # A meter that never saw its sensor, or that takes its zero point
+            # from the state at its start: from that state (the recorder dates
+            # it at the time asked, just before).
             since = running.seen
-            if since is None and meter.start_at is not None:
+            with_start = running.seen is None or running.anchor
+            if with_start and meter.start_at is not None:
                 since = meter.start_at - 1
             if since is not None and await instance.async_db_ready:
                 states = await instance.async_add_executor_job(
@@ -160,14 +197,33 @@ class MeterReadings:
                     self._hass,
                     meter.entity_id,
                     dt_util.utc_from_timestamp(since),
-                    running.seen is None,
+                    with_start,
                 )
         finally:
             live = self._replaying.pop(key, [])
             current = self._hass.states.get(meter.entity_id)
+            running = self._states[key]
+            if running.anchor:
+                states = self._take_anchor(running, states)
             for state in [*states, *live, current]:
                 self._apply(meter, state)
             self._store(key)
+
+    @staticmethod
+    def _take_anchor(running: RunningState, states: list[State]) -> list[State]:
+        """Take the zero point from the last state before the start.
+
+        Return the states after it. Without a usable state before the start,
+        the seed and the current cycle stand (``restart``).
+        """
+        start = running.start_at or 0
+        before = [s for s in states if s.last_updated_timestamp < start]
+        for state in reversed(before):
+            if (found := state_value(state)) is not None:
+                running.take_anchor(found[0], found[1])
+                break
+        running.anchor = False
+        return states[len(before) :]
 
     @callback
     def _async_state_changed(self, event: Event[EventStateChangedData]) -> None:
@@ -176,17 +232,17 @@ class MeterReadings:
             return
         if (buffered := self._replaying.get(meter.subentry_id)) is not None:
             buffered.append(state)
-        elif self._apply(meter, state):
+        elif self._apply(meter, state, live=True):
             # Written with the next tick: a charger reporting every few seconds
             # must not rewrite the outbox each time (and after a crash the
             # recorder's states are replayed).
             self._store(meter.subentry_id, save=False)
 
-    def _apply(self, meter: Meter, state: State | None) -> bool:
+    def _apply(self, meter: Meter, state: State | None, *, live: bool = False) -> bool:
         if state is None or (found := state_value(state)) is None:
             return False
         running = self._states.setdefault(meter.subentry_id, RunningState())
-        return running.apply(state.last_updated_timestamp, *found)
+        return running.apply(state.last_updated_timestamp, *found, live=live)
 
     def _store(self, key: str, *, save: bool = True) -> None:
         if key in self._states:

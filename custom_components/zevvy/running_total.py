@@ -18,6 +18,8 @@ homeassistant/components/sensor/recorder.py, mirrored in ``count``):
   difference counts.
 * The first value is the zero point; unknown, unavailable and non-numeric states
   are skipped.
+* A state change stamped before the last one seen (the clock was set back)
+  still counts, as of the last one's time.
 
 ``readings.py`` feeds every state change of the meters' sensors (as the recorder
 sees them) into a ``RunningState`` per meter (last value, counted so far,
@@ -77,6 +79,8 @@ class RunningState:
     ``marks`` the counted amount at recent quarter hours crossed by a state
     change; ``known_from``: quarter hours up to it cannot be answered.
     ``start_at``/``start_counted``: the counted amount at the meter's start.
+    ``anchor``: the sensor's value and cycle at the start are still to be taken
+    from the recorder's history (a switch that continues a series).
     """
 
     value: float | None = None
@@ -87,13 +91,20 @@ class RunningState:
     marks: list[tuple[int, float]] = field(default_factory=list)
     start_at: int | None = None
     start_counted: float | None = None
+    anchor: bool = False
 
-    def restart(self, meter: Meter, state: State | None) -> RunningState:
+    def restart(
+        self, meter: Meter, state: State | None, recorded: bool = False
+    ) -> RunningState:
         """Return the state for a new start of the meter (its ``start_at``).
 
         Continuing a meter register's series (``start_seed``: the sensor read
         that at the start, the last reading zevvy has), counting starts there:
-        the next state adds what the sensor counted since (a reset from zero).
+        the sensor's value and cycle at ``start_at`` are the zero point. With
+        the recorder (``recorded``) they are taken from its history when it is
+        replayed (``anchor``); until then, and without it, the seed stands for
+        the value, and the current state's ``last_reset`` tells the cycle: one
+        that began after ``start_at`` is a new cycle (counted in full).
         Otherwise the counting goes on and the new start is looked up.
         """
         if meter.start_at is None or meter.start_seed is None:
@@ -105,13 +116,23 @@ class RunningState:
             known_from=meter.start_at - 1,
             start_at=meter.start_at,
             start_counted=0.0,
+            anchor=recorded,
         )
         found = None if state is None else state_value(state)
-        if found is not None and found[0] >= meter.start_seed:
-            # Not lower: the same cycle (a new last_reset would count the whole
-            # value again).
+        if (
+            found is not None
+            and found[1] is not None
+            and (began := dt_util.parse_datetime(found[1])) is not None
+            and began.timestamp() <= meter.start_at
+        ):
+            # The cycle of the start goes on (a cycle that began later counts
+            # from 0).
             running.last_reset = found[1]
         return running
+
+    def take_anchor(self, value: float, last_reset: str | None) -> None:
+        """Take the sensor's value and cycle at ``start_at`` (from history)."""
+        self.value, self.last_reset, self.anchor = value, last_reset, False
 
     def count(self, value: float, last_reset: str | None, state_class: Any) -> None:
         """Add one sensor value by Home Assistant's statistics rule."""
@@ -136,11 +157,26 @@ class RunningState:
         self.value = value
 
     def apply(
-        self, when: float, value: float, last_reset: str | None, state_class: Any
+        self,
+        when: float,
+        value: float,
+        last_reset: str | None,
+        state_class: Any,
+        *,
+        live: bool = False,
     ) -> bool:
-        """Take a sensor state of time ``when``; False if not newer than the last."""
+        """Take a sensor state of time ``when``; False if not newer than the last.
+
+        A ``live`` state (a state change as it happens) is newer than the last
+        even when stamped before it (the clock was set back): it counts as of
+        the last one's time (no quarter hour passes), so that a reset in that
+        window is not lost. Recorded states stamped so are ones already seen.
+        """
         if self.seen is not None and when <= self.seen:
-            return False
+            if not live or (value, last_reset) == (self.value, self.last_reset):
+                return False
+            self.count(value, last_reset, state_class)
+            return True
         if self.seen is None:
             self.known_from = when
         elif (quarter := int(when - when % QUARTER)) > self.seen:
@@ -200,6 +236,7 @@ class RunningState:
             "marks": [list(mark) for mark in self.marks],
             "start_at": self.start_at,
             "start_counted": self.start_counted,
+            "anchor": self.anchor,
         }
 
     @classmethod
@@ -216,6 +253,7 @@ class RunningState:
             ],
             start_at=data.get("start_at"),
             start_counted=data.get("start_counted"),
+            anchor=bool(data.get("anchor")),
         )
 
 

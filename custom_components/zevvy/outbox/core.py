@@ -125,7 +125,11 @@ class Outbox:
         # Guards the queues against a snapshot taken in the executor.
         self._lock = threading.RLock()
         # What the meters' reading sources remember (running totals).
-        self.meter_states = MeterStates(self._lock, self.async_schedule_save)
+        self.meter_states = MeterStates(
+            self._lock,
+            self.async_schedule_save,
+            lambda: self.storage.async_mark_dirty(),
+        )
         self._listeners: list[Callable[[], None]] = []
         # Queues renamed or moved while adding: their issues need an update.
         self._touched: set[str] = set()

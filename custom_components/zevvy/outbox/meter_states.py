@@ -18,11 +18,15 @@ class MeterStates:
     """The meters' reading-source states of one outbox, by meter key."""
 
     def __init__(
-        self, lock: threading.RLock, schedule_save: Callable[[], None]
+        self,
+        lock: threading.RLock,
+        schedule_save: Callable[[], None],
+        mark_dirty: Callable[[], None],
     ) -> None:
         """Share the outbox's lock (snapshots run in the executor) and writes."""
         self._lock = lock
         self._schedule_save = schedule_save
+        self._mark_dirty = mark_dirty
         self._data: dict[str, dict[str, Any]] = {}
 
     def load(self, stored: Mapping[str, Any]) -> None:
@@ -41,12 +45,15 @@ class MeterStates:
     def set(self, key: str, data: dict[str, Any], *, save: bool = True) -> None:
         """Keep a meter's state (a new dict); ``save``: write the outbox soon.
 
-        Without ``save`` it is written with the outbox's next write.
+        Without ``save`` it is written with the outbox's next write, at the
+        latest when the entry unloads or Home Assistant stops.
         """
         with self._lock:
             self._data[key] = data
         if save:
             self._schedule_save()
+        else:
+            self._mark_dirty()
 
     def pop(self, key: str) -> None:
         """Forget a meter's state (the meter was removed)."""

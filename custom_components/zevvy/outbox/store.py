@@ -4,10 +4,13 @@ Saving: ``Outbox.async_add`` awaits the write (a crash right after a tick loses
 nothing); confirmations are saved with ``Store.async_delay_save`` and a short
 delay (``SAVE_DELAY``): several coalesce, Home Assistant writes a pending one
 when it stops, and a confirmation lost in a crash only means that a reading is
-sent again and zevvy answers 409 (already present). Taking a snapshot only
-copies the arrays (under the outbox's lock, because ``Store`` calls the delayed
-save's data function in the executor); encoding runs in the executor and is
-handed to ``Store`` as ``orjson.Fragment``. Newer Home Assistant versions need
+sent again and zevvy answers 409 (already present). Changes kept without a
+write of their own (``async_mark_dirty``: a running total's state between two
+ticks) are written with the next write, on unload, or at Home Assistant's
+final write. Taking a snapshot only copies the arrays (under the outbox's
+lock, because ``Store`` calls the delayed save's data function in the
+executor); encoding runs in the executor and is handed to ``Store`` as
+``orjson.Fragment``. Newer Home Assistant versions need
 ``serialize_in_event_loop=False`` for that (``store_kwargs``).
 """
 
@@ -19,7 +22,8 @@ import inspect
 import threading
 from typing import Any
 
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.const import EVENT_HOMEASSISTANT_FINAL_WRITE
+from homeassistant.core import CALLBACK_TYPE, Event, HomeAssistant, callback
 from homeassistant.helpers.storage import Store
 
 from ..const import DOMAIN
@@ -62,6 +66,7 @@ class OutboxStore:
         self._lock = lock
         self._save_lock = asyncio.Lock()
         self._dirty = False
+        self._unsub_final_write: CALLBACK_TYPE | None = None
 
     @property
     def key(self) -> str:
@@ -93,6 +98,24 @@ class OutboxStore:
             await self._store.async_save(data)
 
     @callback
+    def async_mark_dirty(self) -> None:
+        """Write with the next save, at the latest on unload or when HA stops.
+
+        For changes too frequent to write each (a charger's running state):
+        Home Assistant's final write only writes a ``Store`` with a delayed
+        save pending, so the outbox listens for it itself.
+        """
+        self._dirty = True
+        if self._unsub_final_write is None:
+            self._unsub_final_write = self.hass.bus.async_listen_once(
+                EVENT_HOMEASSISTANT_FINAL_WRITE, self._async_final_write
+            )
+
+    async def _async_final_write(self, _event: Event) -> None:
+        self._unsub_final_write = None
+        await self.async_flush()
+
+    @callback
     def async_schedule_save(self) -> None:
         """Write within ``SAVE_DELAY`` seconds (and when Home Assistant stops)."""
         self._dirty = True
@@ -100,10 +123,18 @@ class OutboxStore:
 
     async def async_flush(self) -> None:
         """Write pending changes now (on unload)."""
+        self._async_stop_final_write()
         if self._dirty:
             await self.async_save()
 
+    @callback
+    def _async_stop_final_write(self) -> None:
+        if self._unsub_final_write is not None:
+            self._unsub_final_write()
+            self._unsub_final_write = None
+
     async def async_remove(self) -> None:
         """Delete the stored file (the config entry is being removed)."""
+        self._async_stop_final_write()
         self._dirty = False
         await self._store.async_remove()
