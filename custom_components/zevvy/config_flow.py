@@ -19,7 +19,8 @@ from homeassistant.config_entries import (
     ConfigFlowResult,
     ConfigSubentryFlow,
 )
-from homeassistant.core import callback
+from homeassistant.const import EVENT_HOMEASSISTANT_STOP
+from homeassistant.core import CALLBACK_TYPE, Event, callback
 from homeassistant.data_entry_flow import section
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.selector import (
@@ -169,6 +170,7 @@ class ZevvyConfigFlow(MeterSelectionFlow, domain=DOMAIN):
         # client_id, client_secret, issuer, api_url of the login in progress.
         self._credentials: dict[str, str] = {}
         self._login_task: asyncio.Task[None] | None = None
+        self._unsub_stop: CALLBACK_TYPE | None = None
         self._login_next_step = STEP_LOGIN_FAILED
         self._login_error = "unknown"
 
@@ -311,6 +313,7 @@ class ZevvyConfigFlow(MeterSelectionFlow, domain=DOMAIN):
             self._login_task = self.hass.async_create_task(
                 self._async_wait_for_login(), "zevvy device login"
             )
+            self._async_cancel_login_on_stop()
         if self._login_task.done():
             self._login_task = None
             return self.async_show_progress_done(next_step_id=self._login_next_step)
@@ -357,8 +360,35 @@ class ZevvyConfigFlow(MeterSelectionFlow, domain=DOMAIN):
         self._login_next_step = STEP_LOGIN_FAILED
 
     @callback
+    def _async_cancel_login_on_stop(self) -> None:
+        """Stop polling when Home Assistant stops.
+
+        A flow the user left open stays in progress until then (the frontend
+        keeps a reauthentication closed from its card, and the card opens it
+        again); its login would otherwise poll through the stop and be cancelled
+        with a warning at its end.
+        """
+        if self._unsub_stop is not None:
+            self._unsub_stop()
+
+        @callback
+        def _async_stop(_event: Event) -> None:
+            self._unsub_stop = None
+            if self._login_task is not None:
+                # Kept: the progress step then ends the flow instead of
+                # starting a new login.
+                self._login_task.cancel()
+
+        self._unsub_stop = self.hass.bus.async_listen_once(
+            EVENT_HOMEASSISTANT_STOP, _async_stop
+        )
+
+    @callback
     def async_remove(self) -> None:
-        """Stop polling when the user leaves the flow."""
+        """Stop polling when the user leaves the flow (or Home Assistant stops)."""
+        if self._unsub_stop is not None:
+            self._unsub_stop()
+            self._unsub_stop = None
         if self._login_task is not None:
             self._login_task.cancel()
             self._login_task = None
