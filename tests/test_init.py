@@ -397,7 +397,7 @@ async def test_token_file_not_writable(
         assert coordinator.data.next_retry is not None
         assert hass.states.get("binary_sensor.zevvy_connection").state == STATE_OFF  # type: ignore[union-attr]
         assert coordinator.last_error_detail is not None
-        assert "cannot be written" in coordinator.last_error_detail[1]
+        assert "cannot write the login" in coordinator.last_error_detail[1]
         assert saved_token(hass_storage, entry) == on_disk
         # The new access token was never shown to the API.
         assert not [r for r in sandbox.requests if "_bulk_create" in r.path]
@@ -413,7 +413,7 @@ async def test_token_file_not_writable(
             for r in caplog.records
             if r.levelno >= logging.WARNING
             and r.name.startswith("custom_components.zevvy")
-            and "cannot be written" in r.getMessage()
+            and "cannot write the login" in r.getMessage()
         ]
         assert len(warnings) == 1
         secrets = [sandbox.config.client_secret, tokens.refresh_token]

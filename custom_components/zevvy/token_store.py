@@ -135,15 +135,17 @@ class RefreshTokenStore:
             await self._store.async_save(data)
             written = await self._store.async_load()
         except (HomeAssistantError, OSError) as err:
-            reason = type(err).__name__
+            # Only the type: the message of an error of the disk names the
+            # path at most, but nothing here needs more.
+            reason = f" ({type(err).__name__})"
         else:
             if written == data:
                 return
-            reason = "not written"
-        _LOGGER.debug("The login's token was not written: %s", reason)
+            reason = ""  # Home Assistant logged the error of the disk
         raise ZevvyTokenStorageError(
-            f"The login's new token cannot be written to .storage/{self._store.key}"
-            f" ({reason}); is the disk full or read-only?"
+            "Home Assistant cannot write the login's new token to "
+            f".storage/{self._store.key}{reason}; is the disk full or read-only? "
+            "zevvy is used again once it can"
         )
 
     async def async_remove(self) -> None:
