@@ -431,3 +431,33 @@ async def test_token_file_not_writable(
         assert hass.states.get("binary_sensor.zevvy_connection").state == STATE_ON  # type: ignore[union-attr]
         assert saved_token(hass_storage, entry) == tokens.refresh_token
         assert not any(grant.revoked for grant in sandbox.grants())
+
+
+async def test_new_login_wins_after_a_crash_before_the_reload(
+    hass: HomeAssistant, sandbox: ZevvySandbox, init_integration: MockConfigEntry
+) -> None:
+    """Killed between the reauthentication's last step and the entry's reload.
+
+    zevvy ended the old login; the user logged in again. Neither the entry nor
+    the reload got to the disk: the next start still uses the new login rather
+    than asking for yet another one.
+    """
+    entry = init_integration
+    before_reauth = dict(entry.data)
+    sandbox.revoke_refresh_tokens()
+    with patch.object(hass.config_entries, "async_schedule_reload"):
+        await _reauthenticate(hass, sandbox, entry)
+    new_login = entry.data[CONF_REFRESH_TOKEN]
+
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    hass.config_entries.async_update_entry(entry, data=before_reauth)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+
+    assert entry.state is ConfigEntryState.LOADED
+    assert not hass.config_entries.flow.async_progress()
+    (grant,) = (
+        grant for grant in sandbox.grants() if new_login in grant.used_refresh_tokens
+    )
+    assert not grant.revoked
+    assert entry.runtime_data.tokens.refresh_token == grant.refresh_token

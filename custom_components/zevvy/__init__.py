@@ -55,7 +55,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> boo
     )
 
     # The login's newest refresh token, written before each new one is used.
-    token_store = RefreshTokenStore(hass, entry.entry_id)
+    token_store = RefreshTokenStore(
+        hass, entry.entry_id, entry.data[CONF_CLIENT_ID], entry.data[CONF_ISSUER]
+    )
     tokens = TokenManager(
         auth,
         await token_store.async_load(entry.data[CONF_REFRESH_TOKEN]),

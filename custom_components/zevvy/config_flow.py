@@ -56,6 +56,7 @@ from .const import (
     SUBENTRY_TYPE_METER,
 )
 from .meter_flow import MeterSelectionFlow, MeterSubentryFlowHandler
+from .token_store import RefreshTokenStore
 
 SECTION_ADVANCED = "advanced"
 # Plain HTTP is refused except for these hosts (the local sandbox).
@@ -418,14 +419,17 @@ class ZevvyConfigFlow(MeterSelectionFlow, domain=DOMAIN):
         await self.async_set_unique_id(account.sub, raise_on_progress=False)
         if self.source == SOURCE_REAUTH:
             self._abort_if_unique_id_mismatch(reason="reauth_account_mismatch")
+            entry = self._get_reauth_entry()
+            await self._async_name_new_login(entry, tokens)
             return self.async_update_reload_and_abort(
-                self._get_reauth_entry(),
-                data_updates={CONF_REFRESH_TOKEN: tokens.refresh_token},
+                entry, data_updates={CONF_REFRESH_TOKEN: tokens.refresh_token}
             )
         if self.source == SOURCE_RECONFIGURE:
             self._abort_if_unique_id_mismatch(reason="account_mismatch")
+            entry = self._get_reconfigure_entry()
+            await self._async_name_new_login(entry, tokens)
             return self.async_update_reload_and_abort(
-                self._get_reconfigure_entry(),
+                entry,
                 data_updates={
                     **self._credentials,
                     CONF_REFRESH_TOKEN: tokens.refresh_token,
@@ -433,6 +437,19 @@ class ZevvyConfigFlow(MeterSelectionFlow, domain=DOMAIN):
             )
         self._abort_if_unique_id_configured()
         return await self._async_finish_login(tokens, account)
+
+    async def _async_name_new_login(self, entry: ConfigEntry, tokens: Tokens) -> None:
+        """Tell the entry's token file about the new login first.
+
+        Home Assistant writes the entry about a second after the update below:
+        a crash in that second would otherwise start with the old login.
+        """
+        await RefreshTokenStore(
+            self.hass,
+            entry.entry_id,
+            self._credentials[CONF_CLIENT_ID],
+            self._credentials[CONF_ISSUER],
+        ).async_new_login(entry.data[CONF_REFRESH_TOKEN], tokens.refresh_token)
 
     async def _async_finish_login(
         self, tokens: Tokens, account: Account

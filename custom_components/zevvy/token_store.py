@@ -13,9 +13,10 @@ the store names that login by a SHA-256 fingerprint of its token, and the
 logins it replaced by theirs. Which one wins at setup:
 
 * the entry's login is the store's: the store's (newer) token;
-* the entry's login is one the store's replaced (a crash in the second after a
-  reauthentication, before Home Assistant wrote the entry): the store's, the
-  newer login's token;
+* the entry's login is one the store's replaced, with the same API client (a
+  crash in the second after a reauthentication, before Home Assistant wrote
+  the entry): the store's, the newer login's token. The login flow names the
+  new login in the store before it updates the entry;
 * any other (a login newer than the store's, or no store): the entry's token,
   and the store adopts that login at once.
 
@@ -59,6 +60,7 @@ class _Saved(TypedDict):
     login: str
     refresh_token: str
     replaced: NotRequired[list[str]]
+    client: NotRequired[str]
 
 
 def _fingerprint(token: str) -> str:
@@ -69,8 +71,13 @@ def _fingerprint(token: str) -> str:
 class RefreshTokenStore:
     """Load and write the current refresh token of one config entry's login."""
 
-    def __init__(self, hass: HomeAssistant, entry_id: str) -> None:
-        """Create the store of an entry (``.storage/zevvy.<entry id>.login``)."""
+    def __init__(
+        self, hass: HomeAssistant, entry_id: str, client_id: str = "", issuer: str = ""
+    ) -> None:
+        """Create the store of an entry (``.storage/zevvy.<entry id>.login``).
+
+        ``client_id`` and ``issuer`` name the API client the logins belong to.
+        """
         self._store: Store[_Saved] = Store(
             hass,
             STORAGE_VERSION,
@@ -80,6 +87,7 @@ class RefreshTokenStore:
         )
         self._login = ""
         self._replaced: list[str] = []
+        self._client = _fingerprint(f"{client_id}\n{issuer}")
 
     async def async_load(self, login_token: str) -> str:
         """Return the newest refresh token of the newest login (see the module)."""
@@ -96,7 +104,7 @@ class RefreshTokenStore:
             if saved["login"] == entry_login:
                 self._login, self._replaced = entry_login, replaced
                 return token
-            if entry_login in replaced:
+            if entry_login in replaced and saved.get("client") == self._client:
                 _LOGGER.info(
                     "The zevvy entry %s still holds a login that a newer one "
                     "replaced (Home Assistant stopped before writing it); "
@@ -114,6 +122,28 @@ class RefreshTokenStore:
             await self._async_write(login_token)
         return login_token
 
+    async def async_new_login(self, previous_token: str, login_token: str) -> None:
+        """Name a new login before the entry holds it (a login flow's last step).
+
+        The entry is written with a delay and reloaded after: from now on, a
+        start with the entry's previous login (``previous_token``) uses this
+        one. Best effort: the setup adopts the new login again.
+        """
+        saved = await self._store.async_load()
+        replaced: list[str] = []
+        if saved is not None and isinstance(saved.get("login"), str):
+            replaced = [
+                login for login in saved.get("replaced", []) if isinstance(login, str)
+            ]
+            replaced.append(saved["login"])
+        previous = _fingerprint(previous_token)
+        if previous not in replaced:
+            replaced.append(previous)
+        self._login = _fingerprint(login_token)
+        self._replaced = replaced[-MAX_REPLACED:]
+        with suppress(ZevvyTokenStorageError):
+            await self._async_write(login_token)
+
     async def async_save(self, refresh_token: str) -> None:
         """Write a new refresh token of the loaded login to disk now.
 
@@ -128,6 +158,7 @@ class RefreshTokenStore:
             "login": self._login,
             "refresh_token": refresh_token,
             "replaced": self._replaced,
+            "client": self._client,
         }
         # Home Assistant's Store logs a failed write and returns: what is on
         # disk afterwards tells (a Store keeps no copy of written data).
