@@ -461,3 +461,41 @@ async def test_new_login_wins_after_a_crash_before_the_reload(
     )
     assert not grant.revoked
     assert entry.runtime_data.tokens.refresh_token == grant.refresh_token
+
+
+async def test_setup_waits_while_the_token_file_cannot_be_written(
+    hass: HomeAssistant,
+    sandbox: ZevvySandbox,
+    mock_config_entry: MockConfigEntry,
+    hass_storage: dict[str, Any],
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """At setup, an unwritable token file says so and the setup is retried."""
+    freezer.move_to("2026-11-26T12:05:00+00:00")
+    entry = mock_config_entry
+    login_key = f"{DOMAIN}.{entry.entry_id}.login"
+    disk_full = True
+    write = Store._async_write_data
+
+    async def write_or_fail(store: Store[Any], *args: Any) -> None:
+        if disk_full and store.key == login_key:
+            error = OSError(errno.EROFS, "Read-only file system")
+            raise WriteError(error) from error
+        await write(store, *args)
+
+    with patch.object(Store, "_async_write_data", write_or_fail):
+        entry.add_to_hass(hass)
+        await hass.config_entries.async_setup(entry.entry_id)
+        await hass.async_block_till_done()
+        assert entry.state is ConfigEntryState.SETUP_RETRY
+        assert entry.error_reason_translation_key == "login_not_saved"
+
+        disk_full = False
+        freezer.tick(60)
+        async_fire_time_changed(hass)
+        await hass.async_block_till_done(wait_background_tasks=True)
+        assert entry.state is ConfigEntryState.LOADED
+        assert (
+            saved_token(hass_storage, entry) == entry.runtime_data.tokens.refresh_token
+        )
+        assert not any(grant.revoked for grant in sandbox.grants())

@@ -22,7 +22,10 @@ logins it replaced by theirs. Which one wins at setup:
 
 A write that does not reach the disk (disk full, read-only) raises
 ``ZevvyTokenStorageError``: the new token is not used, and the sender retries
-with its backoff (the readings wait in the outbox).
+with its backoff (the readings wait in the outbox); a setup says so and is
+retried. Until a write works, the newest token is kept in memory (``hass.data``)
+for the next setup of the entry, which would otherwise present the file's spent
+one.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Final, NotRequired, TypedDict
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers.storage import Store
+from homeassistant.util.hass_dict import HassKey
 
 from .api import ZevvyConnectionError
 from .const import DOMAIN
@@ -63,6 +67,12 @@ class _Saved(TypedDict):
     client: NotRequired[str]
 
 
+# What could not be written, by storage key: newer than the file, and kept in
+# memory for the next setup of the entry (a setup retried after a failed
+# write must not present the spent token of the file).
+_UNSAVED: HassKey[dict[str, _Saved]] = HassKey(f"{DOMAIN}_unsaved_logins")
+
+
 def _fingerprint(token: str) -> str:
     """Return a fingerprint of the login's token (not the token itself)."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -78,6 +88,7 @@ class RefreshTokenStore:
 
         ``client_id`` and ``issuer`` name the API client the logins belong to.
         """
+        self._hass = hass
         self._store: Store[_Saved] = Store(
             hass,
             STORAGE_VERSION,
@@ -92,7 +103,7 @@ class RefreshTokenStore:
     async def async_load(self, login_token: str) -> str:
         """Return the newest refresh token of the newest login (see the module)."""
         entry_login = _fingerprint(login_token)
-        saved = await self._store.async_load()
+        saved = await self._async_load_newest()
         if saved is None or not isinstance(saved.get("login"), str):
             self._login, self._replaced = entry_login, []
             return login_token
@@ -129,7 +140,7 @@ class RefreshTokenStore:
         start with the entry's previous login (``previous_token``) uses this
         one. Best effort: the setup adopts the new login again.
         """
-        saved = await self._store.async_load()
+        saved = await self._async_load_newest()
         replaced: list[str] = []
         if saved is not None and isinstance(saved.get("login"), str):
             replaced = [
@@ -143,6 +154,14 @@ class RefreshTokenStore:
         self._replaced = replaced[-MAX_REPLACED:]
         with suppress(ZevvyTokenStorageError):
             await self._async_write(login_token)
+
+    async def _async_load_newest(self) -> _Saved | None:
+        """Return what could not be written, else what the file holds."""
+        if (
+            unsaved := self._hass.data.get(_UNSAVED, {}).get(self._store.key)
+        ) is not None:
+            return unsaved
+        return await self._store.async_load()
 
     async def async_save(self, refresh_token: str) -> None:
         """Write a new refresh token of the loaded login to disk now.
@@ -171,8 +190,10 @@ class RefreshTokenStore:
             reason = f" ({type(err).__name__})"
         else:
             if written == data:
+                self._hass.data.get(_UNSAVED, {}).pop(self._store.key, None)
                 return
             reason = ""  # Home Assistant logged the error of the disk
+        self._hass.data.setdefault(_UNSAVED, {})[self._store.key] = data
         raise ZevvyTokenStorageError(
             "Home Assistant cannot write the login's new token to "
             f".storage/{self._store.key}{reason}; is the disk full or read-only? "
@@ -181,4 +202,5 @@ class RefreshTokenStore:
 
     async def async_remove(self) -> None:
         """Delete the file (the entry is removed)."""
+        self._hass.data.get(_UNSAVED, {}).pop(self._store.key, None)
         await self._store.async_remove()
