@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Generator
+import logging
 from pathlib import Path
 import socket
 from unittest.mock import PropertyMock, patch
@@ -32,6 +33,19 @@ from custom_components.zevvy.const import (
     SUBENTRY_TYPE_METER,
 )
 from zevvy_sandbox import SandboxConfig, ZevvySandbox
+
+# Logs belong to the test that made them. The plugin of
+# pytest-homeassistant-custom-component calls logging.basicConfig when it is
+# imported (a handler writing to the terminal, past pytest's capture, so the
+# recorder's thread prints between the dots) and turns on SQLAlchemy's INFO
+# log of every statement. pytest's own handlers still capture every record and
+# show them under a failing test; SQLAlchemy's statements and the recorder's
+# DEBUG lines are left out there too.
+for _handler in logging.getLogger().handlers[:]:
+    if type(_handler) is logging.StreamHandler:
+        logging.getLogger().removeHandler(_handler)
+logging.getLogger("sqlalchemy.engine").setLevel(logging.WARNING)
+logging.getLogger("homeassistant.components.recorder").setLevel(logging.INFO)
 
 
 @pytest.fixture(autouse=True)

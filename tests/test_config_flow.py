@@ -547,6 +547,46 @@ async def test_flow_removed_while_waiting(
     assert not hass.config_entries.flow.async_progress()
 
 
+async def test_reauth_flow_removed_while_waiting(
+    hass: HomeAssistant, sandbox: ZevvySandbox, init_integration: MockConfigEntry
+) -> None:
+    """Closing a reauthentication at the code step stops polling too."""
+    result = await init_integration.start_reauth_flow(hass)
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
+    assert result["type"] is FlowResultType.SHOW_PROGRESS
+    await wait_until(lambda: token_requests(sandbox) >= 2)
+
+    hass.config_entries.flow.async_abort(result["flow_id"])
+    await hass.async_block_till_done()
+    polls = token_requests(sandbox)
+    await asyncio.sleep(0.3)
+    assert token_requests(sandbox) == polls
+    assert not hass.config_entries.flow.async_progress()
+
+
+async def test_stop_while_waiting(
+    hass: HomeAssistant, sandbox: ZevvySandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Home Assistant stopping with the code on screen: polling ends at once.
+
+    Home Assistant keeps a flow that the user left open (a reauthentication
+    closed from its card stays in progress) until it stops; then the login must
+    not poll through the stop and be cancelled with a warning at the end.
+    """
+    result = await start_login(hass, sandbox)
+    flow = hass.config_entries.flow._progress[result["flow_id"]]
+    task = flow._login_task
+    assert task is not None
+    await wait_until(lambda: token_requests(sandbox) >= 1)
+
+    await hass.async_stop()
+    assert task.done()
+    polls = token_requests(sandbox)
+    await asyncio.sleep(0.3)
+    assert token_requests(sandbox) == polls
+    assert "still running" not in caplog.text
+
+
 async def test_reauth(
     hass: HomeAssistant, sandbox: ZevvySandbox, init_integration: MockConfigEntry
 ) -> None:

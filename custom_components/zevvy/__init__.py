@@ -31,7 +31,7 @@ from .helpers import async_on_entry_updated
 from .issues import async_delete_entry_issues, async_setup_meter_issues
 from .outbox import Outbox
 from .services import async_setup_services
-from .token_store import RefreshTokenStore
+from .token_store import RefreshTokenStore, ZevvyTokenStorageError
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
@@ -55,7 +55,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> boo
     )
 
     # The login's newest refresh token, written before each new one is used.
-    token_store = RefreshTokenStore(hass, entry.entry_id)
+    token_store = RefreshTokenStore(
+        hass, entry.entry_id, entry.data[CONF_CLIENT_ID], entry.data[CONF_ISSUER]
+    )
     tokens = TokenManager(
         auth,
         await token_store.async_load(entry.data[CONF_REFRESH_TOKEN]),
@@ -66,6 +68,10 @@ async def async_setup_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> boo
     except ZevvyAuthenticationError as err:
         raise ConfigEntryAuthFailed(
             translation_domain=DOMAIN, translation_key="authentication_failed"
+        ) from err
+    except ZevvyTokenStorageError as err:
+        raise ConfigEntryNotReady(
+            translation_domain=DOMAIN, translation_key="login_not_saved"
         ) from err
     except ZevvyError as err:
         raise ConfigEntryNotReady(

@@ -19,7 +19,8 @@ from homeassistant.config_entries import (
     ConfigFlowResult,
     ConfigSubentryFlow,
 )
-from homeassistant.core import callback
+from homeassistant.const import EVENT_HOMEASSISTANT_STOP
+from homeassistant.core import CALLBACK_TYPE, Event, callback
 from homeassistant.data_entry_flow import section
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.selector import (
@@ -55,6 +56,7 @@ from .const import (
     SUBENTRY_TYPE_METER,
 )
 from .meter_flow import MeterSelectionFlow, MeterSubentryFlowHandler
+from .token_store import RefreshTokenStore
 
 SECTION_ADVANCED = "advanced"
 # Plain HTTP is refused except for these hosts (the local sandbox).
@@ -169,6 +171,7 @@ class ZevvyConfigFlow(MeterSelectionFlow, domain=DOMAIN):
         # client_id, client_secret, issuer, api_url of the login in progress.
         self._credentials: dict[str, str] = {}
         self._login_task: asyncio.Task[None] | None = None
+        self._unsub_stop: CALLBACK_TYPE | None = None
         self._login_next_step = STEP_LOGIN_FAILED
         self._login_error = "unknown"
 
@@ -311,6 +314,7 @@ class ZevvyConfigFlow(MeterSelectionFlow, domain=DOMAIN):
             self._login_task = self.hass.async_create_task(
                 self._async_wait_for_login(), "zevvy device login"
             )
+            self._async_cancel_login_on_stop()
         if self._login_task.done():
             self._login_task = None
             return self.async_show_progress_done(next_step_id=self._login_next_step)
@@ -357,8 +361,35 @@ class ZevvyConfigFlow(MeterSelectionFlow, domain=DOMAIN):
         self._login_next_step = STEP_LOGIN_FAILED
 
     @callback
+    def _async_cancel_login_on_stop(self) -> None:
+        """Stop polling when Home Assistant stops.
+
+        A flow the user left open stays in progress until then (the frontend
+        keeps a reauthentication closed from its card, and the card opens it
+        again); its login would otherwise poll through the stop and be cancelled
+        with a warning at its end.
+        """
+        if self._unsub_stop is not None:
+            self._unsub_stop()
+
+        @callback
+        def _async_stop(_event: Event) -> None:
+            self._unsub_stop = None
+            if self._login_task is not None:
+                # Kept: the progress step then ends the flow instead of
+                # starting a new login.
+                self._login_task.cancel()
+
+        self._unsub_stop = self.hass.bus.async_listen_once(
+            EVENT_HOMEASSISTANT_STOP, _async_stop
+        )
+
+    @callback
     def async_remove(self) -> None:
-        """Stop polling when the user leaves the flow."""
+        """Stop polling when the user leaves the flow (or Home Assistant stops)."""
+        if self._unsub_stop is not None:
+            self._unsub_stop()
+            self._unsub_stop = None
         if self._login_task is not None:
             self._login_task.cancel()
             self._login_task = None
@@ -388,14 +419,17 @@ class ZevvyConfigFlow(MeterSelectionFlow, domain=DOMAIN):
         await self.async_set_unique_id(account.sub, raise_on_progress=False)
         if self.source == SOURCE_REAUTH:
             self._abort_if_unique_id_mismatch(reason="reauth_account_mismatch")
+            entry = self._get_reauth_entry()
+            await self._async_name_new_login(entry, tokens)
             return self.async_update_reload_and_abort(
-                self._get_reauth_entry(),
-                data_updates={CONF_REFRESH_TOKEN: tokens.refresh_token},
+                entry, data_updates={CONF_REFRESH_TOKEN: tokens.refresh_token}
             )
         if self.source == SOURCE_RECONFIGURE:
             self._abort_if_unique_id_mismatch(reason="account_mismatch")
+            entry = self._get_reconfigure_entry()
+            await self._async_name_new_login(entry, tokens)
             return self.async_update_reload_and_abort(
-                self._get_reconfigure_entry(),
+                entry,
                 data_updates={
                     **self._credentials,
                     CONF_REFRESH_TOKEN: tokens.refresh_token,
@@ -403,6 +437,19 @@ class ZevvyConfigFlow(MeterSelectionFlow, domain=DOMAIN):
             )
         self._abort_if_unique_id_configured()
         return await self._async_finish_login(tokens, account)
+
+    async def _async_name_new_login(self, entry: ConfigEntry, tokens: Tokens) -> None:
+        """Tell the entry's token file about the new login first.
+
+        Home Assistant writes the entry about a second after the update below:
+        a crash in that second would otherwise start with the old login.
+        """
+        await RefreshTokenStore(
+            self.hass,
+            entry.entry_id,
+            self._credentials[CONF_CLIENT_ID],
+            self._credentials[CONF_ISSUER],
+        ).async_new_login(entry.data[CONF_REFRESH_TOKEN], tokens.refresh_token)
 
     async def _async_finish_login(
         self, tokens: Tokens, account: Account

@@ -337,6 +337,9 @@ class TokenManager:
         access token is handed out, so that the caller can write it to disk first:
         a provider that revokes a login when an old refresh token comes back
         (Keycloak) would otherwise end the login after a crash at that moment.
+        When it raises a ZevvyError (the token could not be saved), that error
+        is the refresh's: the new access token is not used, and the next
+        attempt refreshes (and saves) again.
         """
         self._auth = auth
         self._refresh_token = refresh_token
@@ -411,6 +414,14 @@ class TokenManager:
         self._last_error = None
         try:
             tokens = await self._auth.refresh(self._refresh_token)
+            if tokens.refresh_token != self._refresh_token:
+                # The old one is spent at the server: the next attempt
+                # presents the new one, even if it could not be saved.
+                self._refresh_token = tokens.refresh_token
+                if self._on_refresh_token is not None:
+                    # Raises a ZevvyError when it cannot save: the new
+                    # access token is then not used.
+                    await self._on_refresh_token(tokens.refresh_token)
         except ZevvyError as err:
             self._last_error = err
             if isinstance(err, ZevvyAuthenticationError):
@@ -419,10 +430,6 @@ class TokenManager:
         finally:
             # Callers that started waiting during this attempt share its outcome.
             self._attempts += 1
-        if tokens.refresh_token != self._refresh_token:
-            self._refresh_token = tokens.refresh_token
-            if self._on_refresh_token is not None:
-                await self._on_refresh_token(tokens.refresh_token)
         self._access_token = tokens.access_token
         margin = min(self._refresh_margin, tokens.expires_in / 2)
         self._refresh_at = time.monotonic() + tokens.expires_in - margin

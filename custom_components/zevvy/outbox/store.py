@@ -1,8 +1,9 @@
 """Persistence of the outbox: Home Assistant's ``Store``, one file per entry.
 
 Saving: ``Outbox.async_add`` awaits the write (a crash right after a tick loses
-nothing); confirmations are saved with ``Store.async_delay_save`` and a short
-delay (``SAVE_DELAY``): several coalesce, Home Assistant writes a pending one
+nothing; a delayed save that wrote a newer snapshot meanwhile is written over
+again, see ``OutboxStore.async_save``); confirmations are saved with
+``Store.async_delay_save`` and a short delay (``SAVE_DELAY``): several coalesce, Home Assistant writes a pending one
 when it stops, and a confirmation lost in a crash only means that a reading is
 sent again and zevvy answers 409 (already present). Changes kept without a
 write of their own (``async_mark_dirty``: a running total's state between two
@@ -67,6 +68,8 @@ class OutboxStore:
         self._save_lock = asyncio.Lock()
         self._dirty = False
         self._unsub_final_write: CALLBACK_TYPE | None = None
+        # Snapshots taken so far (a delayed save takes its own).
+        self._snapshots = 0
 
     @property
     def key(self) -> str:
@@ -79,23 +82,43 @@ class OutboxStore:
 
     def take_snapshot(self) -> Snapshot:
         """Copy the current state and mark it as being written."""
+        return self._take()[0]
+
+    def _take(self) -> tuple[Snapshot, int]:
+        """Return a snapshot and its number (they count up)."""
         with self._lock:
             self._dirty = False
-            return self._snapshot()
+            self._snapshots += 1
+            return self._snapshot(), self._snapshots
 
     def _data_func(self) -> dict[str, Any]:
         """Return the data to write; Store may call this in the executor."""
         return encode(self.take_snapshot())
 
     async def async_save(self) -> None:
-        """Write now; return when the current state is on disk."""
+        """Write now; return when the current state is on disk.
+
+        ``Store`` writes one thing at a time, but a delayed save takes its
+        snapshot when its turn comes, ours before we wait for it: a delayed save
+        can write a newer snapshot just before ours writes an older one over it.
+        Then the changes only that newer snapshot held (another add's, whose own
+        save saw them taken and returned) are written again before we return.
+        """
         self._dirty = True
         async with self._save_lock:
-            if not self._dirty:
-                return  # a save that started after our change wrote it
-            snapshot = self.take_snapshot()
-            data = await self.hass.async_add_executor_job(encode, snapshot)
-            await self._store.async_save(data)
+            while self._dirty:
+                snapshot, taken = self._take()
+                data = await self.hass.async_add_executor_job(encode, snapshot)
+                await self._store.async_save(data)
+                if self._snapshots != taken:
+                    # A delayed save took a newer snapshot meanwhile; ours,
+                    # written after it, lacks its changes.
+                    self._dirty = True
+                elif self._dirty:
+                    # Changed while we wrote (a confirmation): our write
+                    # cancelled the delayed save that was to write it.
+                    self._store.async_delay_save(self._data_func, SAVE_DELAY)
+                    return
 
     @callback
     def async_mark_dirty(self) -> None:
