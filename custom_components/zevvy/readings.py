@@ -1,6 +1,6 @@
 """Running-total meters' readings: the collector's hook.
 
-``MeterReadings.readings_at(meters, quarters)`` gives the readings of the meters
+``MeterReadings.async_readings_at(meters, quarters)`` gives the readings of the meters
 whose source is a running total (``running_total.py``) at quarter hours; meter
 registers are read by ``quarters.py``. It follows every state change of their
 sensors (by entity registry id: through a rename of the entity id) and persists
@@ -9,6 +9,7 @@ their ``RunningState`` with the outbox.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -248,7 +249,7 @@ class MeterReadings:
         if key in self._states:
             self._outbox.meter_states.set(key, self._states[key].to_json(), save=save)
 
-    def readings_at(
+    async def async_readings_at(
         self, meters: Iterable[Meter], quarters: Sequence[datetime]
     ) -> list[tuple[Meter, list[Reading]]]:
         """Return the running-total meters' readings at ``quarters`` (kWh).
@@ -256,7 +257,22 @@ class MeterReadings:
         The collector's hook: each is what the running total counted up to its
         quarter hour (state changes after it do not count, also on a late
         tick). None while a meter replays the recorder (gap fill has those).
+
+        Home Assistant hands a state change to its trackers one turn of the
+        event loop after it was made (``async_track_state_change_event``
+        dispatches "soon"), and the tick's collection starts in the turn the
+        quarter hour came: a change made just before it would reach the
+        running total only after its quarter hour was read (at a meter's
+        start, that shifts the whole series). So the pending changes are let
+        in first.
         """
+        await asyncio.sleep(0)
+        return self.readings_at(meters, quarters)
+
+    def readings_at(
+        self, meters: Iterable[Meter], quarters: Sequence[datetime]
+    ) -> list[tuple[Meter, list[Reading]]]:
+        """Return the readings at ``quarters`` as the states seen so far tell."""
         result: list[tuple[Meter, list[Reading]]] = []
         for meter in meters:
             if not meter.running_total:
