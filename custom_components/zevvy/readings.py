@@ -155,9 +155,31 @@ class MeterReadings:
             if catch_up and RECORDER_DOMAIN in self._hass.config.components:
                 self._async_replay(meter)
             elif key not in self._replaying:
-                self._apply(meter, self._hass.states.get(meter.entity_id))
+                self._async_apply_current_soon(meter)
             self._store(key)
         self._async_follow(meters)
+
+    @callback
+    def _async_apply_current_soon(self, meter: Meter) -> None:
+        """Take a meter's current state after the state changes still on their
+        way (Home Assistant hands them to trackers a turn later); taken before
+        them, an older one would count as if the clock had been set back."""
+        self._hass.loop.call_soon(self._async_apply_current, meter)
+
+    @callback
+    def _async_apply_current(self, meter: Meter) -> None:
+        """Take a followed meter's current state (its zero point if new)."""
+        key = meter.subentry_id
+        followed = self._meters.get(meter.entity_id)
+        if (
+            self._unsub is None
+            or followed is None
+            or followed.subentry_id != key
+            or key in self._replaying
+        ):
+            return  # stopped, no longer followed so, or replaying again
+        if self._apply(followed, self._hass.states.get(followed.entity_id)):
+            self._store(key)
 
     @callback
     def _async_follow(self, meters: dict[str, Meter]) -> None:
@@ -202,13 +224,13 @@ class MeterReadings:
                 )
         finally:
             live = self._replaying.pop(key, [])
-            current = self._hass.states.get(meter.entity_id)
             running = self._states[key]
             if running.anchor:
                 states = self._take_anchor(running, states)
-            for state in [*states, *live, current]:
+            for state in [*states, *live]:
                 self._apply(meter, state)
             self._store(key)
+            self._async_apply_current_soon(meter)
 
     @staticmethod
     def _take_anchor(running: RunningState, states: list[State]) -> list[State]:
