@@ -62,8 +62,10 @@ def recorded_states(
 class MeterReadings:
     """The running totals of an entry's meters, fed by their state changes.
 
-    ``reading`` is the collector's hook: the reading of any meter for a quarter
-    hour (the sensor's value, or the running total). When a tracker starts
+    ``async_readings_at`` is the collector's hook: the running totals at
+    quarter hours. State changes are taken in the order they were made (the
+    current state after those Home Assistant has not handed over yet, a
+    quarter hour read after them). When a tracker starts
     with a state from before (Home Assistant or the integration was stopped,
     or a meter register continues as a running total), it first replays what
     the recorder recorded since, so that nothing counted meanwhile is missed;
