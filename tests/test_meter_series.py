@@ -117,11 +117,12 @@ async def test_a_new_series_on_a_new_register_keeps_the_old_series(
     await _upload_now(hass)
 
     assert _values(sandbox, "Energy") == [("12:15", 1000.0), ("12:30", 1000.25)]
-    # The running total from 0 (what it counts is running_total.py's matter).
+    # The running total from 0, then what the sensor counted since 12:45 (its
+    # changes at 12:40 and 12:50 come right before the ticks).
     total = [value for _, value in _values(sandbox, "Energy total")]
     assert [time for time, _ in _values(sandbox, "Energy total")] == ["12:45", "13:00"]
     assert total[0] == 0.0
-    assert 0.0 < total[1] < 1.0
+    assert total[1] == 0.25  # 12:50 - 12:45: 1000.65 - 1000.4
     assert coordinator.outbox.held_count == 0
     assert coordinator.outbox.pending_count == 0
 

@@ -222,3 +222,24 @@ async def test_running_state_stored_before_anchors_loads(
     hass.states.async_set(charger.entity_id, "5.5", KWH_SESSION)
     await at(hass, freezer, minute(30))
     assert readings(sandbox, "Wallbox") == [(_stamp(minute(30)), 102.5)]
+
+
+async def test_a_meter_added_while_the_charger_reports_counts_its_session_once(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """The charger starts a new session and reports twice (0.5, then 1.0 kWh)
+    just as another meter is added (the entry changes before Home Assistant
+    handed the two states over): the new session counts once, 1.0 kWh."""
+    charger, _key = await _charge_after_a_tick(hass, mock_config_entry, freezer)
+    other = add_sensor(hass, "other_added_energy", "1.0", KWH_SESSION)
+    hass.states.async_set(charger.entity_id, "0.5", KWH_SESSION)
+    hass.states.async_set(charger.entity_id, "1.0", KWH_SESSION)
+    add_running_meter(hass, mock_config_entry, other, device="Other")
+    await at(hass, freezer, minute(30))
+    assert readings(sandbox, "Wallbox") == [
+        (_stamp(minute(15)), 100.0),
+        (_stamp(minute(30)), 102.5),  # 1.5 in the old session, 1.0 in the new
+    ]

@@ -335,7 +335,7 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
             self.hass, [meter for meter in meters if not meter.running_total], owed
         )
         # Running totals: what each counted up to each quarter hour.
-        found += self.readings.readings_at(meters, owed)
+        found += await self.readings.async_readings_at(meters, owed)
         items = [(Destination.for_meter(meter), rows) for meter, rows in found if rows]
         self._last_collect = owed[-1]
         # The tick sends right after (unless a retry or a new login is due).

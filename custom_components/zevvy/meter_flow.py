@@ -65,7 +65,9 @@ from .sources import (
     SOURCE_FIELD,
     SOURCE_FIELDS,
     START_SCHEMA,
+    async_continue_series,
     async_meter_form,
+    continues_series,
     last_delivered,
     last_placeholders,
     restarts_from_zero,
@@ -431,12 +433,26 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
     async def async_step_reconfigure_start(
         self, user_input: dict[str, Any] | None = None
     ) -> SubentryFlowResult:
-        """Start a running total: continue zevvy's series, or a new start value."""
+        """Start a running total: continue zevvy's series, or a new start value.
+
+        Continuing it, the held readings are discarded and the quarter hours
+        since zevvy's last reading filled from the statistics (as the repair's
+        switch does).
+        """
         subentry = self._get_reconfigure_subentry()
-        last = last_delivered(self.hass, self._get_entry(), subentry.subentry_id)
+        entry = self._get_entry()
+        last = last_delivered(self.hass, entry, subentry.subentry_id)
         if user_input is not None:
-            return self._async_update_meter(
-                running_total_from(last, float(user_input[CONF_START_VALUE]))
+            source = running_total_from(last, float(user_input[CONF_START_VALUE]))
+            if last is None or not continues_series(source):
+                return self._async_update_meter(source)
+            # Kept at zevvy's last reading: like the repair's switch.
+            return await async_continue_series(
+                self.hass,
+                entry,
+                subentry.subentry_id,
+                last,
+                lambda: self._async_update_meter(source),
             )
         return self.async_show_form(
             step_id="reconfigure_start",

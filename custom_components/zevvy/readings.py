@@ -1,6 +1,6 @@
 """Running-total meters' readings: the collector's hook.
 
-``MeterReadings.readings_at(meters, quarters)`` gives the readings of the meters
+``MeterReadings.async_readings_at(meters, quarters)`` gives the readings of the meters
 whose source is a running total (``running_total.py``) at quarter hours; meter
 registers are read by ``quarters.py``. It follows every state change of their
 sensors (by entity registry id: through a rename of the entity id) and persists
@@ -9,6 +9,7 @@ their ``RunningState`` with the outbox.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from datetime import datetime
@@ -61,8 +62,10 @@ def recorded_states(
 class MeterReadings:
     """The running totals of an entry's meters, fed by their state changes.
 
-    ``reading`` is the collector's hook: the reading of any meter for a quarter
-    hour (the sensor's value, or the running total). When a tracker starts
+    ``async_readings_at`` is the collector's hook: the running totals at
+    quarter hours. State changes are taken in the order they were made (the
+    current state after those Home Assistant has not handed over yet, a
+    quarter hour read after them). When a tracker starts
     with a state from before (Home Assistant or the integration was stopped,
     or a meter register continues as a running total), it first replays what
     the recorder recorded since, so that nothing counted meanwhile is missed;
@@ -154,9 +157,31 @@ class MeterReadings:
             if catch_up and RECORDER_DOMAIN in self._hass.config.components:
                 self._async_replay(meter)
             elif key not in self._replaying:
-                self._apply(meter, self._hass.states.get(meter.entity_id))
+                self._async_apply_current_soon(meter)
             self._store(key)
         self._async_follow(meters)
+
+    @callback
+    def _async_apply_current_soon(self, meter: Meter) -> None:
+        """Take a meter's current state after the state changes still on their
+        way (Home Assistant hands them to trackers a turn later); taken before
+        them, an older one would count as if the clock had been set back."""
+        self._hass.loop.call_soon(self._async_apply_current, meter)
+
+    @callback
+    def _async_apply_current(self, meter: Meter) -> None:
+        """Take a followed meter's current state (its zero point if new)."""
+        key = meter.subentry_id
+        followed = self._meters.get(meter.entity_id)
+        if (
+            self._unsub is None
+            or followed is None
+            or followed.subentry_id != key
+            or key in self._replaying
+        ):
+            return  # stopped, no longer followed so, or replaying again
+        if self._apply(followed, self._hass.states.get(followed.entity_id)):
+            self._store(key)
 
     @callback
     def _async_follow(self, meters: dict[str, Meter]) -> None:
@@ -201,13 +226,13 @@ class MeterReadings:
                 )
         finally:
             live = self._replaying.pop(key, [])
-            current = self._hass.states.get(meter.entity_id)
             running = self._states[key]
             if running.anchor:
                 states = self._take_anchor(running, states)
-            for state in [*states, *live, current]:
+            for state in [*states, *live]:
                 self._apply(meter, state)
             self._store(key)
+            self._async_apply_current_soon(meter)
 
     @staticmethod
     def _take_anchor(running: RunningState, states: list[State]) -> list[State]:
@@ -248,7 +273,7 @@ class MeterReadings:
         if key in self._states:
             self._outbox.meter_states.set(key, self._states[key].to_json(), save=save)
 
-    def readings_at(
+    async def async_readings_at(
         self, meters: Iterable[Meter], quarters: Sequence[datetime]
     ) -> list[tuple[Meter, list[Reading]]]:
         """Return the running-total meters' readings at ``quarters`` (kWh).
@@ -256,7 +281,22 @@ class MeterReadings:
         The collector's hook: each is what the running total counted up to its
         quarter hour (state changes after it do not count, also on a late
         tick). None while a meter replays the recorder (gap fill has those).
+
+        Home Assistant hands a state change to its trackers one turn of the
+        event loop after it was made (``async_track_state_change_event``
+        dispatches "soon"), and the tick's collection starts in the turn the
+        quarter hour came: a change made just before it would reach the
+        running total only after its quarter hour was read (at a meter's
+        start, that shifts the whole series). So the pending changes are let
+        in first.
         """
+        await asyncio.sleep(0)
+        return self.readings_at(meters, quarters)
+
+    def readings_at(
+        self, meters: Iterable[Meter], quarters: Sequence[datetime]
+    ) -> list[tuple[Meter, list[Reading]]]:
+        """Return the readings at ``quarters`` as the states seen so far tell."""
         result: list[tuple[Meter, list[Reading]]] = []
         for meter in meters:
             if not meter.running_total:

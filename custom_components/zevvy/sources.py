@@ -4,13 +4,14 @@ A meter's reading is either the sensor's value (a meter register) or a running
 total (``running_total.py``) for sensors that restart from zero. This module
 gives the flows (``meter_flow.py``, ``repairs.py``) what they share: the
 suggested source of a sensor, the form fields, the texts' placeholders (what
-zevvy will receive) and the subentry data of a switch to a running total that
-continues zevvy's series.
+zevvy will receive) and a switch to a running total that continues zevvy's
+series (its subentry data; held readings discarded, the quarter hours since
+filled from the statistics).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Final
 
@@ -36,6 +37,7 @@ from .const import (
     CONF_DEVICE_REF,
     CONF_READING_SOURCE,
     CONF_REGISTER_REF,
+    CONF_START_SEED,
     CONF_START_VALUE,
     DOMAIN,
     READING_DECIMALS,
@@ -243,24 +245,47 @@ def running_total_from(
     return source_data(SOURCE_RUNNING_TOTAL, start_value or 0.0, first_quarter())
 
 
+def continues_series(source: Mapping[str, Any]) -> bool:
+    """Return whether a running total's data continue zevvy's series."""
+    return source.get(CONF_START_SEED) is not None
+
+
+async def async_continue_series[_T](
+    hass: HomeAssistant,
+    entry: ZevvyConfigEntry,
+    key: str,
+    baseline: Reading | None,
+    update: Callable[[], _T],
+) -> _T:
+    """Switch a meter register to a running total that continues zevvy's series.
+
+    ``update`` saves the meter's new data (``running_total_from(baseline)``).
+    The held readings (the sensor's values after it restarted) are discarded;
+    the running total continues from the last reading zevvy has (readings
+    still pending after it are the sensor's values before the restart: the
+    same running total), and the quarter hours since are filled from the
+    statistics. The repair's switch and Change meter do the same.
+    """
+    await entry.runtime_data.coordinator.async_decide(key, Decision.DISCARD_HELD)
+    result = update()
+    if baseline is not None:
+        await async_fill_since(hass, entry, key, baseline.read_at)
+    return result
+
+
 async def async_switch_held_to_running_total(
     hass: HomeAssistant, entry: ZevvyConfigEntry, key: str
 ) -> None:
-    """A meter register keeps dropping: it restarts from zero. Switch it.
-
-    The held readings (the sensor's values after it restarted) are discarded;
-    the running total continues zevvy's series from the last reading it has
-    (readings still pending after it are the sensor's values before the
-    restart: the same running total), and the quarter hours since are filled
-    from the statistics.
-    """
-    runtime = entry.runtime_data
+    """A meter register keeps dropping: it restarts from zero. Switch it
+    (``async_continue_series``)."""
     if (subentry := entry.subentries.get(key)) is None:
         return
-    baseline = runtime.outbox.last_delivered(key)
-    await runtime.coordinator.async_decide(key, Decision.DISCARD_HELD)
-    hass.config_entries.async_update_subentry(
-        entry, subentry, data={**subentry.data, **running_total_from(baseline)}
+    baseline = entry.runtime_data.outbox.last_delivered(key)
+    data = {**subentry.data, **running_total_from(baseline)}
+    await async_continue_series(
+        hass,
+        entry,
+        key,
+        baseline,
+        lambda: hass.config_entries.async_update_subentry(entry, subentry, data=data),
     )
-    if baseline is not None:
-        await async_fill_since(hass, entry, key, baseline.read_at)
