@@ -183,7 +183,7 @@ class MeterReadings:
             self._store(meter.subentry_id, save=False)
 
     def _apply(self, meter: Meter, state: State | None) -> bool:
-        if state is None or (found := state_value(state)) is None:
+        if state is None or (found := state_value(state, meter.kind)) is None:
             return False
         running = self._states.setdefault(meter.subentry_id, RunningState())
         return running.apply(state.last_updated_timestamp, *found)
@@ -195,7 +195,7 @@ class MeterReadings:
     def readings_at(
         self, meters: Iterable[Meter], quarters: Sequence[datetime]
     ) -> list[tuple[Meter, list[Reading]]]:
-        """Return the running-total meters' readings at ``quarters`` (kWh).
+        """Return the running-total meters' readings at ``quarters`` (kWh, m³).
 
         The collector's hook: each is what the running total counted up to its
         quarter hour (state changes after it do not count, also on a late
@@ -212,7 +212,8 @@ class MeterReadings:
                 continue
             for quarter in quarters:
                 when = int(quarter.timestamp())
-                if (value := running.reading_at(when, meter.start_value)) is not None:
+                value = running.reading_at(when, meter.start_value, meter.kind)
+                if value is not None:
                     readings.append(Reading(quarter, value))
             self._store(key)
         return result
