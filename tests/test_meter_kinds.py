@@ -10,6 +10,8 @@ the sandbox every quarter hour.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+import json
+from pathlib import Path
 from typing import Any
 
 from freezegun.api import FrozenDateTimeFactory
@@ -523,3 +525,53 @@ async def test_water_and_gas_readings_delivered_in_cubic_metres(
         ("2026-11-26T12:15:00.000Z", 1234.567),
         ("2026-11-26T12:30:00.000Z", 1234.567),
     ]
+
+
+async def test_water_drop_held_in_cubic_metres(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A water meter that goes down is held back like an electricity meter, and
+    the repair speaks of m³."""
+    freezer.move_to(START)
+    water = make_sensor(hass, "water", unit="L", state="123456", extra=WATER)
+    mock_config_entry.add_to_hass(hass)
+    hass.config_entries.async_add_subentry(
+        mock_config_entry, meter_subentry(water, "Wohnung 1", "water")
+    )
+    assert await hass.config_entries.async_setup(mock_config_entry.entry_id)
+    await hass.async_block_till_done()
+    freezer.move_to(START + timedelta(minutes=10))
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    hass.states.async_set(
+        "sensor.water",
+        "100000",
+        {ATTR_UNIT_OF_MEASUREMENT: "L", "state_class": "total_increasing", **WATER},
+    )
+    freezer.move_to(START + timedelta(minutes=25))
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+
+    assert [r.value for r in sandbox.readings("Wohnung 1", "Register")] == [123.456]
+    issues = [
+        issue
+        for (domain, issue_id), issue in ir.async_get(hass).issues.items()
+        if domain == DOMAIN and issue.translation_key == "reading_held"
+    ]
+    assert len(issues) == 1
+    placeholders = issues[0].translation_placeholders or {}
+    assert (placeholders["previous"], placeholders["value"], placeholders["unit"]) == (
+        "123.456",
+        "100.000",
+        "m³",
+    )
+    english = json.loads(
+        (
+            Path(__file__).parents[1] / "custom_components/zevvy/translations/en.json"
+        ).read_text()
+    )
+    text = english["issues"]["reading_held"]["fix_flow"]["step"]["init"]["description"]
+    assert "dropped from 123.456 m³ to 100.000 m³" in text.format(**placeholders)
