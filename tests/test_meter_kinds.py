@@ -16,9 +16,10 @@ from typing import Any
 
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.components.energy.data import async_get_manager
-from homeassistant.config_entries import ConfigSubentry
+from homeassistant.config_entries import SOURCE_USER, ConfigSubentry
 from homeassistant.const import ATTR_UNIT_OF_MEASUREMENT
 from homeassistant.core import HomeAssistant, State
+from homeassistant.data_entry_flow import FlowResultType
 from homeassistant.helpers import entity_registry as er, issue_registry as ir
 import pytest
 from pytest_homeassistant_custom_component.common import (
@@ -26,7 +27,12 @@ from pytest_homeassistant_custom_component.common import (
     async_fire_time_changed,
 )
 
-from custom_components.zevvy.const import CONF_KIND, DOMAIN, SUBENTRY_TYPE_METER
+from custom_components.zevvy.const import (
+    CONF_ENTITY_ID,
+    CONF_KIND,
+    DOMAIN,
+    SUBENTRY_TYPE_METER,
+)
 from custom_components.zevvy.issues import async_update_meter_issues
 from custom_components.zevvy.meters import (
     KINDS,
@@ -46,6 +52,7 @@ from custom_components.zevvy.meters import (
 )
 from zevvy_sandbox import ZevvySandbox
 
+from .test_meter_flow import selector_config, suggested
 from .test_meters import make_device, make_sensor
 
 WATER: dict[str, Any] = {"device_class": "water"}
@@ -575,3 +582,34 @@ async def test_water_drop_held_in_cubic_metres(
     )
     text = english["issues"]["reading_held"]["fix_flow"]["step"]["init"]["description"]
     assert "dropped from 123.456 m³ to 100.000 m³" in text.format(**placeholders)
+
+
+async def test_add_water_meter_stores_its_kind(hass: HomeAssistant) -> None:
+    """ "Add meter" offers water and gas sensors; the new meter keeps its kind
+    and its register is named "Water"."""
+    entry = add_account(hass)
+    make_sensor(hass, "grid", unit="kWh", friendly_name="Grid")
+    make_sensor(hass, "gas", unit="CCF", extra=GAS, friendly_name="Gas meter")
+    water = make_sensor(hass, "water", unit="L", extra=WATER, friendly_name="Flat 2")
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, SUBENTRY_TYPE_METER), context={"source": SOURCE_USER}
+    )
+    assert selector_config(result, CONF_ENTITY_ID)["include_entities"] == [
+        "sensor.water",
+        "sensor.gas",
+        "sensor.grid",
+    ]
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {CONF_ENTITY_ID: "sensor.water"}
+    )
+    values = suggested(result)
+    assert (values["device_ref"], values["register_ref"]) == ("Flat 2", "Water")
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], values
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    subentry = next(iter(entry.subentries.values()))
+    assert subentry.data[CONF_KIND] == "water"
+    assert [(m.entity_id, m.kind) for m in resolve_meters(hass, entry)] == [
+        (water.entity_id, MeterKind.WATER)
+    ]
