@@ -460,7 +460,7 @@ async def set_energy_preferences(hass: HomeAssistant) -> None:
 
 
 async def test_energy_dashboard_entity_ids(hass: HomeAssistant) -> None:
-    """Grid, solar, battery and devices; not gas."""
+    """Grid, solar, battery, gas and devices."""
     assert await async_energy_dashboard_entity_ids(hass) == set()
     await set_energy_preferences(hass)
     assert await async_energy_dashboard_entity_ids(hass) == {
@@ -470,6 +470,7 @@ async def test_energy_dashboard_entity_ids(hass: HomeAssistant) -> None:
         "sensor.battery_out",
         "sensor.battery_in",
         "sensor.wallbox",
+        "sensor.gas",
         "external:statistic",
     }
 
@@ -488,7 +489,8 @@ async def test_suggested_entity_ids(hass: HomeAssistant) -> None:
         extra={"last_reset": "2026-11-26T00:00:00+00:00"},
     )
     suggested = await async_suggested_entity_ids(hass, async_candidates(hass))
-    assert sorted(suggested) == ["sensor.grid_import", "sensor.pv"]
+    # The gas sensor in kWh is an energy meter, preselected like a gas meter in m³.
+    assert sorted(suggested) == ["sensor.gas", "sensor.grid_import", "sensor.pv"]
 
 
 # --- meters and repair issues -------------------------------------------------

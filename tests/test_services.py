@@ -214,6 +214,8 @@ async def test_send_reading_for_meter(
         "device_ref": "Grid",
         "register_ref": "Import",
         "read_at": "2026-11-26T12:00:00+00:00",
+        "value": 1234.6,
+        "unit": "kWh",
         "value_kwh": 1234.6,
         "status": "queued",
         "delivered": True,

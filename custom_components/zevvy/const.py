@@ -33,6 +33,9 @@ CONF_ENTITY_REGISTRY_ID: Final = "entity_registry_id"
 CONF_ENTITY_ID: Final = "entity_id"
 CONF_DEVICE_REF: Final = "device_ref"
 CONF_REGISTER_REF: Final = "register_ref"
+# What a meter measures (``meters.MeterKind``: energy, water, gas); a subentry
+# stored before kinds existed has none and is an energy meter.
+CONF_KIND: Final = "kind"
 # Where a meter's reading comes from (``running_total.py``): the sensor's value
 # (a meter register) or a running total of what the sensor counted since the
 # meter's start (sensors that restart from zero), with its start value (kWh) and

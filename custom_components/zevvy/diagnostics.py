@@ -26,7 +26,7 @@ from .const import (
 )
 from .coordinator import ZevvyConfigEntry
 from .issues import entry_issues
-from .meters import entity_eligibility
+from .meters import KINDS, entity_eligibility, stored_kind
 
 TO_REDACT = {
     CONF_CLIENT_ID,
@@ -53,6 +53,7 @@ def _meters(hass: HomeAssistant, entry: ZevvyConfigEntry) -> dict[str, Any]:
         if subentry.subentry_type != SUBENTRY_TYPE_METER:
             continue
         entity_entry = registry.async_get(subentry.data[CONF_ENTITY_REGISTRY_ID])
+        kind = stored_kind(subentry.data)
         state = hass.states.get(entity_entry.entity_id) if entity_entry else None
         meters[subentry_id] = {
             "device_ref": subentry.data[CONF_DEVICE_REF],
@@ -63,6 +64,9 @@ def _meters(hass: HomeAssistant, entry: ZevvyConfigEntry) -> dict[str, Any]:
             else "missing",
             "state": state.state if state else None,
             "unit": state.attributes.get(ATTR_UNIT_OF_MEASUREMENT) if state else None,
+            # The meter's kind and the unit zevvy receives its readings in.
+            "kind": str(kind),
+            "reading_unit": KINDS[kind].billing_unit,
         }
     return meters
 

@@ -1,6 +1,6 @@
 """Meter readings from the recorder's statistics, for backfill and gap fill.
 
-The recorder keeps, per energy sensor, 5-minute statistics for ``keep_days``
+The recorder keeps, per meter sensor (energy, water, gas), 5-minute statistics for ``keep_days``
 (10 days by default) and hourly statistics for ever. A statistics row covers
 ``[start, start + period)``; its ``state`` is the last state within that
 period, so it is the meter reading at the *end* of the period. Readings are
@@ -54,18 +54,16 @@ from homeassistant.components.recorder.statistics import (
     get_metadata,
     statistics_during_period,
 )
-from homeassistant.const import UnitOfEnergy
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.recorder import get_instance, session_scope
 from homeassistant.util import dt as dt_util
-from homeassistant.util.unit_conversion import EnergyConverter
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from .api import Reading
 from .const import COLLECT_INTERVAL_MINUTES, LOGGER
 from .coordinator import AddFn, ZevvyConfigEntry
-from .meters import ENERGY_UNITS, Meter, resolve_meters, to_kwh
+from .meters import KINDS, Meter, MeterKind, resolve_meters, to_reading
 from .outbox import AddResult, Destination
 from .quarters import recorder_loaded
 
@@ -74,8 +72,14 @@ ADD_CHUNK: Final = 1000
 QUARTER_SECONDS: Final = COLLECT_INTERVAL_MINUTES * 60
 SHORT_TERM_PERIOD: Final = timedelta(minutes=5)
 LONG_TERM_PERIOD: Final = timedelta(hours=1)
-_KWH: Final = str(UnitOfEnergy.KILO_WATT_HOUR)
-_UNITS: Final[dict[str, str]] = {EnergyConverter.UNIT_CLASS: _KWH}
+
+
+def _units(kind: MeterKind) -> dict[str, str]:
+    """Return the recorder's unit conversion to the kind's billing unit."""
+    spec = KINDS[kind]
+    return {spec.converter.UNIT_CLASS: spec.billing_unit}
+
+
 type _Type = Literal["change", "last_reset", "max", "mean", "min", "state", "sum"]
 type _Period = Literal["5minute", "day", "hour", "week", "month"]
 
@@ -84,7 +88,7 @@ type _Period = Literal["5minute", "day", "hour", "week", "month"]
 class Statistics:
     """Readings of one meter found in the recorder."""
 
-    found: bool = False  # the entity has energy statistics at all
+    found: bool = False  # the entity has statistics of the meter's kind at all
     quarter_hours: list[Reading] = field(default_factory=list)
     hours: list[Reading] = field(default_factory=list)
     # End of the newest 5-minute row: how far the recorder has compiled them.
@@ -163,6 +167,7 @@ def _readings_from_rows(
     last: int,
     gaps: Sequence[tuple[float, float]] = (),
     offset: float | None = None,
+    kind: MeterKind = MeterKind.ENERGY,
 ) -> list[Reading]:
     """Return readings of the quarter-hour rows ending within [first, last].
 
@@ -182,22 +187,36 @@ def _readings_from_rows(
         value = row.get("state") if offset is None else row.get("sum")
         if value is not None and offset is not None:
             value += offset
-        # Already in kWh (the recorder converted it): to_kwh checks and rounds.
-        kwh = None if value is None else to_kwh(float(value), _KWH)
-        if kwh is not None:
-            readings.append(Reading(dt_util.utc_from_timestamp(end), kwh))
+        # Already in the billing unit (the recorder converted it): to_reading
+        # checks and rounds.
+        unit = KINDS[kind].billing_unit
+        reading = None if value is None else to_reading(float(value), unit, kind)
+        if reading is not None:
+            readings.append(Reading(dt_util.utc_from_timestamp(end), reading))
     return readings
 
 
-def _sum_at(hass: HomeAssistant, statistic_id: str, moment: datetime) -> float | None:
-    """Return the statistics' ``sum`` (kWh) at ``moment``: of the row ending then."""
+def _sum_at(
+    hass: HomeAssistant,
+    statistic_id: str,
+    moment: datetime,
+    kind: MeterKind = MeterKind.ENERGY,
+) -> float | None:
+    """Return the statistics' ``sum`` (kWh, m³) at ``moment``: of the row ending
+    then."""
     periods: tuple[tuple[_Period, timedelta], ...] = (
         ("5minute", SHORT_TERM_PERIOD),
         ("hour", LONG_TERM_PERIOD),
     )
     for period, length in periods:
         rows = statistics_during_period(
-            hass, moment - length, moment, {statistic_id}, period, _UNITS, {"sum"}
+            hass,
+            moment - length,
+            moment,
+            {statistic_id},
+            period,
+            _units(kind),
+            {"sum"},
         ).get(statistic_id, [])
         for row in rows:
             value = row.get("sum")
@@ -213,27 +232,29 @@ def read_statistics(
     end: datetime,
     hourly: bool,
     running: tuple[int, float] | None = None,
+    kind: MeterKind = MeterKind.ENERGY,
 ) -> Statistics:
     """Return a meter's readings in [start, end] from the recorder's statistics.
 
     Quarter hours come from the 5-minute statistics; with ``hourly``, full hours
     before the first 5-minute row come from the long-term statistics. Values
-    are converted from the statistic's unit to kWh by the recorder (Home
-    Assistant's EnergyConverter). ``running``: (start, start value) of a
-    running total. Must run in the recorder's executor.
+    are converted from the statistic's unit to the kind's billing unit (kWh,
+    m³) by the recorder (Home Assistant's unit converter of the kind); a
+    statistic in a unit of another kind has no readings. ``running``: (start,
+    start value) of a running total. Must run in the recorder's executor.
     """
     result = Statistics()
     metadata = get_metadata(hass, statistic_ids={statistic_id})
     if statistic_id not in metadata:
         return result
-    if metadata[statistic_id][1]["unit_of_measurement"] not in ENERGY_UNITS:
+    if metadata[statistic_id][1]["unit_of_measurement"] not in KINDS[kind].units:
         return result
     first, last = int(start.timestamp()), int(end.timestamp())
     offset: float | None = None
     types: set[_Type] = {"state"}
     if running is not None:
         start_at, start_value = running
-        anchor = _sum_at(hass, statistic_id, dt_util.utc_from_timestamp(start_at))
+        anchor = _sum_at(hass, statistic_id, dt_util.utc_from_timestamp(start_at), kind)
         if anchor is None:
             LOGGER.warning(
                 "No statistics of %s at its start (%s): no history for its "
@@ -250,11 +271,11 @@ def read_statistics(
         end,
         {statistic_id},
         "5minute",
-        _UNITS,
+        _units(kind),
         types,
     ).get(statistic_id, [])
     gaps = recorder_gaps(hass)
-    result.quarter_hours = _readings_from_rows(short, first, last, gaps, offset)
+    result.quarter_hours = _readings_from_rows(short, first, last, gaps, offset, kind)
     result.found = bool(short)
     if short:
         result.compiled_until = dt_util.utc_from_timestamp(int(short[-1]["end"]))
@@ -271,10 +292,10 @@ def read_statistics(
             dt_util.utc_from_timestamp(long_last),
             {statistic_id},
             "hour",
-            _UNITS,
+            _units(kind),
             types,
         ).get(statistic_id, [])
-        result.hours = _readings_from_rows(long, first, long_last, gaps, offset)
+        result.hours = _readings_from_rows(long, first, long_last, gaps, offset, kind)
         result.found = result.found or bool(long)
     return result
 
@@ -303,7 +324,14 @@ async def async_fill_meter(
     if meter.running_total and meter.start_at is not None:
         running = (meter.start_at, meter.start_value)
     found = await get_instance(hass).async_add_executor_job(
-        read_statistics, hass, meter.entity_id, start, end, hourly, running
+        read_statistics,
+        hass,
+        meter.entity_id,
+        start,
+        end,
+        hourly,
+        running,
+        meter.kind,
     )
     result = MeterResult(
         meter,

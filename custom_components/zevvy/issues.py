@@ -146,8 +146,8 @@ def async_update_meter_issues(
     """Raise or clear the issues of an entry's meters; return the usable meters.
 
     A meter whose entity left the entity registry gets ``meter_missing``, one
-    that no longer has an energy unit and a meter state class
-    ``meter_not_eligible``; the issue goes as soon as the meter is usable again
+    that no longer has a unit of the meter's kind (energy, water, gas) and a
+    meter state class ``meter_not_eligible``; the issue goes as soon as the meter is usable again
     or deleted.
     """
     meters: list[Meter] = []

@@ -2,8 +2,10 @@
 
 ``MeterSelectionFlow`` is the base of the main config flow: once the login is done
 the main flow calls ``_async_offer_meters(title, data)``; the user picks eligible
-entities (preselected with the Energy dashboard's), confirms or edits the two
-references of each, and the entry is created with one meter subentry per entity.
+entities, grouped by kind (energy, water, gas; preselected with the Energy
+dashboard's), confirms or edits the two references of each, and the entry is
+created with one meter subentry per entity. Each meter subentry stores its kind,
+that of its entity when it is created (``with_kind``).
 
 ``MeterSubentryFlowHandler`` adds one meter at a time and changes meters
 (subentry reconfigure: names and reading source). A changed meter's waiting
@@ -52,6 +54,7 @@ from .const import (
 from .meters import (
     Candidate,
     Eligibility,
+    MeterKind,
     async_candidates,
     async_suggested_entity_ids,
     entity_eligibility,
@@ -59,6 +62,7 @@ from .meters import (
     meter_title,
     sanitize_reference,
     source_data,
+    with_kind,
 )
 from .outbox import Destination, meter_series
 from .sources import (
@@ -75,8 +79,15 @@ from .sources import (
     source_from_input,
 )
 
-# Field of the multi-select step after login.
+# Fields of the multi-select step after login: one per kind of meter.
 CONF_ENTITIES: Final = "entities"
+CONF_WATER_ENTITIES: Final = "water_entities"
+CONF_GAS_ENTITIES: Final = "gas_entities"
+KIND_FIELDS: Final[dict[MeterKind, str]] = {
+    MeterKind.ENERGY: CONF_ENTITIES,
+    MeterKind.WATER: CONF_WATER_ENTITIES,
+    MeterKind.GAS: CONF_GAS_ENTITIES,
+}
 # Placeholder text when no sensor restarts from zero.
 NO_RESETTING: Final = "\u2013"  # en dash
 
@@ -181,18 +192,28 @@ class MeterSelectionFlow(ConfigFlow):
         return self.async_create_entry(
             title=self._meter_entry_title,
             data=self._meter_entry_data,
-            subentries=self._meter_subentries,
+            subentries=[
+                ConfigSubentryData(
+                    data=with_kind(self.hass, subentry["data"]),
+                    subentry_type=subentry["subentry_type"],
+                    title=subentry["title"],
+                    unique_id=subentry["unique_id"],
+                )
+                for subentry in self._meter_subentries
+            ],
         )
 
     async def async_step_meters(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """Multi-select of eligible entities; none is fine, meters can come later."""
+        """Multi-select of eligible entities, one list per kind of meter (energy,
+        water, gas: those with candidates); none is fine, meters can come later."""
         if user_input is not None:
             registry = er.async_get(self.hass)
             self._meter_queue = [
                 entity_entry.id
-                for entity_id in user_input.get(CONF_ENTITIES, [])
+                for field in KIND_FIELDS.values()
+                for entity_id in user_input.get(field, [])
                 if (entity_entry := registry.async_get(entity_id)) is not None
             ]
             self._meter_total = len(self._meter_queue)
@@ -201,22 +222,20 @@ class MeterSelectionFlow(ConfigFlow):
         candidates = async_candidates(self.hass)
         if not candidates:
             return self._async_create_with_meters()
-        schema = vol.Schema(
-            {
-                vol.Optional(CONF_ENTITIES): EntitySelector(
-                    EntitySelectorConfig(
-                        include_entities=[c.entity_id for c in candidates],
-                        multiple=True,
-                    )
-                )
-            }
-        )
-        suggested = await async_suggested_entity_ids(self.hass, candidates)
+        suggested = set(await async_suggested_entity_ids(self.hass, candidates))
+        fields: dict[vol.Marker, Any] = {}
+        values: dict[str, list[str]] = {}
+        for kind, field in KIND_FIELDS.items():
+            entity_ids = [c.entity_id for c in candidates if c.kind is kind]
+            if not entity_ids:
+                continue
+            fields[vol.Optional(field)] = EntitySelector(
+                EntitySelectorConfig(include_entities=entity_ids, multiple=True)
+            )
+            values[field] = [e for e in entity_ids if e in suggested]
         return self.async_show_form(
             step_id="meters",
-            data_schema=self.add_suggested_values_to_schema(
-                schema, {CONF_ENTITIES: suggested}
-            ),
+            data_schema=self.add_suggested_values_to_schema(vol.Schema(fields), values),
             description_placeholders={
                 "resetting": _resetting_placeholder(self.hass, candidates)
             },
@@ -280,6 +299,12 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
 
     _entity_registry_id: str
     _references: dict[str, str]
+
+    def async_create_entry(
+        self, *, data: Mapping[str, Any], **kwargs: Any
+    ) -> SubentryFlowResult:
+        """Create the meter subentry with its kind (that of its entity now)."""
+        return super().async_create_entry(data=with_kind(self.hass, data), **kwargs)
 
     async def async_step_user(
         self, user_input: dict[str, Any] | None = None

@@ -1,18 +1,26 @@
 """Meters: which Home Assistant entities zevvy reads, under which names.
 
-A meter is one energy sensor mapped to a zevvy device reference and register
+A meter is one sensor mapped to a zevvy device reference and register
 reference. Meters are config subentries of the account's config entry, keyed by the
 entity registry id so that renaming the entity id keeps them working.
 
+Meters are of a kind (``MeterKind``, stored in the subentry; a subentry without
+one is an energy meter): energy (electricity and heat: any energy unit, billed
+in kWh), water (device class ``water`` in a volume unit, billed in m³) and gas
+(device class ``gas`` in a volume unit, billed in m³; a gas sensor in an energy
+unit is an energy meter). Each kind has its Home Assistant unit converter, its
+billing unit and its rounding (``KindSpec``, one place per kind).
+
 This module owns:
-- eligibility: a sensor with an energy unit and state class ``total_increasing`` or
+- eligibility: a sensor of a kind's units and state class ``total_increasing`` or
   ``total``; a ``total`` sensor with a ``last_reset`` attribute restarts from zero
   (per day, per charging session): it is offered but never preselected;
 - the default references shown to the user before a meter is saved;
-- the conversion of a state (or any energy value) to a reading in kWh, and the
-  precision of such a reading (``reading_step``: of the sensor's unit and
-  suggested display precision, or of the digits a person typed), recorded with
-  the reading for the outbox's drop check;
+- the conversion of a state (or any value) to a reading in the kind's billing
+  unit (``to_reading``; ``to_kwh`` for energy), and the precision of such a
+  reading (``reading_step``, in thousandths of the billing unit: Wh or litres;
+  of the sensor's unit and suggested display precision, or of the digits a
+  person typed), recorded with the reading for the outbox's drop check;
 - ``check_meters`` and ``resolve_meters``: which meters are usable now (pure
   lookups; ``issues.py`` raises the repair issues of the others).
 """
@@ -29,15 +37,19 @@ from homeassistant.components.sensor import (
     ATTR_LAST_RESET,
     ATTR_STATE_CLASS,
     DOMAIN as SENSOR_DOMAIN,
+    SensorDeviceClass,
     SensorStateClass,
 )
+from homeassistant.components.sensor.const import DEVICE_CLASS_UNITS
 from homeassistant.config_entries import ConfigEntry, ConfigSubentryData
 from homeassistant.const import (
+    ATTR_DEVICE_CLASS,
     ATTR_FRIENDLY_NAME,
     ATTR_UNIT_OF_MEASUREMENT,
     STATE_UNAVAILABLE,
     STATE_UNKNOWN,
     UnitOfEnergy,
+    UnitOfVolume,
 )
 from homeassistant.core import (
     HomeAssistant,
@@ -49,13 +61,18 @@ from homeassistant.helpers import (
     entity_registry as er,
 )
 from homeassistant.helpers.translation import async_get_translations
-from homeassistant.util.unit_conversion import EnergyConverter
+from homeassistant.util.unit_conversion import (
+    BaseUnitConverter,
+    EnergyConverter,
+    VolumeConverter,
+)
 
 from .api import is_valid_reference
 from .const import (
     CONF_DEVICE_REF,
     CONF_ENTITY_ID,
     CONF_ENTITY_REGISTRY_ID,
+    CONF_KIND,
     CONF_READING_SOURCE,
     CONF_REGISTER_REF,
     CONF_START_AT,
@@ -77,16 +94,112 @@ METER_STATE_CLASSES: Final = frozenset(
 # Register reference when nothing better is known (and the name of the energy
 # device class when Home Assistant's translation is missing).
 FALLBACK_REGISTER_REF: Final = "Energy"
+
+
+class MeterKind(StrEnum):
+    """What a meter measures (stored in its subentry as ``kind``)."""
+
+    ENERGY = "energy"  # electricity and heat
+    WATER = "water"
+    GAS = "gas"
+
+
+@dataclass(frozen=True, slots=True)
+class KindSpec:
+    """How readings of a kind are converted and billed.
+
+    ``units``: the sensor units of the kind (those Home Assistant's converter
+    and the kind's device class accept, in the running Home Assistant);
+    ``device_class``: the sensor device class the kind needs (None: any);
+    ``decimals``: the billing unit's resolution (kWh: Wh; m³: litres).
+    """
+
+    converter: type[BaseUnitConverter]
+    billing_unit: str
+    units: frozenset[str]
+    device_class: SensorDeviceClass | None
+    decimals: int
+    register_ref: str  # English register name when the translation is missing
+
+    def round(self, value: float) -> float:
+        """Return a value in the billing unit at zevvy's resolution, never -0.0."""
+        # "+ 0.0" turns -0.0 into 0.0
+        return round(value, self.decimals) + 0.0
+
+
+def _volume_units(device_class: SensorDeviceClass) -> frozenset[str]:
+    """Return the volume units Home Assistant allows for a device class."""
+    return frozenset(
+        str(unit)
+        for unit in DEVICE_CLASS_UNITS.get(device_class, set())
+        if unit in VolumeConverter.VALID_UNITS
+    )
+
+
+KINDS: Final[Mapping[MeterKind, KindSpec]] = {
+    MeterKind.ENERGY: KindSpec(
+        EnergyConverter,
+        str(UnitOfEnergy.KILO_WATT_HOUR),
+        ENERGY_UNITS,
+        None,
+        READING_DECIMALS,
+        FALLBACK_REGISTER_REF,
+    ),
+    MeterKind.WATER: KindSpec(
+        VolumeConverter,
+        str(UnitOfVolume.CUBIC_METERS),
+        _volume_units(SensorDeviceClass.WATER),
+        SensorDeviceClass.WATER,
+        READING_DECIMALS,
+        "Water",
+    ),
+    MeterKind.GAS: KindSpec(
+        VolumeConverter,
+        str(UnitOfVolume.CUBIC_METERS),
+        _volume_units(SensorDeviceClass.GAS),
+        SensorDeviceClass.GAS,
+        READING_DECIMALS,
+        "Gas",
+    ),
+}
+
+
+def stored_kind(data: Mapping[str, Any]) -> MeterKind:
+    """Return the kind stored in a meter's subentry data (none stored: energy)."""
+    try:
+        return MeterKind(data.get(CONF_KIND) or MeterKind.ENERGY)
+    except ValueError:
+        return MeterKind.ENERGY
+
+
+def unit_kind(unit: object, device_class: object) -> MeterKind | None:
+    """Return the kind of a sensor's unit and device class, None if none fits.
+
+    An energy unit is an energy meter whatever the device class (a gas sensor
+    in kWh, a heat meter); a volume unit needs the water or gas device class.
+    """
+    if not isinstance(unit, str):
+        return None
+    for kind, spec in KINDS.items():
+        if unit in spec.units and spec.device_class in (None, device_class):
+            return kind
+    return None
+
+
 # Separates the two references in a meter's title.
 TITLE_SEPARATOR: Final = " \u2013 "  # en dash
 
-# Energy dashboard preference keys that name electricity meters.
+# Energy dashboard preference keys that name meters.
 _ENERGY_SOURCE_KEYS: Final[Mapping[str, tuple[str, ...]]] = {
     # 2026.x keeps the grid's import and export on the source itself; 2025.4 in
     # its flow_from and flow_to lists (read in _dashboard_stat_ids).
     "grid": ("stat_energy_from", "stat_energy_to"),
     "solar": ("stat_energy_from",),
+    "wind": ("stat_energy_from",),  # 2026.x
     "battery": ("stat_energy_from", "stat_energy_to"),
+    # Gas (in m³ or an energy unit) and water, in both shapes.
+    "gas": ("stat_energy_from",),
+    "water": ("stat_energy_from",),
 }
 
 
@@ -112,14 +225,20 @@ class Meter:
     start_value: float = 0.0  # running total: the reading at ``start_at``
     start_at: int | None = None  # running total: its start (epoch, a quarter hour)
     start_seed: float | None = None  # the sensor's value at start_at, if known
-    # The precision of its readings (Wh, ``reading_step``; 0: unknown). Not part
-    # of what the meter is: its unit may change, the meter stays the same.
+    # The precision of its readings (Wh or litres, ``reading_step``; 0: unknown).
+    # Not part of what the meter is: its unit may change, the meter stays the same.
     step: int = field(default=0, compare=False)
+    kind: MeterKind = MeterKind.ENERGY
 
     @property
     def running_total(self) -> bool:
         """Return whether the reading is a running total (not the sensor's value)."""
         return self.reading_source == SOURCE_RUNNING_TOTAL
+
+    @property
+    def unit(self) -> str:
+        """Return the unit of its readings (the kind's billing unit)."""
+        return KINDS[self.kind].billing_unit
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +249,7 @@ class Candidate:
     entity_id: str
     name: str
     eligibility: Eligibility
+    kind: MeterKind = MeterKind.ENERGY
 
 
 def sanitize_reference(value: str) -> str:
@@ -157,6 +277,7 @@ def source_data(
     running = reading_source == SOURCE_RUNNING_TOTAL
     return {
         CONF_READING_SOURCE: SOURCE_RUNNING_TOTAL if running else SOURCE_SENSOR,
+        # Rounded to thousandths: Wh of kWh, litres of m³ (the same for every kind).
         CONF_START_VALUE: round_kwh(start_value) if running else None,
         CONF_START_AT: start_at if running else None,
         CONF_START_SEED: start_seed if running else None,
@@ -195,30 +316,71 @@ def _registry_unit(entity_entry: er.RegistryEntry) -> str | None:
     return entity_entry.unit_of_measurement
 
 
+def _entity_attributes(
+    hass: HomeAssistant, entity_entry: er.RegistryEntry
+) -> tuple[Any, Any, Any, Any]:
+    """Return (unit, device class, state class, last_reset) of an entity.
+
+    The state's attributes when there is a state; the entity registry
+    (capabilities, unit and device class) when the entity has not been added yet.
+    """
+    if (state := hass.states.get(entity_entry.entity_id)) is not None:
+        return (
+            state.attributes.get(ATTR_UNIT_OF_MEASUREMENT),
+            state.attributes.get(ATTR_DEVICE_CLASS),
+            state.attributes.get(ATTR_STATE_CLASS),
+            state.attributes.get(ATTR_LAST_RESET),
+        )
+    return (
+        _registry_unit(entity_entry),
+        entity_entry.device_class or entity_entry.original_device_class,
+        (entity_entry.capabilities or {}).get(ATTR_STATE_CLASS),
+        None,
+    )
+
+
+@callback
+def entity_kind(
+    hass: HomeAssistant, entity_entry: er.RegistryEntry
+) -> MeterKind | None:
+    """Return the kind of meter an entity can be, None if it can be none."""
+    if entity_entry.domain != SENSOR_DOMAIN:
+        return None
+    unit, device_class, state_class, _ = _entity_attributes(hass, entity_entry)
+    if state_class not in METER_STATE_CLASSES:
+        return None
+    return unit_kind(unit, device_class)
+
+
 @callback
 def entity_eligibility(
     hass: HomeAssistant, entity_entry: er.RegistryEntry
 ) -> Eligibility:
-    """Return whether an entity can be a meter.
+    """Return whether an entity can be a meter (of any kind).
 
     The state's attributes decide when there is a state; the entity registry
     (capabilities and unit) when the entity has not been added yet.
     """
-    if entity_entry.domain != SENSOR_DOMAIN:
+    if entity_kind(hass, entity_entry) is None:
         return Eligibility.NOT_ELIGIBLE
-    last_reset: Any = None
-    if (state := hass.states.get(entity_entry.entity_id)) is not None:
-        unit = state.attributes.get(ATTR_UNIT_OF_MEASUREMENT)
-        state_class = state.attributes.get(ATTR_STATE_CLASS)
-        last_reset = state.attributes.get(ATTR_LAST_RESET)
-    else:
-        unit = _registry_unit(entity_entry)
-        state_class = (entity_entry.capabilities or {}).get(ATTR_STATE_CLASS)
-    if unit not in ENERGY_UNITS or state_class not in METER_STATE_CLASSES:
-        return Eligibility.NOT_ELIGIBLE
+    _, _, state_class, last_reset = _entity_attributes(hass, entity_entry)
     if state_class == SensorStateClass.TOTAL and last_reset is not None:
         return Eligibility.RESETTING
     return Eligibility.ELIGIBLE
+
+
+def with_kind(hass: HomeAssistant, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a new meter's subentry data with its kind (that of its entity now).
+
+    Data that has a kind keeps it; an entity gone or of no kind: energy.
+    """
+    if data.get(CONF_KIND):
+        return dict(data)
+    entity_entry = er.async_get(hass).entities.get_entry(
+        data.get(CONF_ENTITY_REGISTRY_ID, "")
+    )
+    kind = entity_kind(hass, entity_entry) if entity_entry else None
+    return {**data, CONF_KIND: str(kind or MeterKind.ENERGY)}
 
 
 def friendly_name(hass: HomeAssistant, entity_entry: er.RegistryEntry) -> str:
@@ -243,6 +405,7 @@ def async_candidates(hass: HomeAssistant) -> list[Candidate]:
             entity_id=entity_entry.entity_id,
             name=friendly_name(hass, entity_entry),
             eligibility=eligibility,
+            kind=entity_kind(hass, entity_entry) or MeterKind.ENERGY,
         )
         for entity_entry in registry.entities.values()
         if entity_entry.domain == SENSOR_DOMAIN
@@ -257,10 +420,11 @@ def async_candidates(hass: HomeAssistant) -> list[Candidate]:
 
 
 def _dashboard_stat_ids(preferences: Mapping[str, Any]) -> set[str]:
-    """Return the statistic ids of the Energy dashboard's electricity meters.
+    """Return the statistic ids of the Energy dashboard's meters.
 
-    Grid import and export, solar production, battery in and out, and individual
-    devices; gas and water are not electricity meters.
+    Electricity: grid import and export, solar and wind production, battery in
+    and out, and individual devices; gas and water sources, and (2026.x) the
+    individual water devices.
     The preferences are the energy integration's stored data, whose shape changes
     between Home Assistant versions: read them leniently (a missing key only means
     fewer preselected meters, never a broken config flow).
@@ -278,15 +442,15 @@ def _dashboard_stat_ids(preferences: Mapping[str, Any]) -> set[str]:
         found.extend(
             source.get(key) for key in _ENERGY_SOURCE_KEYS.get(source_type, ())
         )
-    found.extend(
-        device.get("stat_consumption")
-        for device in preferences.get("device_consumption") or []
-    )
+    for devices in ("device_consumption", "device_consumption_water"):
+        found.extend(
+            device.get("stat_consumption") for device in preferences.get(devices) or []
+        )
     return {stat_id for stat_id in found if isinstance(stat_id, str) and stat_id}
 
 
 async def async_energy_dashboard_entity_ids(hass: HomeAssistant) -> set[str]:
-    """Return the entity ids the Energy dashboard uses for electricity.
+    """Return the entity ids the Energy dashboard uses (electricity, gas, water).
 
     Statistic ids of entities are their entity ids; external statistics (with a
     colon) never match an entity.
@@ -316,13 +480,22 @@ async def async_suggested_entity_ids(
     ]
 
 
-async def _async_energy_name(hass: HomeAssistant) -> str:
-    """Return the name of the energy device class in Home Assistant's language."""
+async def _async_kind_name(hass: HomeAssistant, kind: MeterKind) -> str:
+    """Return the name of a kind's device class in Home Assistant's language.
+
+    "Energy", "Water", "Gas" in English, as Home Assistant names the sensor
+    device classes energy, water and gas.
+    """
     translations = await async_get_translations(
         hass, hass.config.language, "entity_component", [SENSOR_DOMAIN]
     )
-    key = f"component.{SENSOR_DOMAIN}.entity_component.energy.name"
-    return sanitize_reference(translations.get(key, "")) or FALLBACK_REGISTER_REF
+    key = f"component.{SENSOR_DOMAIN}.entity_component.{kind.value}.name"
+    return sanitize_reference(translations.get(key, "")) or KINDS[kind].register_ref
+
+
+async def _async_energy_name(hass: HomeAssistant) -> str:
+    """Return the name of the energy device class in Home Assistant's language."""
+    return await _async_kind_name(hass, MeterKind.ENERGY)
 
 
 def _strip_prefix(name: str, prefix: str) -> str:
@@ -339,10 +512,12 @@ async def async_default_references(
 
     Device: the device's name (the user's name first). Register: the entity's own
     name without the device name; an entity that is its device's main feature has
-    no own name and gets the energy device class name ("Energy"). An entity without
-    a (named) device: its friendly name and "Energy".
+    no own name and gets the name of its kind's device class ("Energy", "Water",
+    "Gas"). An entity without a (named) device: its friendly name and that name.
     """
-    energy_name = await _async_energy_name(hass)
+    energy_name = await _async_kind_name(
+        hass, entity_kind(hass, entity_entry) or MeterKind.ENERGY
+    )
     device = (
         dr.async_get(hass).async_get(entity_entry.device_id)
         if entity_entry.device_id
@@ -365,26 +540,30 @@ async def async_default_references(
     return device_name, sanitize_reference(own) or energy_name
 
 
-# The coarsest precision a reading is given: a whole kWh (a sensor in MWh or GJ
-# without a display precision is not tolerated a whole unit).
+# The coarsest precision a reading is given: a whole kWh or m³ (a sensor in MWh
+# or GJ without a display precision is not tolerated a whole unit).
 MAX_STEP_WH: Final = 1000
 # Where the entity registry keeps a sensor's suggested display precision.
 _SUGGESTED_PRECISION: Final = "suggested_display_precision"
 
 
-def reading_step(unit: str | None, decimals: int | None) -> int:
-    """Return the precision (Wh) of a reading given in ``unit`` with ``decimals``.
+def reading_step(
+    unit: str | None, decimals: int | None, kind: MeterKind = MeterKind.ENERGY
+) -> int:
+    """Return the precision of a reading given in ``unit`` with ``decimals``.
 
-    ``decimals`` None: not known, one whole unit. At least 1 Wh (zevvy's
-    resolution), at most MAX_STEP_WH; 0 for a unit that is no energy unit.
+    In thousandths of the kind's billing unit: Wh of kWh, litres of m³.
+    ``decimals`` None: not known, one whole unit. At least 1 (zevvy's
+    resolution), at most MAX_STEP_WH; 0 for a unit that is not of the kind.
     The outbox's drop check tolerates one step of the coarser precision between
     readings of different precision, none between readings of the same one.
     """
-    if unit not in ENERGY_UNITS:
+    spec = KINDS[kind]
+    if unit not in spec.units:
         return 0
     one = 10.0 ** -max(0, decimals or 0)
-    wh = EnergyConverter.convert(one, unit, UnitOfEnergy.WATT_HOUR)
-    return max(1, min(MAX_STEP_WH, round(wh)))
+    billed = spec.converter.convert(one, unit, spec.billing_unit)
+    return max(1, min(MAX_STEP_WH, round(billed * 10.0**spec.decimals)))
 
 
 def typed_decimals(value: object) -> int | None:
@@ -407,9 +586,13 @@ def typed_decimals(value: object) -> int | None:
 
 
 @callback
-def sensor_step(hass: HomeAssistant, entity_entry: er.RegistryEntry) -> int:
-    """Return the precision (Wh) of a sensor's readings: its unit and its
-    suggested display precision (one whole unit without one)."""
+def sensor_step(
+    hass: HomeAssistant,
+    entity_entry: er.RegistryEntry,
+    kind: MeterKind = MeterKind.ENERGY,
+) -> int:
+    """Return the precision (Wh or litres) of a sensor's readings: its unit and
+    its suggested display precision (one whole unit without one)."""
     state = hass.states.get(entity_entry.entity_id)
     unit = (
         state.attributes.get(ATTR_UNIT_OF_MEASUREMENT)
@@ -418,31 +601,38 @@ def sensor_step(hass: HomeAssistant, entity_entry: er.RegistryEntry) -> int:
     )
     options: Mapping[str, Any] = entity_entry.options.get(SENSOR_DOMAIN, {})
     decimals = options.get(_SUGGESTED_PRECISION)
-    return reading_step(unit, decimals if isinstance(decimals, int) else None)
+    return reading_step(unit, decimals if isinstance(decimals, int) else None, kind)
 
 
 def round_kwh(value: float) -> float:
     """Return a reading in kWh at zevvy's resolution (Wh), never -0.0."""
-    # "+ 0.0" turns -0.0 into 0.0
-    return round(value, READING_DECIMALS) + 0.0
+    return KINDS[MeterKind.ENERGY].round(value)
+
+
+def to_reading(value: float, unit: str | None, kind: MeterKind) -> float | None:
+    """Return a value as a reading in the kind's billing unit, None if none.
+
+    Units of another kind (or none Home Assistant converts), infinite, NaN and
+    negative values give None: a reading is never invented.
+    """
+    spec = KINDS[kind]
+    if unit not in spec.units or not math.isfinite(value) or value < 0:
+        return None
+    return spec.round(spec.converter.convert(value, unit, spec.billing_unit))
 
 
 def to_kwh(value: float, unit: str | None) -> float | None:
-    """Return an energy value as a reading in kWh, or None if it is no reading.
-
-    Units Home Assistant cannot convert to kWh, infinite, NaN and negative values
-    give None: a reading is never invented.
-    """
-    if unit not in ENERGY_UNITS or not math.isfinite(value) or value < 0:
-        return None
-    return round_kwh(EnergyConverter.convert(value, unit, UnitOfEnergy.KILO_WATT_HOUR))
+    """Return an energy value as a reading in kWh, or None if it is no reading."""
+    return to_reading(value, unit, MeterKind.ENERGY)
 
 
-def state_to_kwh(state: State | None) -> float | None:
-    """Return a state's meter reading in kWh, or None if it has none.
+def state_reading(
+    state: State | None, kind: MeterKind = MeterKind.ENERGY
+) -> float | None:
+    """Return a state's meter reading in the kind's billing unit, None if none.
 
     Unknown, unavailable and non-numeric states give None, and so does what
-    ``to_kwh`` refuses.
+    ``to_reading`` refuses.
     """
     if state is None or state.state in (STATE_UNKNOWN, STATE_UNAVAILABLE):
         return None
@@ -450,7 +640,12 @@ def state_to_kwh(state: State | None) -> float | None:
         value = float(state.state)
     except ValueError:
         return None
-    return to_kwh(value, state.attributes.get(ATTR_UNIT_OF_MEASUREMENT))
+    return to_reading(value, state.attributes.get(ATTR_UNIT_OF_MEASUREMENT), kind)
+
+
+def state_to_kwh(state: State | None) -> float | None:
+    """Return a state's meter reading in kWh, or None if it has none."""
+    return state_reading(state, MeterKind.ENERGY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -468,8 +663,9 @@ class MeterCheck:
 def check_meters(hass: HomeAssistant, entry: ConfigEntry[Any]) -> list[MeterCheck]:
     """Return every meter subentry of the entry, checked (a pure lookup).
 
-    A meter whose entity left the entity registry, or no longer has an energy unit
-    and a meter state class, is not usable (``issues.py`` raises its repair issue).
+    A meter whose entity left the entity registry, or no longer has a unit of the
+    meter's kind and a meter state class, is not usable (``issues.py`` raises its
+    repair issue).
     """
     registry = er.async_get(hass)
     checks: list[MeterCheck] = []
@@ -479,10 +675,8 @@ def check_meters(hass: HomeAssistant, entry: ConfigEntry[Any]) -> list[MeterChec
         data = subentry.data
         entity_entry = registry.entities.get_entry(data[CONF_ENTITY_REGISTRY_ID])
         meter = None
-        if (
-            entity_entry is not None
-            and entity_eligibility(hass, entity_entry) is not Eligibility.NOT_ELIGIBLE
-        ):
+        kind = stored_kind(data)
+        if entity_entry is not None and entity_kind(hass, entity_entry) is kind:
             meter = Meter(
                 subentry_id=subentry.subentry_id,
                 entity_registry_id=entity_entry.id,
@@ -493,7 +687,8 @@ def check_meters(hass: HomeAssistant, entry: ConfigEntry[Any]) -> list[MeterChec
                 start_value=float(data.get(CONF_START_VALUE) or 0.0),
                 start_at=data.get(CONF_START_AT),
                 start_seed=data.get(CONF_START_SEED),
-                step=sensor_step(hass, entity_entry),
+                step=sensor_step(hass, entity_entry, kind),
+                kind=kind,
             )
         checks.append(
             MeterCheck(

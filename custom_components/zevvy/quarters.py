@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .api import Reading
 from .const import COLLECT_INTERVAL_MINUTES, LOGGER
-from .meters import Meter, state_to_kwh
+from .meters import Meter, MeterKind, state_reading
 
 RECORDER_DOMAIN: Final = "recorder"
 QUARTER: Final = timedelta(minutes=COLLECT_INTERVAL_MINUTES)
@@ -55,18 +55,22 @@ def quarters_through(first: datetime, last: datetime) -> list[datetime]:
     return quarters
 
 
-def _value_at(states: Sequence[State], quarter: datetime) -> float | None:
+def _value_at(
+    states: Sequence[State], quarter: datetime, kind: MeterKind
+) -> float | None:
     """Return the reading of the last state changed at or before ``quarter``."""
     value: float | None = None
     for state in states:
         if state.last_changed > quarter:
             break
-        value = state_to_kwh(state)
+        value = state_reading(state, kind)
     return value
 
 
 def _recorded_values(
-    hass: HomeAssistant, wanted: Mapping[str, Sequence[datetime]]
+    hass: HomeAssistant,
+    wanted: Mapping[str, Sequence[datetime]],
+    kinds: Mapping[str, MeterKind],
 ) -> dict[str, dict[datetime, float]]:
     """Return, per entity, its readings at the quarter hours from state history.
 
@@ -82,13 +86,18 @@ def _recorded_values(
             entity_id,
             include_start_time_state=True,
         ).get(entity_id, [])
-        values = {q: v for q in quarters if (v := _value_at(states, q)) is not None}
+        kind = kinds.get(entity_id, MeterKind.ENERGY)
+        values = {
+            q: v for q in quarters if (v := _value_at(states, q, kind)) is not None
+        }
         found[entity_id] = values
     return found
 
 
 async def _async_recorded_values(
-    hass: HomeAssistant, wanted: Mapping[str, Sequence[datetime]]
+    hass: HomeAssistant,
+    wanted: Mapping[str, Sequence[datetime]],
+    kinds: Mapping[str, MeterKind],
 ) -> dict[str, dict[datetime, float]]:
     """Ask the recorder's state history; empty without a usable recorder."""
     if not wanted or not recorder_loaded(hass):
@@ -100,7 +109,9 @@ async def _async_recorded_values(
     try:
         # States of the last seconds may still wait in the recorder's queue.
         await instance.async_block_till_done()
-        return await instance.async_add_executor_job(_recorded_values, hass, wanted)
+        return await instance.async_add_executor_job(
+            _recorded_values, hass, wanted, kinds
+        )
     except SQLAlchemyError:
         LOGGER.debug("Recorder history unavailable", exc_info=True)
         return {}
@@ -128,7 +139,8 @@ async def async_readings_at(
         current[meter.entity_id] = (state, since)
         if older := [quarter for quarter in quarters if since > quarter]:
             wanted[meter.entity_id] = older
-    recorded = await _async_recorded_values(hass, wanted)
+    kinds = {meter.entity_id: meter.kind for meter in meter_list}
+    recorded = await _async_recorded_values(hass, wanted, kinds)
     result: list[tuple[Meter, list[Reading]]] = []
     for meter in meter_list:
         readings: list[Reading] = []
@@ -140,7 +152,7 @@ async def async_readings_at(
         past = recorded.get(meter.entity_id, {})
         for quarter in quarters:
             if since <= quarter:
-                value = state_to_kwh(state)
+                value = state_reading(state, meter.kind)
             elif quarter in past:
                 value = past[quarter]
             else:

@@ -32,7 +32,7 @@ from homeassistant.util import dt as dt_util
 
 from .api import Reading
 from .helpers import async_on_entry_updated
-from .meters import Meter, resolve_meters
+from .meters import Meter, MeterKind, resolve_meters
 from .outbox import Outbox
 from .running_total import RunningState, state_value
 
@@ -228,14 +228,16 @@ class MeterReadings:
             live = self._replaying.pop(key, [])
             running = self._states[key]
             if running.anchor:
-                states = self._take_anchor(running, states)
+                states = self._take_anchor(running, states, meter.kind)
             for state in [*states, *live]:
                 self._apply(meter, state)
             self._store(key)
             self._async_apply_current_soon(meter)
 
     @staticmethod
-    def _take_anchor(running: RunningState, states: list[State]) -> list[State]:
+    def _take_anchor(
+        running: RunningState, states: list[State], kind: MeterKind
+    ) -> list[State]:
         """Take the zero point from the last state before the start.
 
         Return the states after it. Without a usable state before the start,
@@ -244,7 +246,7 @@ class MeterReadings:
         start = running.start_at or 0
         before = [s for s in states if s.last_updated_timestamp < start]
         for state in reversed(before):
-            if (found := state_value(state)) is not None:
+            if (found := state_value(state, kind)) is not None:
                 running.take_anchor(found[0], found[1])
                 break
         running.anchor = False
@@ -264,7 +266,7 @@ class MeterReadings:
             self._store(meter.subentry_id, save=False)
 
     def _apply(self, meter: Meter, state: State | None, *, live: bool = False) -> bool:
-        if state is None or (found := state_value(state)) is None:
+        if state is None or (found := state_value(state, meter.kind)) is None:
             return False
         running = self._states.setdefault(meter.subentry_id, RunningState())
         return running.apply(state.last_updated_timestamp, *found, live=live)
@@ -276,7 +278,7 @@ class MeterReadings:
     async def async_readings_at(
         self, meters: Iterable[Meter], quarters: Sequence[datetime]
     ) -> list[tuple[Meter, list[Reading]]]:
-        """Return the running-total meters' readings at ``quarters`` (kWh).
+        """Return the running-total meters' readings at ``quarters`` (kWh, m³).
 
         The collector's hook: each is what the running total counted up to its
         quarter hour (state changes after it do not count, also on a late
@@ -308,7 +310,8 @@ class MeterReadings:
                 continue
             for quarter in quarters:
                 when = int(quarter.timestamp())
-                if (value := running.reading_at(when, meter.start_value)) is not None:
+                value = running.reading_at(when, meter.start_value, meter.kind)
+                if value is not None:
                     readings.append(Reading(quarter, value))
             self._store(key)
         return result

@@ -48,13 +48,12 @@ from homeassistant.components.sensor import (
     ATTR_STATE_CLASS,
     SensorStateClass,
 )
-from homeassistant.const import ATTR_UNIT_OF_MEASUREMENT, UnitOfEnergy
+from homeassistant.const import ATTR_UNIT_OF_MEASUREMENT
 from homeassistant.core import State
 from homeassistant.util import dt as dt_util
-from homeassistant.util.unit_conversion import EnergyConverter
 
 from .const import COLLECT_INTERVAL_MINUTES, LOGGER
-from .meters import ENERGY_UNITS, Meter, to_kwh
+from .meters import KINDS, Meter, MeterKind, to_reading
 
 QUARTER: Final = COLLECT_INTERVAL_MINUTES * 60
 # Home Assistant's rule: a total_increasing value below this share of the one
@@ -75,7 +74,8 @@ def _last_reset(value: Any) -> str | None:
 class RunningState:
     """What a running total remembers of its sensor (persisted with the outbox).
 
-    ``counted`` is what the sensor counted since the tracker first saw it (kWh);
+    ``counted`` is what the sensor counted since the tracker first saw it (in
+    the meter kind's billing unit: kWh, m³);
     ``marks`` the counted amount at recent quarter hours crossed by a state
     change; ``known_from``: quarter hours up to it cannot be answered.
     ``start_at``/``start_counted``: the counted amount at the meter's start.
@@ -118,7 +118,7 @@ class RunningState:
             start_counted=0.0,
             anchor=recorded,
         )
-        found = None if state is None else state_value(state)
+        found = None if state is None else state_value(state, meter.kind)
         if (
             found is not None
             and found[1] is not None
@@ -196,8 +196,13 @@ class RunningState:
             return self.counted
         return next((counted for when, counted in self.marks if when >= quarter), None)
 
-    def reading_at(self, quarter: int, start_value: float) -> float | None:
-        """Return the running total at a quarter hour (kWh), None if unknown."""
+    def reading_at(
+        self, quarter: int, start_value: float, kind: MeterKind = MeterKind.ENERGY
+    ) -> float | None:
+        """Return the running total at a quarter hour, None if unknown.
+
+        In the kind's billing unit (kWh, m³), as ``counted`` is.
+        """
         if self.start_at is None or quarter < self.start_at:
             return None
         if self.start_counted is None:
@@ -221,8 +226,10 @@ class RunningState:
         counted = self.counted_at(quarter)
         if counted is None:
             return None
-        return to_kwh(
-            start_value + counted - self.start_counted, UnitOfEnergy.KILO_WATT_HOUR
+        return to_reading(
+            start_value + counted - self.start_counted,
+            KINDS[kind].billing_unit,
+            kind,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -257,14 +264,15 @@ class RunningState:
         )
 
 
-def state_value(state: State) -> tuple[float, str | None, Any] | None:
-    """Return (kWh, last_reset, state class) of a state, None if not numeric.
+def state_value(state: State, kind: MeterKind) -> tuple[float, str | None, Any] | None:
+    """Return (value, last_reset, state class) of a state, None if not numeric.
 
-    Unlike a reading, the value is neither rounded nor refused when negative
-    (the rule decides).
+    The value in the kind's billing unit (kWh, m³). Unlike a reading, it is
+    neither rounded nor refused when negative (the rule decides).
     """
+    spec = KINDS[kind]
     unit = state.attributes.get(ATTR_UNIT_OF_MEASUREMENT)
-    if unit not in ENERGY_UNITS:
+    if unit not in spec.units:
         return None
     try:
         value = float(state.state)
@@ -273,7 +281,7 @@ def state_value(state: State) -> tuple[float, str | None, Any] | None:
     if not math.isfinite(value):
         return None
     return (
-        EnergyConverter.convert(value, unit, UnitOfEnergy.KILO_WATT_HOUR),
+        spec.converter.convert(value, unit, spec.billing_unit),
         _last_reset(state.attributes.get(ATTR_LAST_RESET)),
         state.attributes.get(ATTR_STATE_CLASS),
     )

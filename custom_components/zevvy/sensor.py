@@ -1,5 +1,5 @@
 """Diagnostic sensors: last upload, readings waiting, and per meter the last
-reading zevvy confirmed."""
+reading zevvy confirmed (in kWh, or in m³ for a water or gas meter)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from homeassistant.components.sensor import (
     SensorEntityDescription,
     SensorStateClass,
 )
+from homeassistant.config_entries import ConfigSubentry
 from homeassistant.const import EntityCategory, UnitOfEnergy
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr
@@ -24,6 +25,7 @@ from .const import SUBENTRY_TYPE_METER
 from .coordinator import ZevvyConfigEntry, ZevvyStatus
 from .entity import ZevvyEntity, ZevvyMeterEntity, meter_identifier
 from .helpers import async_on_entry_updated
+from .meters import KINDS, MeterKind, stored_kind
 from .outbox import QueueView
 
 # Coordinator entities: the coordinator does the work, entities only read.
@@ -155,6 +157,22 @@ class ZevvyMeterSensorEntity(ZevvyMeterEntity, SensorEntity):
     """A sensor of one meter."""
 
     entity_description: ZevvyMeterSensorEntityDescription
+
+    def __init__(
+        self,
+        entry: ZevvyConfigEntry,
+        subentry: ConfigSubentry,
+        description: ZevvyMeterSensorEntityDescription,
+    ) -> None:
+        """Initialize; a water or gas meter's reading is a volume in m³."""
+        super().__init__(entry, subentry, description)
+        kind = stored_kind(subentry.data)
+        if (
+            description.device_class is SensorDeviceClass.ENERGY
+            and kind is not MeterKind.ENERGY
+        ):
+            self._attr_device_class = SensorDeviceClass(kind.value)
+            self._attr_native_unit_of_measurement = KINDS[kind].billing_unit
 
     @property
     def native_value(self) -> datetime | float | None:

@@ -20,7 +20,6 @@ from datetime import datetime
 import math
 from typing import Any, Final
 
-from homeassistant.const import UnitOfEnergy
 from homeassistant.core import (
     HomeAssistant,
     ServiceCall,
@@ -55,11 +54,13 @@ from .helpers import (
 )
 from .history import MeterResult, async_fill_meter, log_result
 from .meters import (
-    ENERGY_UNITS,
+    KINDS,
     Meter,
+    MeterKind,
     reading_step,
     resolve_meters,
-    to_kwh,
+    stored_kind,
+    to_reading,
     typed_decimals,
 )
 from .outbox import AddResult, Destination
@@ -80,15 +81,20 @@ ATTR_TIME: Final = "time"
 ATTR_START: Final = "start"
 ATTR_END: Final = "end"
 ATTR_METERS: Final = "meters"
-# Not a field: the precision (Wh) of the typed value, set by the schema.
-ATTR_STEP: Final = "_step"
+# The translated error of a unit that is not of the meter's kind, per kind
+# (energy keeps the error it always had).
+_INVALID_UNIT: Final[dict[MeterKind, str]] = {
+    MeterKind.ENERGY: "invalid_unit",
+    MeterKind.WATER: "invalid_unit_water",
+    MeterKind.GAS: "invalid_unit_gas",
+}
 
 
 def _reading_value(value: object) -> float | str:
     """Check a meter reading's number: finite, zero or more; never a boolean.
 
     Returned as typed (a number, or the text with its digits): its precision
-    is taken from it in ``_reading_in_kwh``. Like every validator below it
+    is taken from it in ``_reading_in_unit``. Like every validator below it
     raises a translated ServiceValidationError, which passes through voluptuous
     and Home Assistant's schema check unchanged, instead of voluptuous' English
     ``vol.Invalid``.
@@ -106,31 +112,49 @@ def _reading_value(value: object) -> float | str:
     return value.strip() if isinstance(value, str) else number
 
 
-def _reading_in_kwh(data: dict[str, Any]) -> dict[str, Any]:
-    """Convert the value to kWh (the unit then says so); refuse implausible ones.
+def _unit_kind(unit: str) -> MeterKind | None:
+    """Return the kind of a typed unit for a register that is no meter."""
+    if unit in KINDS[MeterKind.ENERGY].units:
+        return MeterKind.ENERGY
+    if unit in KINDS[MeterKind.WATER].units:
+        return MeterKind.WATER
+    if unit in KINDS[MeterKind.GAS].units:
+        return MeterKind.GAS
+    return None
 
-    The precision typed (``ATTR_STEP``, Wh) is kept for the drop check: 1234.5
-    kWh is a reading to 0.1 kWh, whatever the sensor beside it gives.
+
+def _reading_in_unit(
+    typed: float | str, unit: str | None, kind: MeterKind | None
+) -> tuple[float, str, int]:
+    """Return (value, unit, precision) of a typed reading in its billing unit.
+
+    ``kind``: the meter's (None: a register that is no meter; the unit decides,
+    energy without one). A unit not of the meter's kind is refused with a
+    translated error naming the kind's units; so are implausible values. The
+    precision typed (Wh or litres, ``reading_step``) is kept for the drop
+    check: 1234.5 kWh is a reading to 0.1 kWh, whatever the sensor beside it
+    gives.
     """
-    typed: float | str = data[ATTR_VALUE]
-    value = float(typed)
-    unit: str = data[ATTR_UNIT]
-    if unit not in ENERGY_UNITS:
-        raise validation_error("invalid_unit", unit=unit)
-    kwh = to_kwh(value, unit)
-    if kwh is None or kwh > MAX_READING_KWH:
+    if kind is None:
+        kind = _unit_kind(unit) if unit else MeterKind.ENERGY
+        if kind is None:
+            raise validation_error("invalid_unit", unit=str(unit))
+    spec = KINDS[kind]
+    unit = unit or spec.billing_unit
+    if unit not in spec.units:
         raise validation_error(
-            "value_too_large",
+            _INVALID_UNIT[kind], unit=unit, units=", ".join(sorted(spec.units))
+        )
+    value = float(typed)
+    reading = to_reading(value, unit, kind)
+    if reading is None or reading > MAX_READING_KWH:
+        raise validation_error(
+            "value_too_large" if kind is MeterKind.ENERGY else "volume_too_large",
             value=f"{value:g}",
             unit=unit,
             max=f"{MAX_READING_KWH:.0f}",
         )
-    return {
-        **data,
-        ATTR_VALUE: kwh,
-        ATTR_UNIT: UnitOfEnergy.KILO_WATT_HOUR,
-        ATTR_STEP: reading_step(unit, typed_decimals(typed)),
-    }
+    return reading, spec.billing_unit, reading_step(unit, typed_decimals(typed), kind)
 
 
 def _plausible_time(value: datetime) -> datetime:
@@ -147,19 +171,18 @@ def _plausible_time(value: datetime) -> datetime:
 _TIME = vol.All(cv.datetime, _plausible_time)
 
 UPLOAD_NOW_SCHEMA: Final = vol.Schema({vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string})
-SEND_READING_SCHEMA: Final = vol.All(
-    vol.Schema(
-        {
-            vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
-            vol.Optional(ATTR_METER): cv.entity_id,
-            vol.Optional(ATTR_DEVICE_REF): cv.string,
-            vol.Optional(ATTR_REGISTER_REF): cv.string,
-            vol.Required(ATTR_VALUE): _reading_value,
-            vol.Optional(ATTR_UNIT, default=UnitOfEnergy.KILO_WATT_HOUR): cv.string,
-            vol.Optional(ATTR_TIME): _TIME,
-        }
-    ),
-    _reading_in_kwh,
+# The unit is checked against the meter's kind once the meter is known; without
+# one it is the meter's billing unit (kWh, m³).
+SEND_READING_SCHEMA: Final = vol.Schema(
+    {
+        vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
+        vol.Optional(ATTR_METER): cv.entity_id,
+        vol.Optional(ATTR_DEVICE_REF): cv.string,
+        vol.Optional(ATTR_REGISTER_REF): cv.string,
+        vol.Required(ATTR_VALUE): _reading_value,
+        vol.Optional(ATTR_UNIT): cv.string,
+        vol.Optional(ATTR_TIME): _TIME,
+    }
 )
 UPLOAD_HISTORY_SCHEMA: Final = vol.Schema(
     {
@@ -294,7 +317,6 @@ async def _async_send_reading(call: ServiceCall) -> ServiceResponse:
     ):
         raise validation_error("meter_or_references")
 
-    value: float = data[ATTR_VALUE]  # kWh (SEND_READING_SCHEMA converts)
     read_at = _read_at(data.get(ATTR_TIME))
 
     if device_ref is not None and register_ref is not None:
@@ -304,8 +326,14 @@ async def _async_send_reading(call: ServiceCall) -> ServiceResponse:
         destination = _destination_for_references(entry, device_ref, register_ref)
     else:
         entry, destination = _find_meter(hass, str(meter), entry_id)
+    subentry = entry.subentries.get(destination.key)
+    value, unit, step = _reading_in_unit(
+        data[ATTR_VALUE],
+        data.get(ATTR_UNIT),
+        stored_kind(subentry.data) if subentry is not None else None,
+    )
     # Made here, with the precision typed (the drop check compares it).
-    destination = replace(destination, step=data[ATTR_STEP])
+    destination = replace(destination, step=step)
 
     coordinator = entry.runtime_data.coordinator
     # Sent right below, whatever a retry timer says.
@@ -324,11 +352,15 @@ async def _async_send_reading(call: ServiceCall) -> ServiceResponse:
         "device_ref": destination.device_ref,
         "register_ref": destination.register_ref,
         "read_at": read_at.isoformat(),
-        "value_kwh": value,
+        "value": value,
+        "unit": unit,
         "status": status,
         "delivered": delivered,
         "waiting": result.pending,
     }
+    if unit == KINDS[MeterKind.ENERGY].billing_unit:
+        # The name of the answer before water and gas meters; kept for automations.
+        response["value_kwh"] = value
     return response
 
 

@@ -20,6 +20,7 @@ from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from ..api import Reading
 from ..const import LOGGER, READING_DECIMALS
 from ..issues import IssueKind, async_create_issue, async_delete_issue
+from ..meters import KINDS, MeterKind, stored_kind
 from . import policy
 from .format import (
     Destination,
@@ -539,6 +540,11 @@ class Outbox:
         )
         if lower == first:
             lower = queue.held.values[-1]
+        # The meter's unit (kWh, m³); readings typed for a register that is no
+        # meter: kWh, as before meters had kinds.
+        entry = self.hass.config_entries.async_get_entry(self.entry_id)
+        subentry = entry.subentries.get(key) if entry is not None else None
+        kind = stored_kind(subentry.data) if subentry else MeterKind.ENERGY
         async_create_issue(
             self.hass,
             IssueKind.READING_HELD,
@@ -551,6 +557,7 @@ class Outbox:
                 "previous": "?" if higher is None else f"{higher:.{READING_DECIMALS}f}",
                 "count": str(len(queue.held)),
                 "time": from_epoch(queue.held.times[0]).isoformat(),
+                "unit": KINDS[kind].billing_unit,
             },
         )
 
