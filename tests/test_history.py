@@ -199,9 +199,15 @@ async def test_backfill_quarter_hours_then_hours(
     )
     coordinator = await _setup(hass, mock_config_entry)
     start = hour - timedelta(days=20)
+    await hass.config.async_set_time_zone("Europe/Zurich")
 
     response = await _upload_history(
         hass, config_entry_id=mock_config_entry.entry_id, start=start
+    )
+    # The period, with the offset of Home Assistant's time zone.
+    assert (response["start"], response["end"]) == (
+        "2026-11-06T13:00:00+01:00",
+        "2026-11-26T13:07:00+01:00",
     )
 
     # Hours up to the end of the first 5-minute row (short_from itself
@@ -610,6 +616,11 @@ async def test_upload_history_invalid_calls(
     with pytest.raises(ServiceValidationError) as err:
         await _upload_history(hass, start=NOW, end=NOW - timedelta(hours=1))
     assert err.value.translation_key == "history_invalid_period"
+    # Named in local time (the tests' default zone: US/Pacific).
+    assert err.value.translation_placeholders == {
+        "start": "2026-11-26 04:07",
+        "end": "2026-11-26 03:07",
+    }
     # Local time without a zone (the UI's picker), in the future: empty period.
     with pytest.raises(ServiceValidationError) as err:
         await _upload_history(

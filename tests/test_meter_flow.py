@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from unittest.mock import ANY
 
+from freezegun.api import FrozenDateTimeFactory
 from homeassistant.config_entries import (
     SOURCE_RECONFIGURE,
     SOURCE_USER,
@@ -34,8 +35,9 @@ from custom_components.zevvy.const import (
     SOURCE_SENSOR,
     SUBENTRY_TYPE_METER,
 )
-from custom_components.zevvy.meter_flow import CONF_ENTITIES, NO_RESETTING
+from custom_components.zevvy.meter_flow import CONF_ENTITIES
 from custom_components.zevvy.meters import meter_subentry_data, resolve_meters
+from tests import icu
 from tests.test_meters import make_device, make_sensor, set_energy_preferences
 from zevvy_sandbox import ZevvySandbox
 
@@ -163,7 +165,8 @@ async def test_login_offers_meters_preselected_from_energy_dashboard(
         CONF_ENTITIES: ["sensor.grid_import", "sensor.grid_export", "sensor.pv"]
     }
     assert result["description_placeholders"] == {
-        "resetting": "Wallbox (sensor.wallbox)"
+        "resetting": "Wallbox (sensor.wallbox)",
+        "resetting_count": "1",
     }
 
     result = await hass.config_entries.flow.async_configure(
@@ -178,7 +181,7 @@ async def test_login_offers_meters_preselected_from_energy_dashboard(
         "position": "1",
         "total": "3",
         "value": "1.500",
-        "suggested": "The sensor's value",
+        "suggested": SOURCE_SENSOR,
         "start": ANY,
     }
     assert suggested(result) == {
@@ -270,7 +273,10 @@ async def test_login_with_no_meter_chosen(
     result = await login(hass, sandbox)
     assert result["step_id"] == "meters"
     assert suggested(result) == {CONF_ENTITIES: []}
-    assert result["description_placeholders"] == {"resetting": NO_RESETTING}
+    assert result["description_placeholders"] == {
+        "resetting": "",
+        "resetting_count": "0",
+    }
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["result"].subentries == {}
@@ -400,7 +406,8 @@ async def test_add_meter(hass: HomeAssistant) -> None:
         "sensor.wallbox_total",
     ]
     assert result["description_placeholders"] == {
-        "resetting": "Session (sensor.session)"
+        "resetting": "Session (sensor.session)",
+        "resetting_count": "1",
     }
     result = await hass.config_entries.subentries.async_configure(
         result["flow_id"], {CONF_ENTITY_ID: "sensor.wallbox_total"}
@@ -411,7 +418,7 @@ async def test_add_meter(hass: HomeAssistant) -> None:
         "entity_id": "sensor.wallbox_total",
         "name": "Wallbox Total energy",
         "value": "1.500",
-        "suggested": "The sensor's value",
+        "suggested": SOURCE_SENSOR,
         "start": ANY,
     }
     assert suggested(result) == {
@@ -660,3 +667,70 @@ async def test_delete_meter_while_loaded(
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.LOADED
     assert [meter.entity_id for meter in resolve_meters(hass, entry)] == ["sensor.grid"]
+
+
+# --- what a person reads, in every language --------------------------------------
+
+
+def rendered(result: FlowResult, path: str) -> dict[str, str]:
+    """Return a step's text per language, as the frontend formats it."""
+    return {
+        language: icu.render(
+            language, icu.lookup(language, path), result["description_placeholders"]
+        )
+        for language in icu.LANGUAGES
+    }
+
+
+@pytest.mark.parametrize(
+    ("session", "suggested_name"),
+    [
+        (False, {"de": "Wert des Sensors", "fr": "La valeur", "it": "Il valore"}),
+        (True, {"de": "Laufende Summe", "fr": "Total cumulé", "it": "Totale"}),
+    ],
+    ids=["meter_register", "session_sensor"],
+)
+async def test_add_meter_speaks_the_users_language(
+    hass: HomeAssistant,
+    freezer: FrozenDateTimeFactory,
+    session: bool,
+    suggested_name: dict[str, str],
+) -> None:
+    """Every word of the steps is in the language of the person looking (not
+    Home Assistant's, here English), times are local, and the sentence naming
+    sensors that restart from zero is left out when there is none."""
+    await hass.config.async_set_time_zone("Europe/Zurich")
+    freezer.move_to("2026-11-26T12:05:00+00:00")
+    entry = add_account(hass)
+    make_sensor(
+        hass,
+        "wallbox",
+        friendly_name="Wallbox",
+        state_class="total" if session else "total_increasing",
+        extra=RESET if session else None,
+    )
+
+    result = await start_add(hass, entry)
+    texts = rendered(result, "config_subentries.meter.step.user.description")
+    for language, restarting in {
+        "en": "restart from zero",
+        "de": "beginnen bei null neu",
+        "fr": "repartent de zéro",
+        "it": "ripartono da zero",
+    }.items():
+        assert (restarting in texts[language]) is session, language
+        assert texts[language].rstrip() == texts[language]
+        assert "\u2013" not in texts[language]
+
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {CONF_ENTITY_ID: "sensor.wallbox"}
+    )
+    texts = rendered(result, "config_subentries.meter.step.references.description")
+    for language in ("de", "fr", "it"):
+        text = texts[language]
+        assert not icu.leaked_english(language, text, ["Wallbox", "sensor.wallbox"]), (
+            language
+        )
+        assert suggested_name[language] in text
+        assert "2026-11-26 13:15" in text  # the next quarter hour, local time
+        assert "+00:00" not in text

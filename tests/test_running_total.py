@@ -300,9 +300,7 @@ async def test_add_meter_suggests_running_total_for_restarting_sensors(
     assert _suggested(result)[CONF_READING_SOURCE] == source
     placeholders = result["description_placeholders"]
     assert placeholders["start"] == "2026-11-26 13:15"  # Zurich time
-    assert placeholders["suggested"] == (
-        "Running total" if source == "running_total" else "The sensor's value"
-    )
+    assert placeholders["suggested"] == source
 
 
 async def test_add_charger_as_running_total_from_its_own_count(

@@ -196,7 +196,11 @@ async def test_upload_now_unknown_and_unloaded_entries(
 async def test_send_reading_for_meter(
     hass: HomeAssistant, entry: MockConfigEntry, sandbox: ZevvySandbox
 ) -> None:
-    """By the meter's entity: its references, now's quarter hour, kWh."""
+    """By the meter's entity: its references, now's quarter hour, kWh.
+
+    The answer's time has the offset of Home Assistant's time zone.
+    """
+    await hass.config.async_set_time_zone("Europe/Zurich")
     # Subentries of another kind are no meters.
     hass.config_entries.async_add_subentry(
         entry, ConfigSubentry(data={}, subentry_type="other", title="x", unique_id="x")
@@ -213,7 +217,7 @@ async def test_send_reading_for_meter(
     assert response == {
         "device_ref": "Grid",
         "register_ref": "Import",
-        "read_at": "2026-11-26T12:00:00+00:00",
+        "read_at": "2026-11-26T13:00:00+01:00",
         "value_kwh": 1234.6,
         "status": "queued",
         "delivered": True,
@@ -244,7 +248,8 @@ async def test_send_reading_for_references(
     )
 
     assert response is not None
-    assert response["read_at"] == "2026-11-25T23:45:00+00:00"
+    # In Home Assistant's time zone (the tests' default: US/Pacific).
+    assert response["read_at"] == "2026-11-25T15:45:00-08:00"
     assert response["delivered"] is True
     assert [(r.read_at, r.value) for r in sandbox.readings("Heat pump", "Energy")] == [
         ("2026-11-25T23:45:00.000Z", 2500.0)
@@ -489,6 +494,24 @@ async def test_upload_history_refuses_old_times(
         await _call(hass, "upload_history", data)
     _check_translation(err.value, "time_too_old")
     assert sandbox.request_counts()["total"] == 0
+
+
+async def test_time_errors_show_local_time(
+    hass: HomeAssistant, entry: MockConfigEntry, sandbox: ZevvySandbox
+) -> None:
+    """A time in the future is named in local time."""
+    await hass.config.async_set_time_zone("Europe/Zurich")
+    with pytest.raises(ServiceValidationError) as err:
+        await _call(
+            hass,
+            "send_reading",
+            {"meter": METER_ENTITY_ID, "value": 1, "time": "2026-11-26T12:20:00Z"},
+        )
+    assert err.value.translation_placeholders == {"time": "2026-11-26 13:20"}
+    assert str(err.value) == (
+        "The time 2026-11-26 13:20 is in the future. A meter reading can only be "
+        "sent for a time that has passed"
+    )
 
 
 async def test_send_reading_needs_account_with_several(

@@ -70,8 +70,6 @@ from .sources import (
 
 # Field of the multi-select step after login.
 CONF_ENTITIES: Final = "entities"
-# Placeholder text when no sensor restarts from zero.
-NO_RESETTING: Final = "\u2013"  # en dash
 
 ERROR_EMPTY_REFERENCE: Final = "empty_reference"
 ERROR_INVALID_REFERENCE: Final = "invalid_reference"
@@ -128,8 +126,13 @@ def validate_references(
     return (device_ref, register_ref), errors
 
 
-def _resetting_placeholder(hass: HomeAssistant, candidates: Iterable[Candidate]) -> str:
-    """Name the sensors that restart from zero, for the step description."""
+def _resetting_placeholders(
+    hass: HomeAssistant, candidates: Iterable[Candidate]
+) -> dict[str, str]:
+    """Name the sensors that restart from zero, for the step description.
+
+    With their number: the text leaves its sentence out when there is none.
+    """
     registry = er.async_get(hass)
     names = [
         f"{candidate.name} ({candidate.entity_id})"
@@ -137,7 +140,7 @@ def _resetting_placeholder(hass: HomeAssistant, candidates: Iterable[Candidate])
         if (entity_entry := registry.async_get(candidate.entity_id))
         and restarts_from_zero(hass, entity_entry)
     ]
-    return ", ".join(names) or NO_RESETTING
+    return {"resetting": ", ".join(names), "resetting_count": str(len(names))}
 
 
 def _mapped_registry_ids(entry: ConfigEntry[Any]) -> set[str]:
@@ -210,9 +213,7 @@ class MeterSelectionFlow(ConfigFlow):
             data_schema=self.add_suggested_values_to_schema(
                 schema, {CONF_ENTITIES: suggested}
             ),
-            description_placeholders={
-                "resetting": _resetting_placeholder(self.hass, candidates)
-            },
+            description_placeholders=_resetting_placeholders(self.hass, candidates),
         )
 
     async def async_step_meter_names(
@@ -315,9 +316,7 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
             step_id="user",
             data_schema=schema,
             errors=errors,
-            description_placeholders={
-                "resetting": _resetting_placeholder(self.hass, candidates)
-            },
+            description_placeholders=_resetting_placeholders(self.hass, candidates),
         )
 
     async def async_step_references(

@@ -10,10 +10,14 @@ instead of "unknown action".
   sent.
 * ``zevvy.upload_history``: backfill a period from the recorder's statistics
   (read by history.py).
+
+Times in answers are ISO with the offset of Home Assistant's time zone (for
+automations); times in error messages are local time as a person reads it.
 """
 
 from __future__ import annotations
 
+from contextlib import suppress
 from datetime import datetime
 import math
 from typing import Any, Final
@@ -110,12 +114,25 @@ def _reading_in_kwh(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, ATTR_VALUE: kwh, ATTR_UNIT: UnitOfEnergy.KILO_WATT_HOUR}
 
 
+def _local_text(value: datetime) -> str:
+    """Return a time for a message: local time, like the flows show it."""
+    if value.tzinfo is not None:
+        with suppress(OverflowError):  # year 1 in a zone east of UTC
+            value = dt_util.as_local(value)
+    return value.strftime("%Y-%m-%d %H:%M")
+
+
+def _local_iso(value: datetime) -> str:
+    """Return a time for an answer: ISO with the local zone's offset."""
+    return dt_util.as_local(value).isoformat()
+
+
 def _plausible_time(value: datetime) -> datetime:
     """Refuse times before EARLIEST_READING_YEAR (typos, and unwritable years)."""
     if value.year < EARLIEST_READING_YEAR:
         raise validation_error(
             "time_too_old",
-            time=value.isoformat(),
+            time=_local_text(value),
             year=str(EARLIEST_READING_YEAR),
         )
     return value
@@ -253,7 +270,7 @@ def _read_at(value: datetime | None) -> datetime:
         return quarter_floor(now)
     value = aware(value)
     if value > now:
-        raise validation_error("time_in_future", time=value.isoformat())
+        raise validation_error("time_in_future", time=_local_text(value))
     return quarter_floor(value)
 
 
@@ -298,7 +315,7 @@ async def _async_send_reading(call: ServiceCall) -> ServiceResponse:
     response: dict[str, Any] = {
         "device_ref": destination.device_ref,
         "register_ref": destination.register_ref,
-        "read_at": read_at.isoformat(),
+        "read_at": _local_iso(read_at),
         "value_kwh": value,
         "status": status,
         "delivered": delivered,
@@ -338,7 +355,7 @@ async def async_upload_history(call: ServiceCall) -> ServiceResponse:
     )
     if start >= end:
         raise validation_error(
-            "history_invalid_period", start=start.isoformat(), end=end.isoformat()
+            "history_invalid_period", start=_local_text(start), end=_local_text(end)
         )
     meters = _select_meters(hass, entry, call.data.get(ATTR_METERS))
     LOGGER.info(
@@ -364,8 +381,8 @@ async def async_upload_history(call: ServiceCall) -> ServiceResponse:
     if not call.return_response:
         return None
     return {
-        "start": start.isoformat(),
-        "end": end.isoformat(),
+        "start": _local_iso(start),
+        "end": _local_iso(end),
         "queued": sum(result.queued for result in results),
         "meters": {
             result.meter.entity_id: result.as_dict()

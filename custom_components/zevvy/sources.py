@@ -26,7 +26,6 @@ from homeassistant.helpers.selector import (
     SelectSelectorConfig,
     SelectSelectorMode,
 )
-from homeassistant.helpers.translation import async_get_translations
 from homeassistant.util import dt as dt_util
 
 from .api import Reading
@@ -37,7 +36,6 @@ from .const import (
     CONF_READING_SOURCE,
     CONF_REGISTER_REF,
     CONF_START_VALUE,
-    DOMAIN,
     READING_DECIMALS,
     SOURCE_RUNNING_TOTAL,
     SOURCE_SENSOR,
@@ -150,24 +148,18 @@ def kwh_text(value: float | None) -> str:
     return UNKNOWN if value is None else f"{value:.{READING_DECIMALS}f}"
 
 
-async def async_source_label(hass: HomeAssistant, source: str) -> str:
-    """Return a reading source's name in Home Assistant's language."""
-    translations = await async_get_translations(
-        hass, hass.config.language, "selector", [DOMAIN]
-    )
-    key = f"component.{DOMAIN}.selector.{CONF_READING_SOURCE}.options.{source}"
-    return translations.get(key, source)
-
-
 async def async_source_placeholders(
     hass: HomeAssistant, entity_entry: er.RegistryEntry
 ) -> dict[str, str]:
-    """Return what zevvy will receive with either source, for a new meter."""
-    suggested = suggested_source(hass, entity_entry)[CONF_READING_SOURCE]
+    """Return what zevvy will receive with either source, for a new meter.
+
+    ``suggested`` is the source's key: the texts name it in the language of the
+    person looking (an ICU ``select``), not in Home Assistant's.
+    """
     return {
         "value": kwh_text(state_to_kwh(hass.states.get(entity_entry.entity_id))),
         "start": local_time(first_quarter()),
-        "suggested": await async_source_label(hass, suggested),
+        "suggested": suggested_source(hass, entity_entry)[CONF_READING_SOURCE],
     }
 
 
