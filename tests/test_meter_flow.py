@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 from unittest.mock import ANY
 
@@ -32,11 +33,16 @@ from custom_components.zevvy.const import (
     CONF_REGISTER_REF,
     CONF_START_VALUE,
     DOMAIN,
+    SOURCE_RUNNING_TOTAL,
     SOURCE_SENSOR,
     SUBENTRY_TYPE_METER,
 )
 from custom_components.zevvy.meter_flow import CONF_ENTITIES
-from custom_components.zevvy.meters import meter_subentry_data, resolve_meters
+from custom_components.zevvy.meters import (
+    meter_subentry_data,
+    resolve_meters,
+    source_data,
+)
 from tests import icu
 from tests.test_meters import make_device, make_sensor, set_energy_preferences
 from zevvy_sandbox import ZevvySandbox
@@ -103,9 +109,10 @@ def add_meter_subentry(
     entity: er.RegistryEntry,
     device_ref: str,
     register_ref: str,
+    source: dict[str, Any] | None = None,
 ) -> ConfigSubentry:
-    """Add a meter subentry directly."""
-    data = meter_subentry_data(entity, device_ref, register_ref)
+    """Add a meter subentry directly (the sensor's value unless ``source``)."""
+    data = meter_subentry_data(entity, device_ref, register_ref, source)
     subentry = ConfigSubentry(
         data=data["data"],  # type: ignore[arg-type]
         subentry_type=data["subentry_type"],
@@ -612,6 +619,9 @@ async def test_rename_meter(hass: HomeAssistant) -> None:
         "entity_id": "sensor.pv_roof",
         "device_ref": "PV",
         "register_ref": "Energy",
+        "source": SOURCE_SENSOR,
+        "start_value": "\u2013",
+        "start_at": "\u2013",
     }
     assert suggested(result) == {
         CONF_DEVICE_REF: "PV",
@@ -734,3 +744,30 @@ async def test_add_meter_speaks_the_users_language(
         assert suggested_name[language] in text
         assert "2026-11-26 13:15" in text  # the next quarter hour, local time
         assert "+00:00" not in text
+
+
+async def test_change_meter_shows_its_running_total(hass: HomeAssistant) -> None:
+    """*Change meter* says the meter is a running total, with its start value
+    and start in local time, in every language."""
+    await hass.config.async_set_time_zone("Europe/Zurich")
+    entry = add_account(hass)
+    charger = make_sensor(hass, "charger_session", friendly_name="Charger")
+    start_at = int(datetime(2026, 11, 26, 12, 15, tzinfo=UTC).timestamp())
+    subentry = add_meter_subentry(
+        hass,
+        entry,
+        charger,
+        "Charger",
+        "Energy",
+        source_data(SOURCE_RUNNING_TOTAL, 1230.0, start_at),
+    )
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, SUBENTRY_TYPE_METER),
+        context={"source": SOURCE_RECONFIGURE, "subentry_id": subentry.subentry_id},
+    )
+    assert suggested(result)[CONF_READING_SOURCE] == SOURCE_RUNNING_TOTAL
+    texts = rendered(result, "config_subentries.meter.step.reconfigure.description")
+    assert "a running total: 1230.000 kWh at 2026-11-26 13:15" in texts["en"]
+    assert "laufende Summe: 1230.000 kWh um 2026-11-26 13:15" in texts["de"]
+    assert "total cumulé : 1230.000 kWh à 2026-11-26 13:15" in texts["fr"]
+    assert "totale progressivo: 1230.000 kWh il 2026-11-26 13:15" in texts["it"]

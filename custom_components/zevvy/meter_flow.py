@@ -66,6 +66,7 @@ from .sources import (
     restarts_from_zero,
     running_total_from,
     source_from_input,
+    source_placeholders,
 )
 
 # Field of the multi-select step after login.
@@ -419,6 +420,7 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
                 "entity_id": entity_id,
                 "device_ref": subentry.data[CONF_DEVICE_REF],
                 "register_ref": subentry.data[CONF_REGISTER_REF],
+                **source_placeholders(subentry.data),
             },
         )
 

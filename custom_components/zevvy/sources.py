@@ -35,6 +35,7 @@ from .const import (
     CONF_DEVICE_REF,
     CONF_READING_SOURCE,
     CONF_REGISTER_REF,
+    CONF_START_AT,
     CONF_START_VALUE,
     READING_DECIMALS,
     SOURCE_RUNNING_TOTAL,
@@ -214,6 +215,16 @@ def last_placeholders(reading: Reading | None) -> dict[str, str]:
     return {
         "last": kwh_text(reading.value),
         "last_at": local_time(reading.read_at.timestamp()),
+    }
+
+
+def source_placeholders(data: Mapping[str, Any]) -> dict[str, str]:
+    """Return a meter's reading source for a text: its key, start value, start."""
+    start_at = data.get(CONF_START_AT)
+    return {
+        "source": data.get(CONF_READING_SOURCE, SOURCE_SENSOR),
+        "start_value": kwh_text(data.get(CONF_START_VALUE)),
+        "start_at": UNKNOWN if start_at is None else local_time(start_at),
     }
 
 
