@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
-from unittest.mock import ANY
 
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.config_entries import (
@@ -37,7 +36,7 @@ from custom_components.zevvy.const import (
     SOURCE_SENSOR,
     SUBENTRY_TYPE_METER,
 )
-from custom_components.zevvy.meter_flow import CONF_ENTITIES
+from custom_components.zevvy.meter_flow import CONF_ACCEPT_SUGGESTED, CONF_ENTITIES
 from custom_components.zevvy.meters import (
     meter_subentry_data,
     resolve_meters,
@@ -57,6 +56,11 @@ def suggested(result: FlowResult) -> dict[str, Any]:
         for key in result["data_schema"].schema
         if key.description and "suggested_value" in key.description
     }
+
+
+def fields(result: FlowResult) -> list[str]:
+    """Return the fields of a form."""
+    return [str(key) for key in result["data_schema"].schema]
 
 
 def selector_config(result: FlowResult, field: str) -> dict[str, Any]:
@@ -189,26 +193,25 @@ async def test_login_offers_meters_preselected_from_energy_dashboard(
         "total": "3",
         "value": "1.500",
         "suggested": SOURCE_SENSOR,
-        "start": ANY,
     }
     assert suggested(result) == {
         CONF_DEVICE_REF: "Hauszähler",
         CONF_REGISTER_REF: "Bezug",
         CONF_READING_SOURCE: SOURCE_SENSOR,
-        CONF_START_VALUE: 0.0,
     }
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], suggested(result)
     )
 
-    # Second: an empty name and a pair already taken are refused.
+    # Second: an empty name and a pair already taken are refused. From here
+    # on, with another meter to follow, the suggestions can be accepted.
     assert result["description_placeholders"]["position"] == "2"
     assert suggested(result) == {
         CONF_DEVICE_REF: "Hauszähler",
         CONF_REGISTER_REF: "Einspeisung",
         CONF_READING_SOURCE: SOURCE_SENSOR,
-        CONF_START_VALUE: 0.0,
     }
+    assert CONF_ACCEPT_SUGGESTED in fields(result)
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {CONF_DEVICE_REF: " / ", CONF_REGISTER_REF: "  "}
     )
@@ -220,7 +223,7 @@ async def test_login_offers_meters_preselected_from_energy_dashboard(
     assert suggested(result) == {
         CONF_DEVICE_REF: "hauszähler ",
         CONF_REGISTER_REF: "BEZUG",
-        CONF_START_VALUE: 0.0,
+        CONF_ACCEPT_SUGGESTED: False,
     }
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"],
@@ -229,11 +232,11 @@ async def test_login_offers_meters_preselected_from_energy_dashboard(
 
     # Third: no device, so the friendly name; edited with a slash.
     assert result["description_placeholders"]["position"] == "3"
+    assert CONF_ACCEPT_SUGGESTED not in fields(result)  # the last one
     assert suggested(result) == {
         CONF_DEVICE_REF: "PV_Dach",
         CONF_REGISTER_REF: "Energy",
         CONF_READING_SOURCE: SOURCE_SENSOR,
-        CONF_START_VALUE: 0.0,
     }
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"],
@@ -270,6 +273,78 @@ async def test_login_offers_meters_preselected_from_energy_dashboard(
         "sensor.grid_export",
         "sensor.pv",
     ]
+
+
+async def test_login_running_total_and_accept_the_rest(
+    hass: HomeAssistant, sandbox: ZevvySandbox
+) -> None:
+    """A running total asks its start value in a step of its own; from the
+    second meter on, the suggestions can be accepted for the others: only a
+    meter whose suggested names are taken is shown again."""
+    make_sensor(
+        hass, "wallbox", friendly_name="Wallbox", state_class="total", extra=RESET
+    )
+    make_sensor(hass, "solar", friendly_name="Solar")
+    make_sensor(hass, "heat", friendly_name="Heat")
+    make_sensor(hass, "heat_2", friendly_name="Heat")
+    result = await login(hass, sandbox)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"],
+        {
+            CONF_ENTITIES: [
+                "sensor.wallbox",
+                "sensor.solar",
+                "sensor.heat",
+                "sensor.heat_2",
+            ]
+        },
+    )
+    assert result["step_id"] == "meter_names"
+    assert fields(result) == [CONF_DEVICE_REF, CONF_REGISTER_REF, CONF_READING_SOURCE]
+    assert suggested(result)[CONF_READING_SOURCE] == SOURCE_RUNNING_TOTAL
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], suggested(result)
+    )
+    assert result["step_id"] == "meter_start"
+    assert result["description_placeholders"]["device_ref"] == "Wallbox"
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_START_VALUE: 100.0}
+    )
+
+    assert result["step_id"] == "meter_names"
+    assert result["description_placeholders"]["position"] == "2"
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {**suggested(result), CONF_ACCEPT_SUGGESTED: True}
+    )
+    # The first Heat took the suggested names; the second is asked, with why.
+    assert result["step_id"] == "meter_names"
+    assert result["description_placeholders"]["position"] == "4"
+    assert result["description_placeholders"]["entity_id"] == "sensor.heat_2"
+    assert result["errors"] == {"base": "duplicate_references"}
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_DEVICE_REF: "Heat", CONF_REGISTER_REF: "Floor"}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    entry = result["result"]
+    assert sorted(title for *_, title in meters_of(entry).values()) == [
+        "Heat \u2013 Energy",
+        "Heat \u2013 Floor",
+        "Solar \u2013 Energy",
+        "Wallbox \u2013 Energy",
+    ]
+    sources = {
+        subentry.data[CONF_ENTITY_ID]: (
+            subentry.data[CONF_READING_SOURCE],
+            subentry.data[CONF_START_VALUE],
+        )
+        for subentry in entry.subentries.values()
+    }
+    assert sources == {
+        "sensor.wallbox": (SOURCE_RUNNING_TOTAL, 100.0),
+        "sensor.solar": (SOURCE_SENSOR, None),
+        "sensor.heat": (SOURCE_SENSOR, None),
+        "sensor.heat_2": (SOURCE_SENSOR, None),
+    }
 
 
 async def test_login_with_no_meter_chosen(
@@ -426,13 +501,11 @@ async def test_add_meter(hass: HomeAssistant) -> None:
         "name": "Wallbox Total energy",
         "value": "1.500",
         "suggested": SOURCE_SENSOR,
-        "start": ANY,
     }
     assert suggested(result) == {
         CONF_DEVICE_REF: "Wallbox",
         CONF_REGISTER_REF: "Total energy",
         CONF_READING_SOURCE: SOURCE_SENSOR,
-        CONF_START_VALUE: 0.0,
     }
     result = await hass.config_entries.subentries.async_configure(
         result["flow_id"], {CONF_DEVICE_REF: "", CONF_REGISTER_REF: "x"}
@@ -742,6 +815,23 @@ async def test_add_meter_speaks_the_users_language(
             language
         )
         assert suggested_name[language] in text
+
+    # A running total: its start, in local time, in a step of its own.
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        {
+            CONF_DEVICE_REF: "Wallbox",
+            CONF_REGISTER_REF: "Energy",
+            CONF_READING_SOURCE: SOURCE_RUNNING_TOTAL,
+        },
+    )
+    assert result["step_id"] == "start"
+    texts = rendered(result, "config_subentries.meter.step.start.description")
+    for language in ("de", "fr", "it"):
+        text = texts[language]
+        assert not icu.leaked_english(
+            language, text, ["Wallbox", "sensor.wallbox", "Energy"]
+        ), language
         assert "2026-11-26 13:15" in text  # the next quarter hour, local time
         assert "+00:00" not in text
 

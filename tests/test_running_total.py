@@ -298,9 +298,17 @@ async def test_add_meter_suggests_running_total_for_restarting_sensors(
     )
     assert result["step_id"] == "references"
     assert _suggested(result)[CONF_READING_SOURCE] == source
-    placeholders = result["description_placeholders"]
-    assert placeholders["start"] == "2026-11-26 13:15"  # Zurich time
-    assert placeholders["suggested"] == source
+    assert result["description_placeholders"]["suggested"] == source
+    # Accepted: a running total asks its start value, a register creates.
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], _suggested(result)
+    )
+    if source == "running_total":
+        assert result["step_id"] == "start"
+        assert result["description_placeholders"]["start"] == "2026-11-26 13:15"
+        assert _suggested(result) == {CONF_START_VALUE: 0.0}
+    else:
+        assert result["type"] is FlowResultType.CREATE_ENTRY
 
 
 async def test_add_charger_as_running_total_from_its_own_count(
@@ -327,8 +335,11 @@ async def test_add_charger_as_running_total_from_its_own_count(
             CONF_DEVICE_REF: "Garage",
             CONF_REGISTER_REF: "Energy",
             CONF_READING_SOURCE: "running_total",
-            CONF_START_VALUE: 1234.5,
         },
+    )
+    assert result["step_id"] == "start"
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {CONF_START_VALUE: 1234.5}
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
     await hass.async_block_till_done()

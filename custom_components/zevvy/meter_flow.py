@@ -3,13 +3,16 @@
 ``MeterSelectionFlow`` is the base of the main config flow: once the login is done
 the main flow calls ``_async_offer_meters(title, data)``; the user picks eligible
 entities (preselected with the Energy dashboard's), confirms or edits the two
-references of each, and the entry is created with one meter subentry per entity.
+references and the reading source of each (from the second meter on, the
+suggested names and sources can be accepted for all the others at once), and
+the entry is created with one meter subentry per entity.
 
 ``MeterSubentryFlowHandler`` adds one meter at a time and changes meters
 (subentry reconfigure: names and reading source).
 
 Each meter has a reading source (``sources.py``): the sensor's value, or a
-running total for sensors that restart from zero (suggested for those).
+running total for sensors that restart from zero (suggested for those), whose
+start value is asked in a step of its own.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from homeassistant.config_entries import (
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.selector import (
+    BooleanSelector,
     EntitySelector,
     EntitySelectorConfig,
     TextSelector,
@@ -58,7 +62,6 @@ from .meters import (
 )
 from .sources import (
     SOURCE_FIELD,
-    SOURCE_FIELDS,
     START_SCHEMA,
     async_meter_form,
     last_delivered,
@@ -67,10 +70,14 @@ from .sources import (
     running_total_from,
     source_from_input,
     source_placeholders,
+    start_placeholders,
 )
 
 # Field of the multi-select step after login.
 CONF_ENTITIES: Final = "entities"
+# Field of the names step from the second meter on: the other meters take the
+# suggested names and reading sources.
+CONF_ACCEPT_SUGGESTED: Final = "accept_suggested"
 
 ERROR_EMPTY_REFERENCE: Final = "empty_reference"
 ERROR_INVALID_REFERENCE: Final = "invalid_reference"
@@ -83,10 +90,12 @@ REFERENCES_SCHEMA: Final = vol.Schema(
         vol.Required(CONF_REGISTER_REF): TextSelector(),
     }
 )
-# A new meter: names, reading source and start value; a changed one: names and
-# reading source.
-METER_SCHEMA: Final = REFERENCES_SCHEMA.extend(SOURCE_FIELDS)
-RECONFIGURE_SCHEMA: Final = REFERENCES_SCHEMA.extend(SOURCE_FIELD)
+# A meter's names and reading source (a running total's start: START_SCHEMA).
+METER_SCHEMA: Final = REFERENCES_SCHEMA.extend(SOURCE_FIELD)
+RECONFIGURE_SCHEMA: Final = METER_SCHEMA
+ACCEPT_SCHEMA: Final = METER_SCHEMA.extend(
+    {vol.Optional(CONF_ACCEPT_SUGGESTED, default=False): BooleanSelector()}
+)
 
 
 def _pair_key(device_ref: str, register_ref: str) -> tuple[str, str]:
@@ -160,6 +169,10 @@ class MeterSelectionFlow(ConfigFlow):
     _meter_queue: list[str]
     _meter_total: int
     _meter_subentries: list[ConfigSubentryData]
+    # The names of the meter whose start value is asked (meter_start).
+    _meter_references: tuple[str, str]
+    # The user accepted the suggestions for the meters left.
+    _meter_accept_rest: bool
 
     async def _async_offer_meters(
         self, title: str, data: dict[str, Any]
@@ -170,6 +183,7 @@ class MeterSelectionFlow(ConfigFlow):
         self._meter_queue = []
         self._meter_total = 0
         self._meter_subentries = []
+        self._meter_accept_rest = False
         return await self.async_step_meters()
 
     def _async_create_with_meters(self) -> ConfigFlowResult:
@@ -217,50 +231,79 @@ class MeterSelectionFlow(ConfigFlow):
             description_placeholders=_resetting_placeholders(self.hass, candidates),
         )
 
-    async def async_step_meter_names(
-        self, user_input: dict[str, Any] | None = None
-    ) -> ConfigFlowResult:
-        """Confirm or edit the references of each chosen entity, one at a time."""
+    def _meter_entity(self) -> er.RegistryEntry | None:
+        """Return the entity of the first meter in the queue (None: all done).
+
+        Entities removed from the registry meanwhile are dropped.
+        """
         registry = er.async_get(self.hass)
-        entity_entry: er.RegistryEntry | None = None
         while self._meter_queue:
             entity_entry = registry.entities.get_entry(self._meter_queue[0])
             if entity_entry is not None:
-                break
-            # Removed from the registry meanwhile: dropped, and the names
-            # submitted for it are not given to the next one.
+                return entity_entry
             self._meter_queue.pop(0)
-            user_input = None
-        if entity_entry is None:
+        return None
+
+    def _meter_taken(self) -> set[tuple[str, str]]:
+        return _subentry_pairs(subentry["data"] for subentry in self._meter_subentries)
+
+    async def _async_add_meter(
+        self,
+        entity_entry: er.RegistryEntry,
+        references: tuple[str, str],
+        source: dict[str, Any],
+    ) -> ConfigFlowResult:
+        """Keep the meter; go on with the next one."""
+        self._meter_subentries.append(
+            meter_subentry_data(entity_entry, *references, source)
+        )
+        self._meter_queue.pop(0)
+        return await self.async_step_meter_names()
+
+    async def async_step_meter_names(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Confirm or edit the references and source of each chosen entity."""
+        entity_id = self._meter_queue[0] if self._meter_queue else None
+        if (entity_entry := self._meter_entity()) is None:
             return self._async_create_with_meters()
+        if entity_entry.id != entity_id:
+            # The names submitted were for an entity removed meanwhile.
+            user_input = None
 
         errors: dict[str, str] = {}
-        if user_input is not None:
-            (device_ref, register_ref), errors = validate_references(
-                user_input,
-                _subentry_pairs(
-                    subentry["data"] for subentry in self._meter_subentries
-                ),
-            )
+        if user_input is None and self._meter_accept_rest:
+            suggested, _ = await async_meter_form(self.hass, entity_entry, None)
+            references, errors = validate_references(suggested, self._meter_taken())
             if not errors:
-                self._meter_subentries.append(
-                    meter_subentry_data(
-                        entity_entry,
-                        device_ref,
-                        register_ref,
-                        source_from_input(user_input),
-                    )
+                return await self._async_add_meter(
+                    entity_entry, references, source_from_input(suggested)
                 )
-                self._meter_queue.pop(0)
-                return await self.async_step_meter_names()
+            # The suggested names are taken: this meter's form, with the error.
+        if user_input is not None:
+            references, errors = validate_references(user_input, self._meter_taken())
+            if not errors:
+                self._meter_accept_rest = bool(user_input.get(CONF_ACCEPT_SUGGESTED))
+                if user_input.get(CONF_READING_SOURCE) == SOURCE_RUNNING_TOTAL:
+                    self._meter_references = references
+                    return await self.async_step_meter_start()
+                return await self._async_add_meter(
+                    entity_entry, references, source_data(SOURCE_SENSOR)
+                )
 
         position = self._meter_total - len(self._meter_queue) + 1
         suggested, placeholders = await async_meter_form(
             self.hass, entity_entry, user_input
         )
+        # From the second meter on, when others follow.
+        schema = (
+            ACCEPT_SCHEMA
+            if position > 1 and len(self._meter_queue) > 1
+            else METER_SCHEMA
+        )
         return self.async_show_form(
             step_id="meter_names",
-            data_schema=self.add_suggested_values_to_schema(METER_SCHEMA, suggested),
+            data_schema=self.add_suggested_values_to_schema(schema, suggested),
             errors=errors,
             description_placeholders={
                 **placeholders,
@@ -269,12 +312,40 @@ class MeterSelectionFlow(ConfigFlow):
             },
         )
 
+    async def async_step_meter_start(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Ask a new running total's start value."""
+        entity_id = self._meter_queue[0] if self._meter_queue else None
+        entity_entry = self._meter_entity()
+        if entity_entry is None or entity_entry.id != entity_id:
+            return await self.async_step_meter_names()
+        if user_input is not None:
+            return await self._async_add_meter(
+                entity_entry,
+                self._meter_references,
+                source_from_input(
+                    {**user_input, CONF_READING_SOURCE: SOURCE_RUNNING_TOTAL}
+                ),
+            )
+        return self.async_show_form(
+            step_id="meter_start",
+            data_schema=self.add_suggested_values_to_schema(
+                START_SCHEMA, {CONF_START_VALUE: 0.0}
+            ),
+            description_placeholders=start_placeholders(
+                self.hass, entity_entry, self._meter_references
+            ),
+        )
+
 
 class MeterSubentryFlowHandler(ConfigSubentryFlow):
     """Add a meter (one entity) or rename one."""
 
     _entity_registry_id: str
     _references: dict[str, str]
+    # The names of a new running total whose start value is asked (start).
+    _new_references: tuple[str, str]
 
     async def async_step_user(
         self, user_input: dict[str, Any] | None = None
@@ -343,16 +414,11 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
                 ),
             )
             if not errors:
-                subentry = meter_subentry_data(
-                    entity_entry,
-                    device_ref,
-                    register_ref,
-                    source_from_input(user_input),
-                )
-                return self.async_create_entry(
-                    title=subentry["title"],
-                    data=subentry["data"],
-                    unique_id=subentry["unique_id"],
+                if user_input.get(CONF_READING_SOURCE) == SOURCE_RUNNING_TOTAL:
+                    self._new_references = (device_ref, register_ref)
+                    return await self.async_step_start()
+                return self._async_create_meter(
+                    entity_entry, (device_ref, register_ref), source_data(SOURCE_SENSOR)
                 )
 
         suggested, placeholders = await async_meter_form(
@@ -362,9 +428,49 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
             step_id="references",
             data_schema=self.add_suggested_values_to_schema(METER_SCHEMA, suggested),
             errors=errors,
-            description_placeholders={
-                **placeholders,
-            },
+            description_placeholders=placeholders,
+        )
+
+    async def async_step_start(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """Ask a new running total's start value."""
+        entity_entry = er.async_get(self.hass).entities.get_entry(
+            self._entity_registry_id
+        )
+        if entity_entry is None:
+            return self.async_abort(reason="entity_not_found")
+        if user_input is not None:
+            if entity_entry.id in _mapped_registry_ids(self._get_entry()):
+                return self.async_abort(reason="already_configured")
+            return self._async_create_meter(
+                entity_entry,
+                self._new_references,
+                source_from_input(
+                    {**user_input, CONF_READING_SOURCE: SOURCE_RUNNING_TOTAL}
+                ),
+            )
+        return self.async_show_form(
+            step_id="start",
+            data_schema=self.add_suggested_values_to_schema(
+                START_SCHEMA, {CONF_START_VALUE: 0.0}
+            ),
+            description_placeholders=start_placeholders(
+                self.hass, entity_entry, self._new_references
+            ),
+        )
+
+    def _async_create_meter(
+        self,
+        entity_entry: er.RegistryEntry,
+        references: tuple[str, str],
+        source: dict[str, Any],
+    ) -> SubentryFlowResult:
+        subentry = meter_subentry_data(entity_entry, *references, source)
+        return self.async_create_entry(
+            title=subentry["title"],
+            data=subentry["data"],
+            unique_id=subentry["unique_id"],
         )
 
     async def async_step_reconfigure(
