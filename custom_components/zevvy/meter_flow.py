@@ -93,6 +93,11 @@ REFERENCES_SCHEMA: Final = vol.Schema(
 # A meter's names and reading source (a running total's start: START_SCHEMA).
 METER_SCHEMA: Final = REFERENCES_SCHEMA.extend(SOURCE_FIELD)
 RECONFIGURE_SCHEMA: Final = METER_SCHEMA
+# Switching to a running total: its start value, and the register name (a new
+# name starts a new series on zevvy).
+RECONFIGURE_START_SCHEMA: Final = START_SCHEMA.extend(
+    {vol.Required(CONF_REGISTER_REF): TextSelector()}
+)
 ACCEPT_SCHEMA: Final = METER_SCHEMA.extend(
     {vol.Optional(CONF_ACCEPT_SUGGESTED, default=False): BooleanSelector()}
 )
@@ -533,18 +538,46 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
     async def async_step_reconfigure_start(
         self, user_input: dict[str, Any] | None = None
     ) -> SubentryFlowResult:
-        """Start a running total: continue zevvy's series, or a new start value."""
+        """Start a running total: continue zevvy's series, or a new start value.
+
+        A register name changed here starts a new series on zevvy: the running
+        total starts anew with the start value at the next quarter hour.
+        """
+        entry = self._get_entry()
         subentry = self._get_reconfigure_subentry()
-        last = last_delivered(self.hass, self._get_entry(), subentry.subentry_id)
+        last = last_delivered(self.hass, entry, subentry.subentry_id)
+        errors: dict[str, str] = {}
         if user_input is not None:
-            return self._async_update_meter(
-                running_total_from(last, float(user_input[CONF_START_VALUE]))
+            (device_ref, register_ref), errors = validate_references(
+                {**self._references, CONF_REGISTER_REF: user_input[CONF_REGISTER_REF]},
+                _subentry_pairs(
+                    other.data
+                    for other in entry.subentries.values()
+                    if other.subentry_type == SUBENTRY_TYPE_METER
+                    and other.subentry_id != subentry.subentry_id
+                ),
             )
+            if not errors:
+                new_series = register_ref != self._references[CONF_REGISTER_REF]
+                self._references[CONF_REGISTER_REF] = register_ref
+                return self._async_update_meter(
+                    running_total_from(
+                        None if new_series else last,
+                        float(user_input[CONF_START_VALUE]),
+                    )
+                )
+            suggested: Mapping[str, Any] = user_input
+        else:
+            suggested = {
+                CONF_START_VALUE: last.value if last else 0.0,
+                CONF_REGISTER_REF: self._references[CONF_REGISTER_REF],
+            }
         return self.async_show_form(
             step_id="reconfigure_start",
             data_schema=self.add_suggested_values_to_schema(
-                START_SCHEMA, {CONF_START_VALUE: last.value if last else 0.0}
+                RECONFIGURE_START_SCHEMA, suggested
             ),
+            errors=errors,
             description_placeholders={**self._references, **last_placeholders(last)},
         )
 
