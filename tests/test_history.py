@@ -53,10 +53,11 @@ from custom_components.zevvy.const import (
     CONF_REGISTER_REF,
     DOMAIN,
     GAP_FILL_RETRIES,
+    SOURCE_RUNNING_TOTAL,
     SUBENTRY_TYPE_METER,
 )
 from custom_components.zevvy.coordinator import ZevvyCoordinator
-from custom_components.zevvy.meters import meter_title
+from custom_components.zevvy.meters import meter_title, source_data
 from custom_components.zevvy.outbox import Destination
 from custom_components.zevvy.services import SERVICE_UPLOAD_HISTORY
 from zevvy_sandbox import ZevvySandbox
@@ -566,6 +567,39 @@ async def test_backfill_converts_wh_statistics(
     ]
 
 
+async def test_backfill_says_when_a_new_running_total_starts(
+    recorder_mock: Recorder,
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A running total just added starts at the next quarter hour: the answer
+    says when (local time), not that it has no statistics."""
+    await hass.config.async_set_time_zone("Europe/Zurich")
+    freezer.move_to(NOW)
+    mock_config_entry.add_to_hass(hass)
+    entity_id, key = _add_meter(hass, mock_config_entry, "charger")
+    subentry = mock_config_entry.subentries[key]
+    start_at = int((NOW.replace(minute=15)).timestamp())
+    hass.config_entries.async_update_subentry(
+        mock_config_entry,
+        subentry,
+        data={
+            **subentry.data,
+            **source_data(SOURCE_RUNNING_TOTAL, 100.0, start_at),
+        },
+    )
+    await _setup(hass, mock_config_entry)
+
+    response = await _upload_history(hass, start=NOW - timedelta(days=1))
+
+    assert response["no_statistics"] == []
+    assert response["meters"] == {}
+    assert response["starts_later"] == {entity_id: "2026-11-26T13:15:00+01:00"}
+    assert response["queued"] == 0
+
+
 async def test_backfill_reports_meters_without_statistics(
     recorder_mock: Recorder,
     hass: HomeAssistant,
@@ -589,6 +623,7 @@ async def test_backfill_reports_meters_without_statistics(
 
     assert list(response["meters"]) == [entity_a]
     assert response["no_statistics"] == [entity_b, entity_c]
+    assert response["starts_later"] == {}
     # Without a response the action still queues.
     await hass.services.async_call(
         DOMAIN,

@@ -358,6 +358,16 @@ async def async_upload_history(call: ServiceCall) -> ServiceResponse:
             "history_invalid_period", start=_local_text(start), end=_local_text(end)
         )
     meters = _select_meters(hass, entry, call.data.get(ATTR_METERS))
+    # Running totals that start after the period (just added): nothing to
+    # upload yet; the answer says when they start instead of "no statistics".
+    later = {
+        meter.entity_id: _local_iso(dt_util.utc_from_timestamp(meter.start_at))
+        for meter in meters
+        if meter.running_total
+        and meter.start_at is not None
+        and meter.start_at >= end.timestamp()
+    }
+    meters = [meter for meter in meters if meter.entity_id not in later]
     LOGGER.info(
         "Uploading history of %s meters from %s to %s",
         len(meters),
@@ -380,7 +390,7 @@ async def async_upload_history(call: ServiceCall) -> ServiceResponse:
     log_result("Upload history", results)
     if not call.return_response:
         return None
-    return {
+    response: dict[str, Any] = {
         "start": _local_iso(start),
         "end": _local_iso(end),
         "queued": sum(result.queued for result in results),
@@ -390,7 +400,9 @@ async def async_upload_history(call: ServiceCall) -> ServiceResponse:
             if result.found
         },
         "no_statistics": [r.meter.entity_id for r in results if not r.found],
+        "starts_later": later,
     }
+    return response
 
 
 @callback
