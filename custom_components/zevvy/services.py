@@ -7,7 +7,8 @@ instead of "unknown action".
 * ``zevvy.upload_now``: send what waits in the outbox now.
 * ``zevvy.send_reading``: a manual meter reading (for meters without an entity,
   or from automations); queued in the outbox like every other reading, then
-  sent.
+  sent. The meter is picked as its zevvy device (the UI offers only those) or
+  given as its energy sensor's entity id.
 * ``zevvy.upload_history``: backfill a period from the recorder's statistics
   (read by history.py).
 
@@ -29,9 +30,14 @@ from homeassistant.core import (
     ServiceResponse,
     SupportsResponse,
     callback,
+    valid_entity_id,
 )
 from homeassistant.exceptions import HomeAssistantError
-from homeassistant.helpers import config_validation as cv, entity_registry as er
+from homeassistant.helpers import (
+    config_validation as cv,
+    device_registry as dr,
+    entity_registry as er,
+)
 from homeassistant.util import dt as dt_util
 
 from .api import Reading, is_valid_reference
@@ -48,6 +54,7 @@ from .const import (
     SUBENTRY_TYPE_METER,
 )
 from .coordinator import SendResult, ZevvyConfigEntry, quarter_floor
+from .entity import meter_identifier
 from .helpers import (
     async_get_loaded_entry,
     async_get_single_entry,
@@ -140,12 +147,19 @@ def _plausible_time(value: datetime) -> datetime:
 
 _TIME = vol.All(cv.datetime, _plausible_time)
 
+
+def _meter(value: Any) -> str:
+    """Return a meter: an entity id (normalized), or a device id as given."""
+    text = cv.string(value).strip()
+    return cv.entity_id(text) if "." in text else text
+
+
 UPLOAD_NOW_SCHEMA: Final = vol.Schema({vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string})
 SEND_READING_SCHEMA: Final = vol.All(
     vol.Schema(
         {
             vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
-            vol.Optional(ATTR_METER): cv.entity_id,
+            vol.Optional(ATTR_METER): _meter,
             vol.Optional(ATTR_DEVICE_REF): cv.string,
             vol.Optional(ATTR_REGISTER_REF): cv.string,
             vol.Required(ATTR_VALUE): _reading_value,
@@ -202,8 +216,15 @@ async def _async_upload_now(call: ServiceCall) -> ServiceResponse:
         rejected += result.rejected
     if not call.return_response:
         return None
-    # The answer's names predate the code's vocabulary; they stay for automations.
-    return {"sent": sent, "waiting": pending, "held": held, "parked": rejected}
+    # "waiting" and "parked" predate the code's vocabulary; they stay for
+    # automations. "rejected" says the same as "parked" in plain words.
+    return {
+        "sent": sent,
+        "waiting": pending,
+        "held": held,
+        "parked": rejected,
+        "rejected": rejected,
+    }
 
 
 def _check_reference(value: str) -> str:
@@ -217,9 +238,14 @@ def _check_reference(value: str) -> str:
 def _find_meter(
     hass: HomeAssistant, entity_id: str, entry_id: str | None
 ) -> tuple[ZevvyConfigEntry, Destination]:
-    """Return the entry and the destination of a meter's entity."""
-    entity_entry = er.async_get(hass).async_get(entity_id)
+    """Return the entry and the destination of a meter (entity or device id)."""
+    entity_entry = (
+        er.async_get(hass).async_get(entity_id) if valid_entity_id(entity_id) else None
+    )
     registry_id = entity_entry.id if entity_entry else None
+    device = (
+        None if valid_entity_id(entity_id) else dr.async_get(hass).async_get(entity_id)
+    )
     entries = (
         [async_get_loaded_entry(hass, entry_id)]
         if entry_id
@@ -230,8 +256,14 @@ def _find_meter(
             if subentry.subentry_type != SUBENTRY_TYPE_METER:
                 continue
             data = subentry.data
-            if data[CONF_ENTITY_REGISTRY_ID] == registry_id or (
-                registry_id is None and data[CONF_ENTITY_ID] == entity_id
+            if (
+                data[CONF_ENTITY_REGISTRY_ID] == registry_id
+                or (registry_id is None and data[CONF_ENTITY_ID] == entity_id)
+                or (
+                    device is not None
+                    and meter_identifier(entry, subentry.subentry_id)
+                    in device.identifiers
+                )
             ):
                 return (
                     # The meter's account must be loaded.
