@@ -23,7 +23,7 @@ from custom_components.zevvy.const import DOMAIN
 from . import icu
 from .conftest import METER_ENTITY_ID, METER_SUBENTRY_ID
 
-METER_TIME = "sensor.grid_import_time_of_last_delivered_reading"
+METER_TIME = "sensor.grid_import_last_reading_time"
 
 
 async def _start(hass: HomeAssistant, issue_id: str) -> dict[str, Any]:
@@ -56,6 +56,7 @@ def _break_meter(hass: HomeAssistant, kind: str) -> None:
         )
 
 
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
 @pytest.mark.parametrize("kind", ["meter_missing", "meter_not_eligible"])
 async def test_delete_meter_from_repairs(
     hass: HomeAssistant, entry: MockConfigEntry, kind: str

@@ -1,5 +1,11 @@
 """Diagnostic sensors: last upload, readings waiting, and per meter the last
-reading zevvy confirmed."""
+reading zevvy confirmed.
+
+The two times change every quarter hour; like Home Assistant's own
+"last updated" sensors (filesize, ituran) they are disabled by default, which
+keeps a "changed to" line per quarter hour out of the logbook (it leaves out
+only sensors with a unit or a state class, which a time cannot have).
+"""
 
 from __future__ import annotations
 
@@ -52,6 +58,7 @@ ACCOUNT_SENSORS: tuple[ZevvySensorEntityDescription, ...] = (
         translation_key="last_upload",
         device_class=SensorDeviceClass.TIMESTAMP,
         entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
         value_fn=lambda status: status.last_success,
         restore=True,
     ),
@@ -70,6 +77,7 @@ METER_SENSORS: tuple[ZevvyMeterSensorEntityDescription, ...] = (
         translation_key="last_reading_time",
         device_class=SensorDeviceClass.TIMESTAMP,
         entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
         value_fn=lambda meter: meter.last_delivered_at,
     ),
     # The value mostly repeats the meter's own sensor; off by default so that
