@@ -861,3 +861,32 @@ async def test_change_meter_shows_its_running_total(hass: HomeAssistant) -> None
     assert "laufende Summe: 1230.000 kWh um 2026-11-26 13:15" in texts["de"]
     assert "total cumulé : 1230.000 kWh à 2026-11-26 13:15" in texts["fr"]
     assert "totale progressivo: 1230.000 kWh il 2026-11-26 13:15" in texts["it"]
+
+
+async def test_switch_to_running_total_without_a_reading_on_zevvy(
+    hass: HomeAssistant,
+) -> None:
+    """zevvy has no reading of the meter yet: the start step says so instead
+    of a dash for the last reading and its time."""
+    entry = add_account(hass)
+    subentry = add_meter_subentry(hass, entry, make_sensor(hass, "pv"), "PV", "E")
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, SUBENTRY_TYPE_METER),
+        context={"source": SOURCE_RECONFIGURE, "subentry_id": subentry.subentry_id},
+    )
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        {
+            CONF_DEVICE_REF: "PV",
+            CONF_REGISTER_REF: "E",
+            CONF_READING_SOURCE: SOURCE_RUNNING_TOTAL,
+        },
+    )
+    assert result["step_id"] == "reconfigure_start"
+    texts = rendered(
+        result, "config_subentries.meter.step.reconfigure_start.description"
+    )
+    assert texts["en"].startswith("zevvy has no reading of **PV \u2013 E** yet")
+    for language, text in texts.items():
+        assert "\u2013 kWh" not in text, language
+        assert "(\u2013)" not in text, language

@@ -224,10 +224,15 @@ def last_delivered(
 
 
 def last_placeholders(reading: Reading | None) -> dict[str, str]:
-    """Return the last reading zevvy has (value, time) for a text."""
+    """Return the last reading zevvy has (value, time) for a text.
+
+    ``has_last``: the text leaves out what it says of the last reading when
+    zevvy has none.
+    """
     if reading is None:
-        return {"last": UNKNOWN, "last_at": UNKNOWN}
+        return {"has_last": "no", "last": UNKNOWN, "last_at": UNKNOWN}
     return {
+        "has_last": "yes",
         "last": kwh_text(reading.value),
         "last_at": local_time(reading.read_at.timestamp()),
     }
