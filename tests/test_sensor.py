@@ -26,8 +26,10 @@ from custom_components.zevvy.const import (
     CONF_ENTITY_REGISTRY_ID,
     CONF_REGISTER_REF,
     DOMAIN,
+    SOURCE_RUNNING_TOTAL,
     SUBENTRY_TYPE_METER,
 )
+from custom_components.zevvy.meters import source_data
 from zevvy_sandbox import ZevvySandbox
 
 from .conftest import METER_SUBENTRY_ID
@@ -37,6 +39,7 @@ LAST_UPLOAD = "sensor.zevvy_last_upload"
 WAITING = "sensor.zevvy_readings_waiting"
 METER_TIME = "sensor.grid_import_last_reading_time"
 METER_VALUE = "sensor.grid_import_last_reading"
+SOURCE = "sensor.grid_import_reading_source"
 
 
 async def _setup(hass: HomeAssistant, entry: MockConfigEntry) -> None:
@@ -70,6 +73,32 @@ async def test_sensors(
     await snapshot_platform(
         hass, entity_registry, snapshot, meter_config_entry.entry_id
     )
+
+
+async def test_reading_source_shows_running_totals(
+    hass: HomeAssistant,
+    meter_config_entry: MockConfigEntry,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """The meter's device shows whether it is a running total, with its start
+    value and start; a switched source shows at once."""
+    freezer.move_to(START)
+    await _setup(hass, meter_config_entry)
+    assert hass.states.get(SOURCE).state == "sensor"  # type: ignore[union-attr]
+
+    subentry = meter_config_entry.subentries[METER_SUBENTRY_ID]
+    start_at = int((START + timedelta(minutes=10)).timestamp())
+    hass.config_entries.async_update_subentry(
+        meter_config_entry,
+        subentry,
+        data={**subentry.data, **source_data(SOURCE_RUNNING_TOTAL, 1230.0, start_at)},
+    )
+    await hass.async_block_till_done()
+    state = hass.states.get(SOURCE)
+    assert state is not None
+    assert state.state == "running_total"
+    assert state.attributes["start_value"] == 1230.0
+    assert state.attributes["start"] == "2026-11-26T12:15:00+00:00"
 
 
 async def test_disabled_by_default(
