@@ -2,8 +2,10 @@
 
 Playwright drives Debian's Chromium (/usr/bin/chromium, no browser download):
 log in, add the integration, open the approval link, approve on the sandbox's
-page, accept the suggested meters and look at the zevvy devices. Every step
-leaves a screenshot in artifacts/e2e/test_add_zevvy_in_the_browser/.
+page, accept the suggested meters and look at the zevvy devices; then open
+*Change meter* in German, French, Italian and English and check that every word
+of it is in that language. Every step leaves a screenshot in
+artifacts/e2e/test_add_zevvy_in_the_browser/.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from playwright.sync_api import (
     sync_playwright,
 )
 import pytest
+
+from tests import icu
 
 from .harness import (
     CLIENT_ID,
@@ -234,3 +238,42 @@ def add_zevvy_in_the_browser(
     for device in ("Apartment 1", "Apartment 3", "Grid export", "PV system"):
         expect(overview.get_by_text(device).first).to_be_visible()
     shots.take(overview, "sandbox-readings")
+    overview.close()
+
+    for language in ("de", "fr", "it", "en"):
+        change_meter_in(page, home_assistant, shots, language)
+
+
+# The frontend's own label of a subentry's Configure button.
+CONFIGURE = {
+    "en": "Configure",
+    "de": "Konfigurieren",
+    "fr": "Configurer",
+    "it": "Configura",
+}
+
+
+def change_meter_in(
+    page: Page, home_assistant: HomeAssistantProcess, shots: Screenshots, language: str
+) -> None:
+    """Open the first meter's *Change meter* with the user's language set to
+    ``language``: its text is in that language, no English word of the
+    integration in another one, and no UTC time."""
+    page.evaluate(
+        "language => localStorage.setItem('selectedLanguage', JSON.stringify(language))",
+        language,
+    )
+    page.goto(f"{home_assistant.url}/config/integrations/integration/zevvy")
+    page.reload()
+    page.get_by_role("button", name=CONFIGURE[language], exact=True).first.click()
+    flow = page.locator("dialog-data-entry-flow")
+    title = icu.lookup(language, "config_subentries.meter.step.reconfigure.title")
+    expect(flow.get_by_text(title)).to_be_visible()
+    page.wait_for_timeout(500)
+    shots.take(page, f"change-meter-{language}")
+    text = flow.inner_text()
+    assert "+00:00" not in text
+    if language != "en":
+        user_data = ["Apartment 1", "Energy", "sensor.apartment_1"]
+        assert not icu.leaked_english(language, text, user_data), text
+    # The next language loads the page anew, which closes the dialog.
