@@ -16,10 +16,12 @@ from pathlib import Path
 import re
 from urllib.parse import urlsplit
 import warnings
+from zoneinfo import ZoneInfo
 
 from playwright.sync_api import (
     Browser,
     Error as PlaywrightError,
+    Locator,
     Page,
     expect,
     sync_playwright,
@@ -49,6 +51,8 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
 ]
 TIMEOUT_MS = 30_000
+# Home Assistant's time zone (config/configuration.yaml).
+ZURICH = ZoneInfo("Europe/Zurich")
 expect.set_options(timeout=TIMEOUT_MS)
 
 
@@ -242,15 +246,40 @@ def add_zevvy_in_the_browser(
 
     for language in ("de", "fr", "it", "en"):
         change_meter_in(page, home_assistant, shots, language)
+        add_running_total_in(page, home_assistant, shots, language)
 
 
-# The frontend's own label of a subentry's Configure button.
+# The frontend's own labels: a subentry's Configure button, a form's submit.
 CONFIGURE = {
     "en": "Configure",
     "de": "Konfigurieren",
     "fr": "Configurer",
     "it": "Configura",
 }
+SUBMIT = {"en": "Submit", "de": "OK", "fr": "Valider", "it": "Invia"}
+MENU = {"en": "Menu", "de": "Menü", "fr": "Menu", "it": "Menu"}
+
+
+# The text of an element and its shadow roots (the dialog's text lives in
+# nested shadow DOM, which inner_text() does not enter), without styles.
+_TEXT_JS = """element => {
+  const parts = [];
+  const walk = node => {
+    if (node.nodeType === Node.TEXT_NODE) { parts.push(node.textContent); return; }
+    if (node.nodeName === "STYLE" || node.nodeName === "SCRIPT") return;
+    if (node.shadowRoot) walk(node.shadowRoot);
+    for (const child of node.childNodes) walk(child);
+  };
+  walk(element);
+  return parts.join(" ").replace(/\\s+/g, " ");
+}"""
+
+
+def dialog_text(flow: Locator) -> str:
+    """Return what the flow dialog shows (its texts, labels and options)."""
+    text: str = flow.evaluate(_TEXT_JS)
+    assert text.strip(), "the dialog shows no text"
+    return text
 
 
 def change_meter_in(
@@ -271,9 +300,58 @@ def change_meter_in(
     expect(flow.get_by_text(title)).to_be_visible()
     page.wait_for_timeout(500)
     shots.take(page, f"change-meter-{language}")
-    text = flow.inner_text()
+    text = dialog_text(flow)
     assert "+00:00" not in text
     if language != "en":
         user_data = ["Apartment 1", "Energy", "sensor.apartment_1"]
         assert not icu.leaked_english(language, text, user_data), text
     # The next language loads the page anew, which closes the dialog.
+
+
+def add_running_total_in(
+    page: Page, home_assistant: HomeAssistantProcess, shots: Screenshots, language: str
+) -> None:
+    """*Add meter* from the account's menu with a charger's session sensor:
+    the names step suggests a running total in ``language``, the next step asks
+    its start value and says when it starts, in local time."""
+    page.goto(f"{home_assistant.url}/config/integrations/integration/zevvy")
+    page.reload()
+    add_meter = icu.lookup(language, "config_subentries.meter.initiate_flow.user")
+    # The account's ⋮ menu (the first one of the page).
+    page.get_by_role("button", name=MENU[language], exact=True).first.click()
+    page.get_by_role("menuitem", name=add_meter).click()
+    flow = page.locator("dialog-data-entry-flow")
+    expect(
+        flow.get_by_text(
+            icu.lookup(language, "config_subentries.meter.step.user.title")
+        )
+    ).to_be_visible()
+    flow.get_by_role("combobox").first.fill("EV charger session")
+    page.get_by_role("option", name=re.compile("EV charger session")).first.click()
+    flow.get_by_role("button", name=SUBMIT[language], exact=True).click()
+
+    names = icu.lookup(language, "config_subentries.meter.step.references.title")
+    expect(flow.get_by_text(names)).to_be_visible()
+    page.wait_for_timeout(500)
+    shots.take(page, f"add-meter-names-{language}")
+    user_data = ["EV charger session", "Energy", "sensor.ev_charger_session"]
+    text = dialog_text(flow)
+    if language != "en":
+        assert not icu.leaked_english(language, text, user_data), text
+    running_total = icu.load(language)["selector"]["reading_source"]["options"][
+        "running_total"
+    ]
+    # Suggested (and preselected) for a sensor that restarts from zero.
+    assert f"{running_total}" in text
+    flow.get_by_role("button", name=SUBMIT[language], exact=True).click()
+
+    start = icu.lookup(language, "config_subentries.meter.step.start.title")
+    expect(flow.get_by_text(start)).to_be_visible()
+    page.wait_for_timeout(500)
+    shots.take(page, f"add-meter-start-{language}")
+    text = dialog_text(flow)
+    assert "+00:00" not in text
+    local_start = next_quarter(home_assistant.now()).astimezone(ZURICH)
+    assert local_start.strftime("%Y-%m-%d %H:%M") in text, text
+    if language != "en":
+        assert not icu.leaked_english(language, text, user_data), text
