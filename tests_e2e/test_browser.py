@@ -11,7 +11,7 @@ artifacts/e2e/test_add_zevvy_in_the_browser/.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 import re
 from urllib.parse import urlsplit
@@ -38,6 +38,7 @@ from .harness import (
     HomeAssistantProcess,
     SandboxProcess,
     next_quarter,
+    quarter_floor,
     wait_for,
 )
 
@@ -248,6 +249,17 @@ def add_zevvy_in_the_browser(
         change_meter_in(page, home_assistant, shots, language)
         add_running_total_in(page, home_assistant, shots, language)
 
+    # A reading typed in lower than the one before (a drop), then a second.
+    quarter = quarter_floor(home_assistant.now())
+    for minutes, value in ((30, 100.0), (15, 50.0)):
+        send_manual_reading(home_assistant, quarter - timedelta(minutes=minutes), value)
+    first_held = (quarter - timedelta(minutes=15)).astimezone(ZURICH)
+    for language in ("de", "fr", "it", "en"):
+        drop_repair_in(page, home_assistant, shots, language, 1, first_held)
+    send_manual_reading(home_assistant, quarter, 40.0)
+    for language in ("de", "fr", "it", "en"):
+        drop_repair_in(page, home_assistant, shots, language, 2, first_held)
+
 
 # The frontend's own labels: a subentry's Configure button, a form's submit.
 CONFIGURE = {
@@ -355,3 +367,66 @@ def add_running_total_in(
     assert local_start.strftime("%Y-%m-%d %H:%M") in text, text
     if language != "en":
         assert not icu.leaked_english(language, text, user_data), text
+
+
+def send_manual_reading(
+    home_assistant: HomeAssistantProcess, moment: datetime, value: float
+) -> None:
+    """Send a reading of a meter without a sensor (zevvy.send_reading)."""
+    response = home_assistant.call_service(
+        "zevvy",
+        "send_reading",
+        {
+            "device_ref": "Heat",
+            "register_ref": "Energy",
+            "value": value,
+            "time": moment.isoformat(),
+        },
+    )
+    assert response.ok, response.text
+
+
+# What the drop repair says of 1 and of 2 held readings, by language.
+HELD = {
+    "en": ("this reading (of {time})", "these 2 readings (since {time})"),
+    "de": ("dieser Zählerstand (von {time})", "diese 2 Zählerstände (seit {time})"),
+    "fr": ("ce relevé (de {time})", "ces 2 relevés (depuis {time})"),
+    "it": ("questa lettura (del {time})", "queste 2 letture (dal {time})"),
+}
+
+
+def drop_repair_in(
+    page: Page,
+    home_assistant: HomeAssistantProcess,
+    shots: Screenshots,
+    language: str,
+    count: int,
+    first_held: datetime,
+) -> None:
+    """Open the drop repair in ``language``: the held readings' number agrees
+    (1 and 2), their time is local, every word is in that language."""
+    page.evaluate(
+        "language => localStorage.setItem('selectedLanguage', JSON.stringify(language))",
+        language,
+    )
+    page.goto(f"{home_assistant.url}/config/repairs")
+    page.reload()
+    title = icu.render(
+        language,
+        icu.lookup(language, "issues.reading_held.title"),
+        {"device": "Heat", "register": "Energy"},
+    )
+    page.get_by_text(title).first.click()
+    flow = page.locator("dialog-data-entry-flow")
+    step = icu.lookup(language, "issues.reading_held.fix_flow.step.init.title")
+    expect(flow.get_by_text(step)).to_be_visible()
+    page.wait_for_timeout(500)
+    shots.take(page, f"drop-repair-{count}-{language}")
+    text = dialog_text(flow)
+    expected = HELD[language][count - 1].format(
+        time=first_held.strftime("%Y-%m-%d %H:%M")
+    )
+    assert expected in text, text
+    assert "+00:00" not in text
+    if language != "en":
+        assert not icu.leaked_english(language, text, ["Heat", "Energy"]), text
