@@ -233,13 +233,23 @@ def _raise_for_send(result: SendResult, entry: ZevvyConfigEntry) -> None:
         raise HomeAssistantError(
             translation_domain=DOMAIN, translation_key="authentication_failed"
         )
+    placeholders = {"account": entry.title, "waiting": str(result.pending)}
+    if result.error is SendError.REFUSED:
+        # Every meter refused alike (a wrong API address, a missing scope).
+        answer = entry.runtime_data.coordinator.sender.refused_text
+        raise HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key="upload_refused",
+            translation_placeholders={**placeholders, "answer": answer or "-"},
+        )
     raise HomeAssistantError(
         translation_domain=DOMAIN,
-        translation_key="upload_failed",
-        translation_placeholders={
-            "account": entry.title,
-            "waiting": str(result.pending),
-        },
+        translation_key=(
+            "upload_login_refused"
+            if result.error is SendError.LOGIN_REFUSED
+            else "upload_failed"
+        ),
+        translation_placeholders=placeholders,
     )
 
 
