@@ -1,0 +1,154 @@
+"""What zevvy must hold: an independent model of the README's rules.
+
+Written from README.md ("How delivery works", "Chargers and counters that
+restart"), not from the integration's code; it imports nothing of
+``custom_components.zevvy``. Input: the states Home Assistant saw of each
+simulated sensor (a timeline per meter, with the instants they were set), the
+meter's reading source and the instants the integration was running. Output, per
+meter and quarter hour: the value zevvy must hold, or that the quarter hour may be
+missing, or that it must be there.
+
+Rules modelled:
+
+- A sensor-value meter's reading at a quarter hour is the sensor's state as of
+  that quarter hour (the last state set at or before it), converted to kWh
+  (Wh / 1000, MWh * 1000) and rounded to 3 decimals. ``unknown``/``unavailable``
+  give no reading (never a 0).
+- A running total's reading is its start value plus what the sensor counted since
+  the meter's start, by Home Assistant's statistics ``sum`` rule: a
+  ``total_increasing`` state below 90 % of the previous one is a restart and
+  counts from zero; a ``total`` state with a new ``last_reset`` starts a new cycle
+  (counts from zero); otherwise the difference counts. Unavailable states are
+  skipped. The count starts from the state as of the meter's start.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+QUARTER = timedelta(minutes=15)
+UNIT_TO_KWH = {"Wh": 0.001, "kWh": 1.0, "MWh": 1000.0}
+NOT_NUMERIC = frozenset({"unknown", "unavailable"})
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One state Home Assistant saw of a sensor."""
+
+    at: datetime
+    state: str
+    unit: str
+    last_reset: str | None = None
+
+
+@dataclass
+class MeterModel:
+    """One meter: its sensor's timeline and how zevvy names its series."""
+
+    name: str
+    running: bool
+    state_class: str = "total_increasing"
+    start_value: float = 0.0
+    start_at: datetime | None = None
+    observations: list[Observation] = field(default_factory=list)
+    # (since, device_ref, register_ref): the names in force from `since` on.
+    registers: list[tuple[datetime, str, str]] = field(default_factory=list)
+    added_at: datetime | None = None
+    deleted_at: datetime | None = None
+
+    def observe(self, observation: Observation) -> None:
+        """Record a state (in time order)."""
+        self.observations.append(observation)
+
+    def state_as_of(self, moment: datetime) -> Observation | None:
+        """Return the last state set at or before ``moment``."""
+        times = [o.at for o in self.observations]
+        index = bisect_right(times, moment)
+        return self.observations[index - 1] if index else None
+
+    def value_at(self, quarter: datetime) -> float | None:
+        """Return what zevvy must hold for ``quarter`` (None: no reading)."""
+        if self.running:
+            return self._running_at(quarter)
+        observation = self.state_as_of(quarter)
+        if observation is None or observation.state in NOT_NUMERIC:
+            return None
+        return round(float(observation.state) * UNIT_TO_KWH[observation.unit], 3)
+
+    def _running_at(self, quarter: datetime) -> float | None:
+        assert self.start_at is not None
+        if quarter < self.start_at:
+            return None
+        total = 0.0
+        previous: Observation | None = None
+        for observation in self.observations:
+            if observation.at > quarter:
+                break
+            if observation.state in NOT_NUMERIC:
+                continue
+            if observation.at <= self.start_at or previous is None:
+                previous = observation  # the baseline: the state as of the start
+                continue
+            total += self._counted(previous, observation)
+            previous = observation
+        return round(self.start_value + total, 3)
+
+    def _counted(self, previous: Observation, current: Observation) -> float:
+        old = float(previous.state) * UNIT_TO_KWH[previous.unit]
+        new = float(current.state) * UNIT_TO_KWH[current.unit]
+        if self.state_class == "total":
+            if current.last_reset != previous.last_reset:
+                return new
+            return new - old
+        if new < 0.9 * old:
+            return new
+        return new - old
+
+    def registers_for(self, quarter: datetime) -> set[tuple[str, str]]:
+        """Return the (device, register) names a reading of ``quarter`` may carry.
+
+        The names in force at the quarter hour or set later (waiting readings
+        of a renamed meter may move to the new names).
+        """
+        names: set[tuple[str, str]] = set()
+        for index, (_since, device, register) in enumerate(self.registers):
+            until = (
+                self.registers[index + 1][0]
+                if index + 1 < len(self.registers)
+                else None
+            )
+            if until is None or until > quarter:
+                names.add((device, register))
+        return names
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """What zevvy must hold for one meter and quarter hour."""
+
+    value: float | None  # None: no reading may exist
+    required: bool  # must be on zevvy (or held/set aside with a repair)
+
+
+def expectation(meter: MeterModel, quarter: datetime, *, running: bool) -> Expectation:
+    """Return what zevvy must hold for ``meter`` at ``quarter``.
+
+    ``running``: the integration was running (set up, ticking or stalled) at the
+    quarter hour, so the reading is owed. While Home Assistant was stopped, the
+    quarter may be missing (no recorder in the simulation), but a reading that is
+    there must still be the model's value.
+    """
+    value = meter.value_at(quarter)
+    alive = (meter.added_at is None or meter.added_at < quarter) and (
+        meter.deleted_at is None or quarter < meter.deleted_at
+    )
+    required = running and alive and value is not None
+    if meter.running and value is not None:
+        # A running total at a quarter hour its sensor was unavailable: the
+        # README does not promise a reading then.
+        observation = meter.state_as_of(quarter)
+        if observation is None or observation.state in NOT_NUMERIC:
+            required = False
+    return Expectation(value=value, required=required)
