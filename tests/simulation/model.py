@@ -106,6 +106,22 @@ class MeterModel:
             return new
         return new - old
 
+    def below_earlier(self, quarter: datetime) -> bool:
+        """Return whether the value at ``quarter`` is below an earlier one.
+
+        Such a reading is a drop: held back with a repair issue (README,
+        "Meter reading went down"), not sent.
+        """
+        value = self.value_at(quarter)
+        if value is None or self.running:
+            return False
+        earlier = [
+            v
+            for o in self.observations
+            if o.at < quarter and (v := _kwh(o)) is not None
+        ]
+        return bool(earlier) and value < max(earlier)
+
     def registers_for(self, quarter: datetime) -> set[tuple[str, str]]:
         """Return the (device, register) names a reading of ``quarter`` may carry.
 
@@ -122,6 +138,12 @@ class MeterModel:
             if until is None or until > quarter:
                 names.add((device, register))
         return names
+
+
+def _kwh(observation: Observation) -> float | None:
+    if observation.state in NOT_NUMERIC:
+        return None
+    return round(float(observation.state) * UNIT_TO_KWH[observation.unit], 3)
 
 
 @dataclass(frozen=True, slots=True)

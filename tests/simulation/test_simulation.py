@@ -2,8 +2,10 @@
 
 The fixed CI seeds below cover more than 60 simulated days. ``scripts/soak``
 runs other seeds through the same test with environment variables:
-``ZEVVY_SIM_SEEDS`` ("7" or "1-200"), ``ZEVVY_SIM_DAYS``, ``ZEVVY_SIM_METERS``,
-and ``ZEVVY_SIM_REPORT`` (a file that gets one JSON line per run).
+``ZEVVY_SIM_SEEDS`` ("7", "1,5" or "1-200"), ``ZEVVY_SIM_DAYS``,
+``ZEVVY_SIM_METERS``, ``ZEVVY_SIM_OPEN_DEFECTS=1`` (also the events of
+``sim.OPEN_DEFECTS``) and ``ZEVVY_SIM_REPORT`` (a file that gets one JSON line
+per run).
 """
 
 from __future__ import annotations
@@ -57,7 +59,13 @@ async def test_seed(
 ) -> None:
     """A seeded run keeps invariants 1-6 (see sim.Simulation.check)."""
     simulation = Simulation(
-        hass, freezer, hass_storage, seed=seed, days=days, meters=meters
+        hass,
+        freezer,
+        hass_storage,
+        seed=seed,
+        days=days,
+        meters=meters,
+        open_defects=os.environ.get("ZEVVY_SIM_OPEN_DEFECTS") == "1",
     )
     try:
         run = await simulation.async_run()
