@@ -15,7 +15,8 @@ Rules modelled:
   (Wh / 1000, MWh * 1000) and rounded to 3 decimals. ``unknown``/``unavailable``
   give no reading (never a 0).
 - A running total's reading is its start value plus what the sensor counted since
-  the meter's start, by Home Assistant's statistics ``sum`` rule: a
+  the meter's start (the states the integration saw: the simulation has no
+  recorder to replay the others), by Home Assistant's statistics ``sum`` rule: a
   ``total_increasing`` state below 90 % of the previous one is a restart and
   counts from zero; a ``total`` state with a new ``last_reset`` starts a new cycle
   (counts from zero); otherwise the difference counts. Unavailable states are
@@ -25,7 +26,7 @@ Rules modelled:
 from __future__ import annotations
 
 from bisect import bisect_right
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 QUARTER = timedelta(minutes=15)
@@ -41,6 +42,10 @@ class Observation:
     state: str
     unit: str
     last_reset: str | None = None
+    # Whether the integration was running (loaded) to see it. The simulation
+    # has no recorder, so a running total counts only the states it saw (and
+    # the state current when it starts).
+    seen: bool = True
 
 
 @dataclass
@@ -61,6 +66,11 @@ class MeterModel:
     def observe(self, observation: Observation) -> None:
         """Record a state (in time order)."""
         self.observations.append(observation)
+
+    def started(self) -> None:
+        """The integration starts: it sees the sensor's current state."""
+        if self.observations and not self.observations[-1].seen:
+            self.observations[-1] = replace(self.observations[-1], seen=True)
 
     def state_as_of(self, moment: datetime) -> Observation | None:
         """Return the last state set at or before ``moment``."""
@@ -86,7 +96,7 @@ class MeterModel:
         for observation in self.observations:
             if observation.at > quarter:
                 break
-            if observation.state in NOT_NUMERIC:
+            if observation.state in NOT_NUMERIC or not observation.seen:
                 continue
             if observation.at <= self.start_at or previous is None:
                 previous = observation  # the baseline: the state as of the start
@@ -163,9 +173,11 @@ def expectation(meter: MeterModel, quarter: datetime, *, running: bool) -> Expec
     there must still be the model's value.
     """
     value = meter.value_at(quarter)
-    alive = (meter.added_at is None or meter.added_at < quarter) and (
-        meter.deleted_at is None or quarter < meter.deleted_at
-    )
+    # A deleted meter's readings not yet delivered are dropped with it (README,
+    # "Removing a meter"): none of its quarter hours is owed.
+    alive = (
+        meter.added_at is None or meter.added_at < quarter
+    ) and meter.deleted_at is None
     required = running and alive and value is not None
     if meter.running and value is not None:
         # A running total at a quarter hour its sensor was unavailable: the

@@ -83,6 +83,7 @@ DIGITS = {"Wh": 0, "kWh": 3, "MWh": 6}
 OPEN_DEFECTS = {
     "entity id renamed": "issue 18 #4: a running total stops counting",
     "api 401 twice": "issue 18 #5: two 401 answers force a new login",
+    "dip from a whole kWh": "issue 18 #3: the drop check trusts trailing zeros",
 }
 
 
@@ -104,6 +105,7 @@ class SimMeter:
     last_reset: str | None = None
     unavailable_until: datetime | None = None
     last_restart: datetime | None = None  # a session restart (running totals)
+    dip_at: tuple[datetime, float] | None = None  # (from, Wh) a dip to come
     deleted: bool = False
 
     @property
@@ -164,7 +166,8 @@ class Simulation:
         self.end = START + timedelta(days=days)
         self.quiet_from = self.end - QUIET
         self.now = START
-        self.sandbox = ZevvySandbox(SandboxConfig(interval=0.05))
+        # One account per run (the entry's unique id is its sub).
+        self.sandbox = ZevvySandbox(SandboxConfig(interval=0.05, sub=f"sim-{tag}"))
         self.entry: MockConfigEntry | None = None
         self.meters: list[SimMeter] = []
         self.windows: list[Window] = []
@@ -173,6 +176,8 @@ class Simulation:
         self.run = Run(seed=seed, days=days)
         self.reauth_seen: list[str] = []
         self.revoked = False
+        self.relogin_at: datetime | None = None
+        self._was_loaded = False
         self.hours: list[tuple[datetime, Counter[str], int, Counter[str]]] = []
         self._hour_mark = (0, 0)
         self._names = 0
@@ -255,6 +260,7 @@ class Simulation:
             self._add_meter(kind, start_at=first_quarter)
         assert await self.hass.config_entries.async_setup(self.entry.entry_id)
         await self._settle()
+        self._follow_state()
         self._hour_mark = (len(sandbox.requests), len(sandbox.readings()))
 
     def _add_meter(self, kind: str, start_at: datetime) -> SimMeter:
@@ -344,6 +350,15 @@ class Simulation:
         async_fire_time_changed(self.hass, moment)
         await self._settle()
         self._hour_tick()
+        self._follow_state()
+
+    def _follow_state(self) -> None:
+        """Note when the integration starts (it sees the current states)."""
+        loaded = self._loaded()
+        if loaded and not self._was_loaded:
+            for meter in self.meters:
+                meter.model.started()
+        self._was_loaded = loaded
 
     def _loaded(self) -> bool:
         return (
@@ -393,6 +408,8 @@ class Simulation:
                 agenda.append((at, "delete meter", self._delete_meter))
             elif draw < 0.0655:
                 agenda.append((at, "add meter", self._add_later))
+            elif draw < 0.0665:
+                agenda.append((at, "revoke login", self._revoke))
         agenda.sort(key=lambda item: item[0])
         for moment, name, action in agenda:
             if moment <= self.now:
@@ -412,6 +429,8 @@ class Simulation:
                     5, f"{name} did not end (something waits forever):{where}", moment
                 )
             await self._settle()
+        if self.relogin_at is not None and self.now >= self.relogin_at:
+            await self._relogin()
         if self.now < quarter:
             await self._window_updates(quarter)
             if self._loaded():
@@ -444,7 +463,15 @@ class Simulation:
                 if self.now < meter.unavailable_until:
                     return
                 meter.unavailable_until = None
-            self._count(meter)
+            if meter.dip_at is not None and self.now < meter.dip_at[0]:
+                return  # idle at the whole kWh until the dip
+            if meter.dip_at is not None:
+                meter.value -= meter.dip_at[1]
+                self.run.injected["meter reading dips"] += 1
+                self.event(f"meter {meter.index} dips to {meter.value:.0f} Wh")
+                meter.dip_at = None
+            else:
+                self._count(meter)
             self._publish(meter)
 
         return step
@@ -492,7 +519,9 @@ class Simulation:
         if meter.last_reset is not None:
             attributes["last_reset"] = meter.last_reset
         self.hass.states.async_set(meter.entity_id, state, attributes)
-        meter.model.observe(Observation(self.now, state, unit, meter.last_reset))
+        meter.model.observe(
+            Observation(self.now, state, unit, meter.last_reset, seen=self._loaded())
+        )
 
     async def _unavailable(self) -> None:
         meter = self._pick()
@@ -594,6 +623,7 @@ class Simulation:
             # Loaded, or waiting for a setup retry (zevvy's login unreachable).
             self.event(f"stopping ({self.entry.state.name})")
             await self.hass.config_entries.async_unload(self.entry.entry_id)
+            self._was_loaded = False
             await self._settle()
             if crash:
                 for key in [k for k in self.storage if k.startswith(f"{DOMAIN}.")]:
@@ -606,6 +636,7 @@ class Simulation:
             await self.hass.config_entries.async_setup(self.entry.entry_id)
             await self._settle()
             self.event(f"started ({self.entry.state.name})")
+            self._follow_state()
             # The sensors come up after the start, with what they counted meanwhile.
             self.now += timedelta(seconds=1)
             self.freezer.move_to(self.now)
@@ -671,6 +702,44 @@ class Simulation:
         self.run.injected["rename"] += 1
         self.event(f"rename meter {meter.index} register -> {register}")
 
+    async def _revoke(self) -> None:
+        """zevvy ends the login (revoked in its web app, or expired)."""
+        if self.revoked:
+            return
+        self.sandbox.revoke_refresh_tokens()
+        self.revoked = True
+        delay = timedelta(minutes=self.rng.choice([20, 90, 240, 600]))
+        self.relogin_at = min(self.now + delay, self.quiet_from)
+        self.run.injected["login revoked"] += 1
+        self.event(f"login revoked; the user logs in again from {self.relogin_at}")
+
+    async def _relogin(self) -> None:
+        """The user confirms the reauthentication and approves it on zevvy."""
+        flows = [
+            flow
+            for flow in self.hass.config_entries.flow.async_progress_by_handler(DOMAIN)
+            if flow["context"].get("source") == "reauth"
+        ]
+        if not flows:
+            return  # the integration has not noticed yet
+        flow_id = flows[0]["flow_id"]
+        manager = self.hass.config_entries.flow
+        result = await manager.async_configure(flow_id, {})
+        if result.get("step_id") == "reauth_confirm":  # an error shown: again
+            self.event(f"login again: {result.get('errors')}")
+            return
+        self.sandbox.approve(result["description_placeholders"]["user_code"])
+        # The login task polls the token endpoint after its interval: the
+        # frozen clock moves past it.
+        await self._move(self.now + timedelta(seconds=2))
+        result = await manager.async_configure(flow_id)
+        await self._settle()
+        self._follow_state()
+        self.event(f"logged in again: {result.get('reason')}")
+        if result.get("reason") == "reauth_successful":
+            self.revoked = False
+            self.relogin_at = None
+
     async def _rename_entity(self) -> None:
         """Rename a meter's entity id (the meter follows the entity)."""
         meter = self._pick()
@@ -689,6 +758,15 @@ class Simulation:
     async def _delete_meter(self) -> None:
         assert self.entry is not None
         meter = self._pick()
+        refused = {
+            w.fault.get("device_ref")
+            for w in self.windows
+            if w.name.startswith("refused")
+        }
+        # A meter zevvy refuses is the likelier one to go (the user gives up).
+        meter = next(
+            (m for m in self.meters if not m.deleted and _names(m)[0] in refused), meter
+        )
         if meter is None or len([m for m in self.meters if not m.deleted]) < 2:
             return
         self.hass.config_entries.async_remove_subentry(self.entry, meter.subentry_id)
@@ -709,6 +787,14 @@ class Simulation:
             return
         meter = self.rng.choice(meters)
         drop = self.rng.choice([800, 50, 1000, 450])
+        whole = self.rng.random() < 0.5
+        if whole and meter.value % 1000 and self.open_defects:  # OPEN_DEFECTS
+            # First a whole kWh in Wh (1235000 Wh), the dip a quarter hour later.
+            meter.value = float((int(meter.value) // 1000 + 1) * 1000)
+            meter.dip_at = (_next_quarter(self.now) + timedelta(minutes=1), drop)
+            self.event(f"meter {meter.index} at {meter.value:.0f} Wh")
+            self._publish(meter)
+            return
         meter.value -= drop
         self.run.injected["meter reading dips"] += 1
         self.event(f"meter {meter.index} dips by {drop} Wh to {meter.value:.0f}")
