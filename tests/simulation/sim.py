@@ -34,6 +34,7 @@ from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
     async_fire_time_changed,
 )
+import voluptuous as vol
 
 from custom_components.zevvy.api import SCOPES
 from custom_components.zevvy.const import (
@@ -84,6 +85,8 @@ OPEN_DEFECTS = {
     "entity id renamed": "issue 18 #4: a running total stops counting",
     "api 401 twice": "issue 18 #5: two 401 answers force a new login",
     "dip from a whole kWh": "issue 18 #3: the drop check trusts trailing zeros",
+    "restart after a session restart": "issue 18 #7: the running state is not "
+    "written when Home Assistant stops",
 }
 
 
@@ -178,6 +181,7 @@ class Simulation:
         self.revoked = False
         self.relogin_at: datetime | None = None
         self._was_loaded = False
+        self.restart_soon = False  # a clean restart within the quarter hour
         self.hours: list[tuple[datetime, Counter[str], int, Counter[str]]] = []
         self._hour_mark = (0, 0)
         self._names = 0
@@ -410,6 +414,13 @@ class Simulation:
                 agenda.append((at, "add meter", self._add_later))
             elif draw < 0.0665:
                 agenda.append((at, "revoke login", self._revoke))
+            elif draw < 0.0685:
+                agenda.append((at, "send_reading (invalid)", self._send_invalid))
+        if self.restart_soon and not quiet:
+            self.restart_soon = False
+            moment = max(self.now, base) + timedelta(seconds=40)
+            if moment < quarter:
+                agenda.append((moment, "restart", self._restart(crash=False)))
         agenda.sort(key=lambda item: item[0])
         for moment, name, action in agenda:
             if moment <= self.now:
@@ -491,6 +502,8 @@ class Simulation:
                 meter.value = rng.choice([0.0, round(rng.uniform(0.001, 0.3), 3)])
                 meter.last_restart = self.now
                 self.run.injected["session restart"] += 1
+                if rng.random() < 0.05 and self.open_defects:  # OPEN_DEFECTS
+                    self.restart_soon = True
             else:
                 meter.value = round(meter.value + rng.uniform(0, 1.5), 3)
         else:  # daily: a new cycle at midnight
@@ -739,6 +752,31 @@ class Simulation:
         if result.get("reason") == "reauth_successful":
             self.revoked = False
             self.relogin_at = None
+
+    async def _send_invalid(self) -> None:
+        """The user sends a reading the action must refuse (nothing changes)."""
+        meter = self._pick()
+        if meter is None:
+            return
+        device, register = _names(meter)
+        value, unit = self.rng.choice(
+            [(-5.0, "kWh"), (2e12, "kWh"), (12.5, "W"), ("abc", "kWh")]
+        )
+        data = {
+            "device_ref": device,
+            "register_ref": register,
+            "value": value,
+            "unit": unit,
+        }
+        self.run.injected["send_reading refused"] += 1
+        try:
+            await self.hass.services.async_call(
+                DOMAIN, "send_reading", data, blocking=True
+            )
+        except (HomeAssistantError, vol.Invalid) as err:
+            self.event(f"send_reading {value} {unit}: refused ({type(err).__name__})")
+        else:
+            self._fail(1, f"send_reading accepted {value} {unit}", self.now)
 
     async def _rename_entity(self) -> None:
         """Rename a meter's entity id (the meter follows the entity)."""
