@@ -182,6 +182,9 @@ class Simulation:
         self.relogin_at: datetime | None = None
         self._was_loaded = False
         self.restart_soon = False  # a clean restart within the quarter hour
+        # Home Assistant busy until then: states change, no timer fires.
+        self.busy_until: datetime | None = None
+        self.late_quarters: set[datetime] = set()
         self.hours: list[tuple[datetime, Counter[str], int, Counter[str]]] = []
         self._hour_mark = (0, 0)
         self._names = 0
@@ -396,8 +399,10 @@ class Simulation:
                 agenda.append((at, "restart", self._restart(crash=False)))
             elif draw < 0.043:
                 agenda.append((at, "crash", self._restart(crash=True)))
-            elif draw < 0.047:
+            elif draw < 0.045:
                 agenda.append((at, "stall", self._stall))
+            elif draw < 0.047:
+                agenda.append((at, "busy", self._busy))
             elif draw < 0.057:
                 agenda.append((at, "upload_now", self._upload_now))
             elif draw < 0.059:
@@ -425,6 +430,11 @@ class Simulation:
         for moment, name, action in agenda:
             if moment <= self.now:
                 continue  # passed by a stall or a restart
+            if self.busy_until is not None and moment < self.busy_until:
+                if name != "sensor":
+                    continue  # Home Assistant is busy: no timer, no user
+            elif self.busy_until is not None:
+                self.busy_until = None  # the late tick fires at the next move
             if name == "sensor":
                 # A state change: the integration handles it (in order, with
                 # its own time) at the next settle; no timer needs it.
@@ -440,6 +450,15 @@ class Simulation:
                     5, f"{name} did not end (something waits forever):{where}", moment
                 )
             await self._settle()
+        if self.busy_until is not None and quarter < self.busy_until:
+            # Busy: the quarter hour passes without its tick; owed later.
+            if self._loaded():
+                self.up_quarters.add(quarter)
+                self.late_quarters.add(quarter)
+            self.now = quarter + timedelta(seconds=1)
+            self.freezer.move_to(self.now)
+            return
+        self.busy_until = None
         if self.relogin_at is not None and self.now >= self.relogin_at:
             await self._relogin()
         if self.now < quarter:
@@ -671,6 +690,13 @@ class Simulation:
             await self._move(quarter)
         await self._window_updates(until)
         await self._move(until)
+
+    async def _busy(self) -> None:
+        """Home Assistant is busy: sensors report, but no timer fires."""
+        minutes = self.rng.choice([3, 17, 40])
+        self.busy_until = self.now + timedelta(minutes=minutes, seconds=5)
+        self.run.injected["late tick (busy)"] += 1
+        self.event(f"busy until {self.busy_until:%H:%M:%S}")
 
     async def _stall(self) -> None:
         """Home Assistant hangs (or the clock jumps): no timer fires, no state."""
@@ -986,7 +1012,10 @@ class Simulation:
             quarter = _next_quarter(self.start)
             while quarter <= last:
                 owed: Expectation = expectation(
-                    meter.model, quarter, running=quarter in self.up_quarters
+                    meter.model,
+                    quarter,
+                    running=quarter in self.up_quarters,
+                    late=quarter in self.late_quarters,
                 )
                 if (
                     owed.required
