@@ -16,7 +16,7 @@ import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 import hashlib
 import json
@@ -661,6 +661,7 @@ class Simulation:
                 for key in [k for k in self.storage if k.startswith(f"{DOMAIN}.")]:
                     del self.storage[key]
                 self.storage.update(on_disk)
+                self._lost_in_crash(on_disk)
             self.down = True
             await self._downtime(back)
             self.down = False
@@ -679,6 +680,26 @@ class Simulation:
             await self._settle()
 
         return restart
+
+    def _lost_in_crash(self, on_disk: dict[str, Any]) -> None:
+        """Running totals: states seen after the last write are lost in a crash.
+
+        Without a recorder to replay them, the integration starts again from the
+        running state on disk (its ``seen`` time, in the outbox file): the model
+        counts only what that state had seen.
+        """
+        assert self.entry is not None
+        stored = on_disk.get(f"{DOMAIN}.{self.entry.entry_id}.outbox", {})
+        states = stored.get("data", {}).get("meter_states", {})
+        for meter in self.meters:
+            seen = (states.get(meter.subentry_id) or {}).get("seen")
+            if not meter.running or seen is None:
+                continue
+            written = datetime.fromtimestamp(seen, UTC)
+            observations = meter.model.observations
+            for index, observation in enumerate(observations):
+                if observation.at > written and observation.seen:
+                    observations[index] = replace(observation, seen=False)
 
     async def _downtime(self, until: datetime) -> None:
         """Let time pass while Home Assistant is down (no ticks, no states)."""
