@@ -626,15 +626,6 @@ class Simulation:
     def _restart(self, *, crash: bool) -> Callable[[], Awaitable[None]]:
         async def restart() -> None:
             assert self.entry is not None
-            if crash and any(
-                m.running
-                and m.last_restart is not None
-                and m.last_restart > self.now - QUARTER - QUARTER
-                for m in self.meters
-            ):
-                # Without the recorder a crash loses the states seen since the
-                # last write; a counter restart among them cannot be modelled.
-                return
             minutes = self.rng.choice([1, 3, 10, 40, 130])
             back = self.now + timedelta(minutes=minutes, seconds=7)
             what = "crash" if crash else "restart"
