@@ -107,7 +107,6 @@ class SimMeter:
     value: float  # the device's own count, in its unit
     last_reset: str | None = None
     unavailable_until: datetime | None = None
-    last_restart: datetime | None = None  # a session restart (running totals)
     dip_at: tuple[datetime, float] | None = None  # (from, Wh) a dip to come
     deleted: bool = False
 
@@ -519,7 +518,6 @@ class Simulation:
         elif kind == "session":
             if meter.value >= 1.0 and rng.random() < 0.06:
                 meter.value = rng.choice([0.0, round(rng.uniform(0.001, 0.3), 3)])
-                meter.last_restart = self.now
                 self.run.injected["session restart"] += 1
                 if rng.random() < 0.05 and self.open_defects:  # OPEN_DEFECTS
                     self.restart_soon = True
@@ -530,7 +528,6 @@ class Simulation:
             if midnight != meter.last_reset:
                 meter.last_reset = midnight
                 meter.value = round(rng.uniform(0, 0.5), 3)
-                meter.last_restart = self.now
                 self.run.injected["daily cycle"] += 1
             else:
                 meter.value = round(meter.value + rng.uniform(0, 0.8), 3)
