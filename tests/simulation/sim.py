@@ -184,6 +184,10 @@ class Simulation:
         # Home Assistant busy until then: states change, no timer fires.
         self.busy_until: datetime | None = None
         self.late_quarters: set[datetime] = set()
+        # The last event that may hold every meter back (a fault, a restart).
+        self.disturbed = START
+        # Devices refused by zevvy: until when they may lag (window + backoff).
+        self.refused_until: dict[str, datetime] = {}
         self.hours: list[tuple[datetime, Counter[str], int, Counter[str]]] = []
         self._hour_mark = (0, 0)
         self._names = 0
@@ -194,6 +198,10 @@ class Simulation:
     def event(self, text: str) -> None:
         """Record an event of the run (the trace)."""
         self.run.trace.append(f"{self.now:%Y-%m-%d %H:%M:%S} {text}")
+        if text.startswith(("fault starts: refused", "fault ends: refused")):
+            return  # one register: the others must go on (see _check_in_time)
+        if not text.startswith(("meter ", "send_reading", "upload_now")):
+            self.disturbed = self.now
 
     async def async_run(self) -> Run:
         """Run the simulation and check the invariants; return what happened."""
@@ -466,6 +474,7 @@ class Simulation:
                 self.up_quarters.add(quarter)
             self._check_reauth()
             await self._settle()
+            self._check_in_time(quarter)
             await self._move(quarter)
 
     async def _window_updates(self, moment: datetime) -> None:
@@ -601,6 +610,10 @@ class Simulation:
                 return
             device, _register = _names(meter)
             fault = {"status": rng.choice([403, 404]), "device_ref": device}
+            self.refused_until[device] = max(
+                self.refused_until.get(device, START),
+                until + timedelta(hours=2, minutes=30),
+            )
         elif kind == "token_down":
             fault = {"status": rng.choice([500, 503]), "target": "token"}
         else:
@@ -881,6 +894,46 @@ class Simulation:
         if reauth and not self.revoked and not self.reauth_seen:
             self.reauth_seen.append(self.now.isoformat())
             self.event("a new login is demanded")
+
+    def _check_in_time(self, moment: datetime) -> None:
+        """Invariant 2, in time: with nothing disturbing the account, each
+        meter's reading of the last quarter hour is on zevvy before the next
+        one, also while zevvy refuses another meter's register.
+        """
+        quarter = moment - QUARTER
+        if (
+            moment - self.disturbed < timedelta(minutes=45)
+            or any(not w.name.startswith("refused") for w in self.windows)
+            or self.revoked
+            or not self._loaded()
+            or quarter not in self.up_quarters
+            or quarter in self.late_quarters
+        ):
+            return
+        devices = self.sandbox.device_records()
+        for meter in self.meters:
+            device, register = _names(meter)
+            if (
+                meter.deleted
+                or self.refused_until.get(device, START) > moment
+                or meter.model.added_at is None
+                or meter.model.added_at > quarter - QUARTER
+                or meter.model.registers[-1][0] > quarter - QUARTER
+                or meter.model.below_earlier(quarter)
+                or not expectation(meter.model, quarter, running=True).required
+            ):
+                continue
+            record = devices.get(device)
+            stored = record.registers.get(register) if record else None
+            if stored is None or _stamp(quarter) not in stored.read_ats:
+                self._fail(
+                    2,
+                    f"{meter.model.name}: {quarter:%Y-%m-%d %H:%M} is not on zevvy "
+                    f"at {moment:%H:%M} although nothing held the account back "
+                    "(another meter's refused register?)",
+                    quarter,
+                    meter,
+                )
 
     def _hour_tick(self, force: bool = False) -> None:
         if not force and (self.now.minute, self.now.second) != (0, 0):
