@@ -77,16 +77,14 @@ UNITS = {"wh": "Wh", "kwh": "kWh", "mwh": "MWh", "session": "kWh", "daily": "kWh
 DIGITS = {"Wh": 0, "kWh": 3, "MWh": 6}
 
 
-# Events that today's code is known to get wrong (issue 18): off unless the run
-# asks for them (``open_defects``, ``ZEVVY_SIM_OPEN_DEFECTS=1``,
-# ``scripts/soak --open-defects``), so that the CI seeds stay green until the
-# fixes land; then turn them on here.
-OPEN_DEFECTS = {
-    "entity id renamed": "issue 18 #4: a running total stops counting",
-    "api 401 twice": "issue 18 #5: two 401 answers force a new login",
-    "dip from a whole kWh": "issue 18 #3: the drop check trusts trailing zeros",
-    "restart after a session restart": "issue 18 #7: the running state is not "
-    "written when Home Assistant stops",
+# Events that today's code once got wrong (issue 18, all fixed): drawn in every
+# run since the fixes landed, named here with the fix each one checks.
+FIXED_DEFECTS = {
+    "entity id renamed": "issue 18 #4: a running total stopped counting",
+    "api 401 twice": "issue 18 #5: two 401 answers forced a new login",
+    "dip from a whole kWh": "issue 18 #3: the drop check trusted trailing zeros",
+    "restart after a session restart": "issue 18 #7: the running state was not "
+    "written when Home Assistant stopped",
 }
 
 
@@ -153,7 +151,6 @@ class Simulation:
         days: float,
         meters: int = 4,
         tag: str = "s",
-        open_defects: bool = False,
     ) -> None:
         self.hass = hass
         self.freezer = freezer
@@ -163,7 +160,6 @@ class Simulation:
         self.days = days
         self.meter_count = meters
         self.tag = tag
-        self.open_defects = open_defects
         self.start = START
         self.end = START + timedelta(days=days)
         self.quiet_from = self.end - QUIET
@@ -528,7 +524,7 @@ class Simulation:
             if meter.value >= 1.0 and rng.random() < 0.06:
                 meter.value = rng.choice([0.0, round(rng.uniform(0.001, 0.3), 3)])
                 self.run.injected["session restart"] += 1
-                if rng.random() < 0.05 and self.open_defects:  # OPEN_DEFECTS
+                if rng.random() < 0.05:
                     self.restart_soon = True
             else:
                 meter.value = round(meter.value + rng.uniform(0, 1.5), 3)
@@ -619,8 +615,6 @@ class Simulation:
         else:
             # 401 while the login is fine: a count, not a window.
             count = rng.choice([1, 2, 5, 9])
-            if not self.open_defects:
-                count = 1  # more can hit one request twice: OPEN_DEFECTS
             self.sandbox.inject_fault(status=401, count=count)
             self.run.injected["api 401 while the login works"] += 1
             self.event(f"fault: {count} x 401 from the API")
@@ -829,8 +823,8 @@ class Simulation:
     async def _rename_entity(self) -> None:
         """Rename a meter's entity id (the meter follows the entity)."""
         meter = self._pick()
-        if meter is None or not self.open_defects:
-            return  # OPEN_DEFECTS
+        if meter is None:
+            return
         self._names += 1
         new_id = f"sensor.sim_{self.tag}_renamed_{self._names}"
         old_id = meter.entity_id
@@ -874,7 +868,7 @@ class Simulation:
         meter = self.rng.choice(meters)
         drop = self.rng.choice([800, 50, 1000, 450])
         whole = self.rng.random() < 0.5
-        if whole and meter.value % 1000 and self.open_defects:  # OPEN_DEFECTS
+        if whole and meter.value % 1000:
             # First a whole kWh in Wh (1235000 Wh), the dip a quarter hour later.
             meter.value = float((int(meter.value) // 1000 + 1) * 1000)
             meter.dip_at = (_next_quarter(self.now) + timedelta(minutes=1), drop)
@@ -975,8 +969,7 @@ class Simulation:
             f"seed {self.seed} ({self.days} days, {self.meter_count} meters) "
             f"broke invariant {invariant}: {text}",
             f"replay: scripts/soak --seed {self.seed} --days {self.days:g} "
-            f"--meters {self.meter_count}"
-            + (" --open-defects" if self.open_defects else ""),
+            f"--meters {self.meter_count}",
         ]
         if around is not None:
             low = f"{around - timedelta(hours=3):%Y-%m-%d %H:%M:%S}"
