@@ -3,7 +3,8 @@
 The fixed CI seeds below cover more than 60 simulated days. ``scripts/soak``
 runs other seeds through the same test with environment variables:
 ``ZEVVY_SIM_SEEDS`` ("7", "1,5" or "1-200"), ``ZEVVY_SIM_DAYS``,
-``ZEVVY_SIM_METERS`` and ``ZEVVY_SIM_REPORT`` (a file that gets one JSON line
+``ZEVVY_SIM_METERS``, ``ZEVVY_SIM_OPEN_DEFECTS=1`` (also the events of
+``sim.OPEN_DEFECTS``) and ``ZEVVY_SIM_REPORT`` (a file that gets one JSON line
 per run).
 """
 
