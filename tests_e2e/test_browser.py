@@ -306,7 +306,12 @@ def change_meter_in(
     )
     page.goto(f"{home_assistant.url}/config/integrations/integration/zevvy")
     page.reload()
-    page.get_by_role("button", name=CONFIGURE[language], exact=True).first.click()
+    # The meter's button: "Configure" on 2025.4; on 2026.x a gear labelled
+    # with the integration's own text ("Change meter").
+    change = icu.lookup(language, "config_subentries.meter.initiate_flow.reconfigure")
+    page.get_by_role("button", name=CONFIGURE[language], exact=True).or_(
+        page.get_by_role("button", name=change, exact=True)
+    ).first.click()
     flow = page.locator("dialog-data-entry-flow")
     title = icu.lookup(language, "config_subentries.meter.step.reconfigure.title")
     expect(flow.get_by_text(title)).to_be_visible()
