@@ -348,8 +348,14 @@ def add_running_total_in(
             icu.lookup(language, "config_subentries.meter.step.user.title")
         )
     ).to_be_visible()
-    flow.get_by_role("combobox").first.fill("EV charger session")
-    page.get_by_role("option", name=re.compile("EV charger session")).first.click()
+    # The entity picker: a combobox to type in (2025.4), or a field that opens
+    # a searchable list when clicked (2026.x). Either way: click, type, pick.
+    flow.locator("ha-entity-picker").first.click()
+    page.wait_for_timeout(300)
+    page.keyboard.type("EV charger session")
+    option = page.get_by_role("option", name=re.compile("EV charger session"))
+    expect(option.first).to_be_visible()
+    option.first.click()
     flow.get_by_role("button", name=SUBMIT[language], exact=True).click()
 
     names = icu.lookup(language, "config_subentries.meter.step.references.title")
