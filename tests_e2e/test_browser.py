@@ -337,6 +337,9 @@ def add_running_total_in(
     # In the account's ⋮ menu (the first one of the page) in 2025.4; a button of
     # its own where a newer frontend shows one.
     button = page.get_by_role("button", name=add_meter, exact=True)
+    menu = page.get_by_role("button", name=MENU[language], exact=True)
+    # The page has loaded (count() does not wait).
+    expect(button.or_(menu).first).to_be_visible()
     if button.count():
         button.first.click()
     else:
