@@ -356,7 +356,10 @@ def add_running_total_in(
     flow.locator("ha-entity-picker").first.click()
     page.wait_for_timeout(300)
     page.keyboard.type("EV charger session")
-    option = page.get_by_role("option", name=re.compile("EV charger session"))
+    # An option (2025.4) or a list item of the search results (2026.x).
+    option = page.get_by_role("option", name=re.compile("EV charger session")).or_(
+        page.get_by_role("listitem").filter(has_text=re.compile("EV charger session"))
+    )
     expect(option.first).to_be_visible()
     option.first.click()
     flow.get_by_role("button", name=SUBMIT[language], exact=True).click()
