@@ -358,7 +358,7 @@ def add_running_total_in(
     page.keyboard.type("EV charger session")
     # An option (2025.4) or a list item of the search results (2026.x).
     option = page.get_by_role("option", name=re.compile("EV charger session")).or_(
-        page.get_by_role("listitem").filter(has_text=re.compile("EV charger session"))
+        page.get_by_text("EV charger session", exact=True)
     )
     expect(option.first).to_be_visible()
     option.first.click()
