@@ -435,11 +435,16 @@ class Simulation:
             elif draw < 0.039:
                 agenda.append((at, "restart", self._restart(crash=False)))
             elif draw < 0.043:
-                if self.extra.random() < 0.4:
-                    # Right after the quarter hour's round: its delayed saves
-                    # (the config entry's, the outbox's) are not on disk yet.
+                refresh = False
+                if self.extra.random() < 0.5:
+                    # Right after the quarter hour's round and a token
+                    # refresh: delayed saves (the config entry's, the
+                    # outbox's) are not on disk yet.
                     at = base + timedelta(milliseconds=500)
-                agenda.append((at, "crash", self._restart(crash=True)))
+                    refresh = True
+                agenda.append(
+                    (at, "crash", self._restart(crash=True, after_refresh=refresh))
+                )
             elif draw < 0.045:
                 agenda.append((at, "stall", self._stall))
             elif draw < 0.047:
@@ -673,9 +678,17 @@ class Simulation:
 
     # --- Home Assistant --------------------------------------------------------------
 
-    def _restart(self, *, crash: bool) -> Callable[[], Awaitable[None]]:
+    def _restart(
+        self, *, crash: bool, after_refresh: bool = False
+    ) -> Callable[[], Awaitable[None]]:
         async def restart() -> None:
             assert self.entry is not None
+            if after_refresh and self._loaded():
+                # One 401 while the login works makes the integration renew
+                # its login (a new refresh token) in the round upload_now runs.
+                self.sandbox.inject_fault(status=401, count=1)
+                await self._upload_now()
+                await self._settle()
             minutes = self.rng.choice([1, 3, 10, 40, 130])
             back = self.now + timedelta(minutes=minutes, seconds=7)
             what = "crash" if crash else "restart"
