@@ -24,9 +24,9 @@ from .const import (
     OUTBOX_MAX_READINGS,
     SUBENTRY_TYPE_METER,
 )
-from .coordinator import ZevvyConfigEntry
 from .issues import entry_issues
 from .meters import KINDS, entity_eligibility, stored_kind
+from .runtime import ZevvyConfigEntry
 
 TO_REDACT = {
     CONF_CLIENT_ID,
@@ -119,7 +119,7 @@ async def async_get_config_entry_diagnostics(
     runtime = entry.runtime_data
     coordinator = runtime.coordinator
     status = coordinator.data
-    detail = coordinator.last_error_detail
+    detail = runtime.pipeline.last_error_detail
     account = runtime.tokens.account
     return async_redact_data(
         {

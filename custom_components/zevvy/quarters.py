@@ -1,4 +1,8 @@
-"""What a meter read at a quarter hour: its state, or the recorder's state history.
+"""Quarter hours: their arithmetic, and what a meter read at one.
+
+All quarter-hour arithmetic of the integration lives here (``quarter_floor``,
+``next_quarter``, ``quarters_through`` and their epoch twins). A meter's value
+at a quarter hour is its state, or the recorder's state history:
 
 A reading filed under quarter hour Q is the meter's value as of Q, never one read
 later. On time, that is the current state. A tick that fires late (Home Assistant
@@ -35,6 +39,7 @@ from .meters import Meter, MeterKind, state_reading
 
 RECORDER_DOMAIN: Final = "recorder"
 QUARTER: Final = timedelta(minutes=COLLECT_INTERVAL_MINUTES)
+QUARTER_SECONDS: Final = COLLECT_INTERVAL_MINUTES * 60
 # The recorder's start-time state is the last one strictly before the start of
 # a query, its changes strictly after: start a little before the first quarter
 # hour so that a change exactly on it is seen.
@@ -45,6 +50,36 @@ _MARGIN: Final = timedelta(seconds=1)
 def recorder_loaded(hass: HomeAssistant) -> bool:
     """Return whether the recorder is set up (it is optional)."""
     return RECORDER_DOMAIN in hass.config.components
+
+
+def quarter_floor(moment: datetime) -> datetime:
+    """Return the quarter hour (UTC) at or before ``moment``."""
+    moment = dt_util.as_utc(moment)
+    return moment.replace(
+        minute=moment.minute - moment.minute % COLLECT_INTERVAL_MINUTES,
+        second=0,
+        microsecond=0,
+    )
+
+
+def next_quarter(moment: datetime) -> datetime:
+    """Return the next quarter hour (UTC) strictly after ``moment``."""
+    return quarter_floor(moment) + QUARTER
+
+
+def quarter_floor_epoch(epoch: float) -> int:
+    """Return the quarter hour (epoch seconds) at or before ``epoch``."""
+    return int(epoch - epoch % QUARTER_SECONDS)
+
+
+def next_quarter_epoch(epoch: float) -> int:
+    """Return the next quarter hour (epoch seconds) strictly after ``epoch``."""
+    return quarter_floor_epoch(epoch) + QUARTER_SECONDS
+
+
+def is_quarter_epoch(epoch: float) -> bool:
+    """Return whether ``epoch`` (seconds) is a quarter hour."""
+    return not epoch % QUARTER_SECONDS
 
 
 def quarters_through(first: datetime, last: datetime) -> list[datetime]:

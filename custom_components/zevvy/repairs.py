@@ -30,9 +30,10 @@ from homeassistant.util import dt as dt_util
 
 from .compat import RepairsFlowResult, vol
 from .const import CONF_READING_SOURCE, DOMAIN, SOURCE_RUNNING_TOTAL, SOURCE_SENSOR
-from .coordinator import Decision, ZevvyCoordinator
 from .issues import METER_KINDS, IssueKind
+from .pipeline import ReadingPipeline
 from .sources import async_switch_held_to_running_total
+from .status import Decision
 
 type IssueData = dict[str, str | int | float | None] | None
 
@@ -45,12 +46,12 @@ class _ZevvyRepairFlow(RepairsFlow):
         self._entry_id = str((data or {}).get("entry_id", ""))
         self._key = str((data or {}).get("key", ""))
 
-    def _coordinator(self) -> ZevvyCoordinator | None:
+    def _pipeline(self) -> ReadingPipeline | None:
         entry = self.hass.config_entries.async_get_entry(self._entry_id)
         if entry is None or entry.state is not ConfigEntryState.LOADED:
             return None
-        coordinator: ZevvyCoordinator = entry.runtime_data.coordinator
-        return coordinator
+        pipeline: ReadingPipeline = entry.runtime_data.pipeline
+        return pipeline
 
     def _placeholders(self) -> dict[str, str] | None:
         issue = ir.async_get(self.hass).async_get_issue(DOMAIN, self.issue_id)
@@ -89,10 +90,10 @@ class QueueRepairFlow(_ZevvyRepairFlow):
         self, user_input: dict[str, str] | None = None
     ) -> RepairsFlowResult:
         """Offer the choices (held readings of a meter register: three)."""
-        if (coordinator := self._coordinator()) is None:
+        if (pipeline := self._pipeline()) is None:
             return self.async_abort(reason="not_loaded")
         options = [self._release_option, "discard"]
-        subentry = coordinator.config_entry.subentries.get(self._key)
+        subentry = pipeline.config_entry.subentries.get(self._key)
         if (
             self._release is Decision.ACCEPT_HELD
             and subentry is not None
@@ -109,10 +110,10 @@ class QueueRepairFlow(_ZevvyRepairFlow):
         self, user_input: dict[str, str] | None = None
     ) -> RepairsFlowResult:
         """The sensor restarts from zero: continue as a running total."""
-        if (coordinator := self._coordinator()) is None:
+        if (pipeline := self._pipeline()) is None:
             return self.async_abort(reason="not_loaded")
         await async_switch_held_to_running_total(
-            self.hass, coordinator.config_entry, self._key
+            self.hass, pipeline.config_entry, self._key
         )
         return self.async_create_entry(data={})
 
@@ -133,10 +134,10 @@ class QueueRepairFlow(_ZevvyRepairFlow):
         return await self._async_decide(self._discard)
 
     async def _async_decide(self, decision: Decision) -> RepairsFlowResult:
-        """Apply the user's decision to the queue (the coordinator sends)."""
-        if (coordinator := self._coordinator()) is None:
+        """Apply the user's decision to the queue (the pipeline sends)."""
+        if (pipeline := self._pipeline()) is None:
             return self.async_abort(reason="not_loaded")
-        await coordinator.async_decide(self._key, decision)
+        await pipeline.async_decide(self._key, decision)
         return self.async_create_entry(data={})
 
 
@@ -149,8 +150,8 @@ class OverflowRepairFlow(_ZevvyRepairFlow):
         """Show what was lost; on confirm, reset the counter of dropped readings."""
         if user_input is None:
             return await super().async_step_confirm()
-        if (coordinator := self._coordinator()) is not None:
-            coordinator.outbox.acknowledge_overflow()
+        if (pipeline := self._pipeline()) is not None:
+            pipeline.outbox.acknowledge_overflow()
         return self.async_create_entry(data={})
 
 
@@ -161,11 +162,11 @@ class RegisterRepairFlow(_ZevvyRepairFlow):
         self, user_input: dict[str, str] | None = None
     ) -> RepairsFlowResult:
         """Show zevvy's answer; on confirm, send the register's readings now."""
-        if (coordinator := self._coordinator()) is None:
+        if (pipeline := self._pipeline()) is None:
             return self.async_abort(reason="not_loaded")
         if user_input is None:
             return await super().async_step_confirm()
-        sender = coordinator.sender
+        sender = pipeline.sender
         sender.async_retry_register(self._key)
         # While the account waits, the register goes with its next round.
         if sender.auth_failed:
@@ -187,11 +188,11 @@ class AccountRefusedRepairFlow(_ZevvyRepairFlow):
         self, user_input: dict[str, str] | None = None
     ) -> RepairsFlowResult:
         """Show zevvy's answer and what to check; on confirm, send again now."""
-        if (coordinator := self._coordinator()) is None:
+        if (pipeline := self._pipeline()) is None:
             return self.async_abort(reason="not_loaded")
         if user_input is None:
             return await super().async_step_confirm()
-        coordinator.sender.async_retry_account()
+        pipeline.sender.async_retry_account()
         return self.async_create_entry(data={})
 
 

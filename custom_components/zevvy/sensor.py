@@ -22,11 +22,12 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .compat import async_get_device
 from .const import SUBENTRY_TYPE_METER
-from .coordinator import ZevvyConfigEntry, ZevvyStatus
 from .entity import ZevvyEntity, ZevvyMeterEntity, meter_identifier
 from .helpers import async_on_entry_updated
 from .meters import KINDS, MeterKind, stored_kind
 from .outbox import QueueView
+from .runtime import ZevvyConfigEntry
+from .status import ZevvyStatus
 
 # Coordinator entities: the coordinator does the work, entities only read.
 PARALLEL_UPDATES = 0

@@ -33,7 +33,6 @@ from homeassistant.util import dt as dt_util
 from .api import Reading
 from .compat import vol
 from .const import (
-    COLLECT_INTERVAL_MINUTES,
     CONF_DEVICE_REF,
     CONF_READING_SOURCE,
     CONF_REGISTER_REF,
@@ -44,7 +43,6 @@ from .const import (
     SOURCE_RUNNING_TOTAL,
     SOURCE_SENSOR,
 )
-from .coordinator import Decision, ZevvyConfigEntry
 from .history import async_fill_since
 from .meters import (
     async_default_references,
@@ -53,8 +51,10 @@ from .meters import (
     source_data,
     state_to_kwh,
 )
+from .quarters import next_quarter_epoch
+from .runtime import ZevvyConfigEntry
+from .status import Decision
 
-QUARTER: Final = COLLECT_INTERVAL_MINUTES * 60
 # Shown where a value is not known.
 UNKNOWN: Final = "\u2013"  # en dash
 # Words in a sensor's translation key, entity id or name that say it restarts
@@ -136,8 +136,7 @@ def suggested_source(
 
 def first_quarter(now: datetime | None = None) -> int:
     """Return the start of a new running total: the next quarter hour (epoch)."""
-    moment = int((now or dt_util.utcnow()).timestamp())
-    return moment - moment % QUARTER + QUARTER
+    return next_quarter_epoch(int((now or dt_util.utcnow()).timestamp()))
 
 
 def local_time(epoch: float) -> str:
@@ -266,7 +265,7 @@ async def async_continue_series[_T](
     same running total), and the quarter hours since are filled from the
     statistics. The repair's switch and Change meter do the same.
     """
-    await entry.runtime_data.coordinator.async_decide(key, Decision.DISCARD_HELD)
+    await entry.runtime_data.pipeline.async_decide(key, Decision.DISCARD_HELD)
     result = update()
     if baseline is not None:
         await async_fill_since(hass, entry, key, baseline.read_at)
