@@ -19,8 +19,9 @@ hour it ends on.
   new login), the quarter hours after each meter's last delivered reading that
   the collector missed are queued from the 5-minute statistics.
 
-A meter whose reading is a running total (``running_total.py``) reads the
-statistics' ``sum`` instead of their ``state``: its reading at Q is its start
+The meter's reading source (``reading_sources.py``) says which statistics give
+its readings. A running total (``running_total.py``) reads the statistics'
+``sum`` instead of their ``state``: its reading at Q is its start
 value + sum(Q) - sum(at its start), the same number the live tracker computes,
 and none before its start.
 
@@ -337,9 +338,8 @@ async def async_read_meter(
     out (gap fill); the action passes None and sends them again. Nothing is
     queued here: hand ``result.item()`` to the pipeline, then ``count`` it.
     """
-    running = None
-    if meter.running_total and meter.start_at is not None:
-        running = (meter.start_at, meter.start_value)
+    # The meter's source says how the statistics give its readings.
+    running = entry.runtime_data.pipeline.sources.of(meter).statistics_base(meter)
     found = await get_instance(hass).async_add_executor_job(
         read_statistics,
         hass,

@@ -431,7 +431,7 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
                     return self._async_update_meter({})
                 if new_source == SOURCE_RUNNING_TOTAL:
                     return await self.async_step_reconfigure_start()
-                return self._async_update_meter(source_data(SOURCE_SENSOR))
+                return self._async_update_meter(source_data(new_source))
             suggested: Mapping[str, Any] = user_input
         else:
             suggested = {**subentry.data, CONF_READING_SOURCE: source}

@@ -40,8 +40,8 @@ from .coordinator import ZevvyCoordinator
 from .issues import async_apply_outbox_report
 from .meters import resolve_meters
 from .outbox import AddResult, Destination, Outbox, is_meter_key
-from .quarters import async_readings_at, next_quarter, quarter_floor, quarters_through
-from .readings import MeterReadings
+from .quarters import next_quarter, quarter_floor, quarters_through
+from .reading_sources import ReadingSources
 from .sender import Sender
 from .status import Decision, SendResult, ZevvyStatus
 
@@ -96,9 +96,8 @@ class ReadingPipeline:
             track=self._track,
             on_round=self._async_publish,
         )
-        # Each meter's reading from its sensor's state (a running total for
-        # sensors that restart from zero).
-        self.readings = MeterReadings(hass, config_entry, outbox)
+        # Where each meter's readings come from (its reading source).
+        self.sources = ReadingSources(hass, config_entry, outbox)
         self._unsub_tick: CALLBACK_TYPE | None = None
         self._unsub_outbox: CALLBACK_TYPE | None = None
         self._unsub_publish: CALLBACK_TYPE | None = None
@@ -165,7 +164,7 @@ class ReadingPipeline:
         self._stopped = False
         self._unsub_outbox = self.outbox.async_add_listener(self._async_outbox_changed)
         self._async_follow_meters()
-        self.readings.async_start()
+        self.sources.async_start()
         self._schedule_tick()
         if self.outbox.pending_count:
             self.sender.async_start_send()
@@ -174,7 +173,7 @@ class ReadingPipeline:
         """Stop timers and sending and write the outbox (entry unload)."""
         self._stopped = True
         self.sender.async_stop()
-        self.readings.async_stop()
+        self.sources.async_stop()
         for unsub in (self._unsub_tick, self._unsub_outbox, self._unsub_publish):
             if unsub is not None:
                 unsub()
@@ -305,11 +304,7 @@ class ReadingPipeline:
             )
         owed = quarters_through(read_at, max(read_at, until or read_at))
         meters = resolve_meters(self.hass, self.config_entry)
-        found = await async_readings_at(
-            self.hass, [meter for meter in meters if not meter.running_total], owed
-        )
-        # Running totals: what each counted up to each quarter hour.
-        found += await self.readings.async_readings_at(meters, owed)
+        found = await self.sources.async_readings_at(meters, owed)
         items = [(Destination.for_meter(meter), rows) for meter, rows in found if rows]
         self._last_collect = owed[-1]
         # The tick sends right after (unless a retry or a new login is due).

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from homeassistant.components.recorder.history import state_changes_during_period
 from homeassistant.core import HomeAssistant, State, callback
@@ -44,6 +44,32 @@ QUARTER_SECONDS: Final = COLLECT_INTERVAL_MINUTES * 60
 # a query, its changes strictly after: start a little before the first quarter
 # hour so that a change exactly on it is seen.
 _MARGIN: Final = timedelta(seconds=1)
+
+
+class SensorValueSource:
+    """The reading source ``sensor``: the sensor's value as of each quarter hour."""
+
+    def __init__(self, hass: HomeAssistant, entry: Any, outbox: Any) -> None:
+        """Read the states of ``hass`` (the entry and its outbox keep nothing)."""
+        self._hass = hass
+
+    @callback
+    def async_start(self) -> None:
+        """Nothing to follow: the states are read when asked."""
+
+    @callback
+    def async_stop(self) -> None:
+        """Nothing to stop."""
+
+    async def async_readings_at(
+        self, meters: Sequence[Meter], quarters: Sequence[datetime]
+    ) -> list[tuple[Meter, list[Reading]]]:
+        """Return each meter's value as of each quarter hour (``async_readings_at``)."""
+        return await async_readings_at(self._hass, meters, quarters)
+
+    def statistics_base(self, meter: Meter) -> tuple[int, float] | None:
+        """The statistics' ``state`` is the sensor's value."""
+        return None
 
 
 @callback

@@ -52,6 +52,7 @@ from .meters import (
     state_to_kwh,
 )
 from .quarters import next_quarter_epoch
+from .reading_sources import SOURCES
 from .runtime import ZevvyConfigEntry
 from .status import Decision
 
@@ -72,7 +73,7 @@ _RESTARTING_PLATFORMS: Final[Mapping[str, frozenset[str] | None]] = {
 
 SOURCE_SELECTOR: Final = SelectSelector(
     SelectSelectorConfig(
-        options=[SOURCE_SENSOR, SOURCE_RUNNING_TOTAL],
+        options=list(SOURCES),
         translation_key=CONF_READING_SOURCE,
         mode=SelectSelectorMode.LIST,
     )
