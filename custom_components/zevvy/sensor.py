@@ -29,7 +29,8 @@ from .outbox import QueueView
 from .runtime import ZevvyConfigEntry
 from .status import ZevvyStatus
 
-# Coordinator entities: the coordinator does the work, entities only read.
+# Coordinator entities: the pipeline does the work, the coordinator publishes
+# its status, entities only read.
 PARALLEL_UPDATES = 0
 
 
