@@ -123,7 +123,7 @@ async def async_gap_fill(
         elif compiled is not None and compiled > after:
             todo.after[meter.subentry_id] = compiled
     accepted = await entry.runtime_data.pipeline.async_accept(
-        [result.item() for result in results]
+        [result.item() for result in results], per_queue=True
     )
     for result in results:
         result.count(accepted.of(result.meter.subentry_id))

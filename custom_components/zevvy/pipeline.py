@@ -54,7 +54,7 @@ ACCEPT_CHUNK: Final = 1000
 @dataclass(slots=True)
 class AcceptResult(AddResult):
     """What happened to readings handed to ``async_accept``: in all (the
-    counts) and per queue (``of``)."""
+    counts) and, when asked for, per queue (``of``)."""
 
     by_key: dict[str, AddResult] = field(default_factory=dict)
 
@@ -202,6 +202,7 @@ class ReadingPipeline:
         items: Iterable[tuple[Destination, Sequence[Reading]]],
         *,
         send: bool = True,
+        per_queue: bool = False,
     ) -> AcceptResult:
         """Queue readings; write the outbox, publish and, with ``send``, send.
 
@@ -209,7 +210,7 @@ class ReadingPipeline:
         duplicates, bound), in chunks with a turn of the event loop between
         them; the outbox is written once, the status published and, with
         ``send``, a send requested for what was queued. Returns what happened,
-        in all and per queue.
+        in all and, with ``per_queue``, per queue (``AcceptResult.of``).
         """
         total = AcceptResult()
         chunk: list[tuple[Destination, Sequence[Reading]]] = []
@@ -217,14 +218,14 @@ class ReadingPipeline:
         for destination, readings in items:
             for pos in range(0, len(readings), ACCEPT_CHUNK):
                 if chunk and size >= ACCEPT_CHUNK:
-                    self._add(chunk, total)
+                    self._add(chunk, total, per_queue)
                     chunk, size = [], 0
                     await asyncio.sleep(0)
                 part = readings[pos : pos + ACCEPT_CHUNK]
                 chunk.append((destination, part))
                 size += len(part)
         if chunk:
-            self._add(chunk, total)
+            self._add(chunk, total, per_queue)
         if total.changed:
             await self.outbox.async_save()
             self._async_publish()
@@ -236,9 +237,10 @@ class ReadingPipeline:
         self,
         chunk: list[tuple[Destination, Sequence[Reading]]],
         total: AcceptResult,
+        per_queue: bool,
     ) -> None:
         """Queue one chunk at once (one bound check), counting what happened."""
-        total.add(self.outbox.add_many(chunk, total.by_key))
+        total.add(self.outbox.add_many(chunk, total.by_key if per_queue else None))
 
     async def async_decide(self, key: str, decision: Decision) -> int:
         """Apply the user's decision from a repair issue to a queue.

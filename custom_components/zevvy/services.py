@@ -432,7 +432,7 @@ async def async_upload_history(call: ServiceCall) -> ServiceResponse:
     }
     with outbox.watch_bound() as bound:
         accepted = await entry.runtime_data.pipeline.async_accept(
-            [result.item() for result in results]
+            [result.item() for result in results], per_queue=True
         )
     for result in results:
         result.count(accepted.of(result.meter.subentry_id))
