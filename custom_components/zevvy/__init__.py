@@ -33,8 +33,12 @@ from .pipeline import ReadingPipeline
 from .runtime import ZevvyConfigEntry, ZevvyRuntimeData
 from .services import async_setup_services
 from .token_store import RefreshTokenStore, ZevvyTokenStorageError
+from .translation_log import install as install_translation_log_filter
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
+
+# Before any of zevvy's texts is loaded again (see translation_log.py).
+install_translation_log_filter()
 
 PLATFORMS: list[Platform] = [Platform.BINARY_SENSOR, Platform.BUTTON, Platform.SENSOR]
 
