@@ -49,6 +49,7 @@ from .entity import ZevvyEntity, ZevvyMeterEntity, meter_identifier
 from .helpers import async_on_entry_updated
 from .meters import KINDS, MeterKind, stored_kind
 from .outbox import QueueView
+from .reading_sources import SOURCES
 from .runtime import ZevvyConfigEntry
 from .status import ZevvyStatus
 
@@ -120,7 +121,7 @@ READING_SOURCE = SensorEntityDescription(
     key="reading_source",
     translation_key="reading_source",
     device_class=SensorDeviceClass.ENUM,
-    options=[SOURCE_SENSOR, SOURCE_RUNNING_TOTAL],
+    options=list(SOURCES),
     entity_category=EntityCategory.DIAGNOSTIC,
 )
 
