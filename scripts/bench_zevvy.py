@@ -58,12 +58,13 @@ from custom_components.zevvy.const import (
     PARALLEL_UPLOADS,
     SUBENTRY_TYPE_METER,
 )
-from custom_components.zevvy.coordinator import ZevvyCoordinator, next_quarter
 from custom_components.zevvy.outbox import (
     Destination,
     Outbox,
     format as outbox_format,
 )
+from custom_components.zevvy.pipeline import ReadingPipeline
+from custom_components.zevvy.quarters import next_quarter
 from zevvy_sandbox import SandboxConfig, ZevvySandbox
 
 QUARTER = timedelta(minutes=15)
@@ -102,7 +103,7 @@ async def _setup(
     session: aiohttp.ClientSession,
     meters: int,
     tag: str,
-) -> ZevvyCoordinator:
+) -> ReadingPipeline:
     """An entry with ``meters`` Wh sensors, its outbox and coordinator."""
     registry = er.async_get(hass)
     subentries: list[ConfigSubentryData] = []
@@ -150,10 +151,10 @@ async def _setup(
     client = ZevvyClient(session, tokens, sandbox.api_url)
     outbox = Outbox(hass, entry.entry_id)
     await outbox.async_load()
-    return ZevvyCoordinator(hass, entry, client, outbox)
+    return ReadingPipeline(hass, entry, client, outbox)
 
 
-async def _tick(coordinator: ZevvyCoordinator, read_at: datetime) -> dict[str, Any]:
+async def _tick(coordinator: ReadingPipeline, read_at: datetime) -> dict[str, Any]:
     """One quarter hour: loop time to collect and enqueue, save, delivery."""
     hass = coordinator.hass
     for state in hass.states.async_all("sensor"):
@@ -199,7 +200,7 @@ async def _tick(coordinator: ZevvyCoordinator, read_at: datetime) -> dict[str, A
 
 
 async def _backlog(
-    coordinator: ZevvyCoordinator, start: datetime, prefix: str = "backlog"
+    coordinator: ReadingPipeline, start: datetime, prefix: str = "backlog"
 ) -> dict[str, Any]:
     """Seven days of quarter hours for 100 meters, queued then delivered."""
     outbox = coordinator.outbox

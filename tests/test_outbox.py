@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 from unittest.mock import patch
 
@@ -15,6 +16,7 @@ from pytest_homeassistant_custom_component.common import async_fire_time_changed
 
 from custom_components.zevvy.api import Reading
 from custom_components.zevvy.const import DOMAIN
+from custom_components.zevvy.issues import async_apply_outbox_report
 from custom_components.zevvy.outbox import (
     Destination,
     Outbox,
@@ -42,20 +44,27 @@ def _storage(hass_storage: dict[str, Any]) -> None:
 _STORAGE: dict[str, Any] = {}
 
 
+def _outbox(hass: HomeAssistant) -> Outbox:
+    """An outbox whose reports become repair issues, as the pipeline has them."""
+    box = Outbox(hass, ENTRY_ID)
+    box.async_add_reporter(partial(async_apply_outbox_report, hass, ENTRY_ID))
+    return box
+
+
 def _stored(hass: HomeAssistant) -> dict[str, Any]:
     data: dict[str, Any] = _STORAGE[f"{DOMAIN}.{ENTRY_ID}.outbox"]
     return data
 
 
 async def _reloaded(hass: HomeAssistant) -> Outbox:
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     await box.async_load()
     return box
 
 
 async def test_add_is_on_disk_when_async_add_returns(hass: HomeAssistant) -> None:
     """Readings are written before async_add returns and survive a reload."""
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     await box.async_load()
     result = await box.async_add(
         Destination("m1", "Dev", "Reg", step=1),
@@ -80,7 +89,7 @@ async def test_add_is_on_disk_when_async_add_returns(hass: HomeAssistant) -> Non
 
 async def test_duplicates_are_not_queued_twice(hass: HomeAssistant) -> None:
     """A (meter, readAt) already pending or delivered is skipped."""
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     await box.async_add(Destination("m1", "D", "R"), [Reading(_at(0), 1.0)])
     result = await box.async_add(
         Destination("m1", "D", "R"), [Reading(_at(0), 1.0), Reading(_at(1), 2.0)]
@@ -100,7 +109,7 @@ async def test_duplicates_are_not_queued_twice(hass: HomeAssistant) -> None:
 
 async def test_out_of_order_readings_are_sorted(hass: HomeAssistant) -> None:
     """Older readings (backfill) land at their place in time."""
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     box.add(
         Destination("m1", "D", "R"),
         [Reading(_at(2), 3.0), Reading(_at(0), 1.0), Reading(_at(1), 2.0)],
@@ -115,7 +124,7 @@ async def test_confirm_removes_and_sets_baseline(
     hass: HomeAssistant, freezer: FrozenDateTimeFactory
 ) -> None:
     """Confirmed readings leave; the delayed save writes that within a second."""
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     await box.async_add(
         Destination("m1", "D", "R"), [Reading(_at(i), float(i)) for i in range(5)]
     )
@@ -139,7 +148,7 @@ async def test_confirm_removes_and_sets_baseline(
 
 async def test_flush_writes_delayed_changes(hass: HomeAssistant) -> None:
     """async_flush (on unload) writes what the delayed save has not yet."""
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     await box.async_add(Destination("m1", "D", "R"), [Reading(_at(0), 1.0)])
     batch = box.next_batch("m1", 10)
     assert batch is not None
@@ -153,7 +162,7 @@ async def test_flush_writes_delayed_changes(hass: HomeAssistant) -> None:
 async def test_lower_reading_is_held_and_accepted(hass: HomeAssistant) -> None:
     """A drop is held with a repair issue; accepting queues every held reading."""
     issues = ir.async_get(hass)
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     await box.async_add(
         Destination("m1", "Dev", "Reg"),
         [Reading(_at(0), 100.0), Reading(_at(1), 100.0)],
@@ -194,7 +203,7 @@ async def test_drop_check_looks_both_ways_with_precision(
 
     The precision is the one the readings were made with, never their digits.
     """
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     await box.async_load()
     tenth = Destination("m1", "Dev", "Reg", step=100)  # kWh with one decimal
     wh = Destination("m1", "Dev", "Reg", step=1)  # a sensor in Wh
@@ -275,7 +284,7 @@ async def test_outbox_of_an_older_version_loads(
 
 async def test_held_readings_can_be_discarded(hass: HomeAssistant) -> None:
     """Discarding drops the held readings; a recovered meter queues normally."""
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     box.add(Destination("m1", "D", "R"), [Reading(_at(0), 10.0)])
     batch = box.next_batch("m1", 10)
     assert batch is not None
@@ -294,7 +303,7 @@ async def test_bound_drops_oldest_with_warning_and_issue(
     hass: HomeAssistant, caplog: pytest.LogCaptureFixture
 ) -> None:
     """At OUTBOX_MAX_READINGS the oldest readings of all meters go first."""
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     with patch.object(outbox_policy, "OUTBOX_MAX_READINGS", 5):
         box.add(
             Destination("a", "A", "R"), [Reading(_at(i), float(i)) for i in (0, 2, 4)]
@@ -324,7 +333,7 @@ async def test_bound_drops_oldest_with_warning_and_issue(
 async def test_park_retry_and_discard(hass: HomeAssistant) -> None:
     """Rejected batches are parked with an issue; retry or discard them."""
     issues = ir.async_get(hass)
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     box.add(
         Destination("m1", "Dev", "Reg"), [Reading(_at(i), float(i)) for i in range(3)]
     )
@@ -365,7 +374,7 @@ async def test_park_retry_and_discard(hass: HomeAssistant) -> None:
 
 async def test_remove_queue_and_store(hass: HomeAssistant) -> None:
     """A removed meter's readings go; removing the entry deletes the file."""
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     changes: list[int] = []
     unsub = box.async_add_listener(lambda: changes.append(1))
     await box.async_add(Destination("m1", "D", "R"), [Reading(_at(0), 1.0)])
@@ -401,7 +410,7 @@ async def test_delayed_save_is_written_when_home_assistant_stops(
     hass: HomeAssistant,
 ) -> None:
     """A confirmation waiting for the delayed save is written on final write."""
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     await box.async_add(Destination("m1", "D", "R"), [Reading(_at(0), 1.0)])
     batch = box.next_batch("m1", 10)
     assert batch is not None
@@ -421,7 +430,7 @@ async def test_a_batch_on_its_way_when_its_meter_changes(
 ) -> None:
     """A batch taken before its meter was changed, confirmed after: its readings
     leave the outbox, and the new register gets no baseline from the old one."""
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     await box.async_load()
     box.add(
         Destination("m1", "Dev", "Old", 1, "sensor"),
@@ -460,7 +469,7 @@ async def test_held_readings_stay_with_the_series_they_were_made_for(
 ) -> None:
     """A new series on new names: the old register's held readings and their
     repair go with its waiting readings; a plain rename renames the repair."""
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     await box.async_load()
     old = Destination("m1", "Dev", "Old", 1, "sensor")
     box.add(old, [Reading(_at(0), 10.0), Reading(_at(1), 5.0)])

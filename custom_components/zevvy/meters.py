@@ -276,7 +276,7 @@ def source_data(
     """Return a meter's reading source as subentry data (all keys, for updates)."""
     running = reading_source == SOURCE_RUNNING_TOTAL
     return {
-        CONF_READING_SOURCE: SOURCE_RUNNING_TOTAL if running else SOURCE_SENSOR,
+        CONF_READING_SOURCE: reading_source,
         # Rounded to thousandths: Wh of kWh, litres of m³ (the same for every kind).
         CONF_START_VALUE: round_kwh(start_value) if running else None,
         CONF_START_AT: start_at if running else None,

@@ -1,4 +1,8 @@
-"""What a meter read at a quarter hour: its state, or the recorder's state history.
+"""Quarter hours: their arithmetic, and what a meter read at one.
+
+All quarter-hour arithmetic of the integration lives here (``quarter_floor``,
+``next_quarter``, ``quarters_through`` and their epoch twins). A meter's value
+at a quarter hour is its state, or the recorder's state history:
 
 A reading filed under quarter hour Q is the meter's value as of Q, never one read
 later. On time, that is the current state. A tick that fires late (Home Assistant
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from homeassistant.components.recorder.history import state_changes_during_period
 from homeassistant.core import HomeAssistant, State, callback
@@ -35,16 +39,73 @@ from .meters import Meter, MeterKind, state_reading
 
 RECORDER_DOMAIN: Final = "recorder"
 QUARTER: Final = timedelta(minutes=COLLECT_INTERVAL_MINUTES)
+QUARTER_SECONDS: Final = COLLECT_INTERVAL_MINUTES * 60
 # The recorder's start-time state is the last one strictly before the start of
 # a query, its changes strictly after: start a little before the first quarter
 # hour so that a change exactly on it is seen.
 _MARGIN: Final = timedelta(seconds=1)
 
 
+class SensorValueSource:
+    """The reading source ``sensor``: the sensor's value as of each quarter hour."""
+
+    def __init__(self, hass: HomeAssistant, entry: Any, outbox: Any) -> None:
+        """Read the states of ``hass`` (the entry and its outbox keep nothing)."""
+        self._hass = hass
+
+    @callback
+    def async_start(self) -> None:
+        """Nothing to follow: the states are read when asked."""
+
+    @callback
+    def async_stop(self) -> None:
+        """Nothing to stop."""
+
+    async def async_readings_at(
+        self, meters: Sequence[Meter], quarters: Sequence[datetime]
+    ) -> list[tuple[Meter, list[Reading]]]:
+        """Return each meter's value as of each quarter hour (``async_readings_at``)."""
+        return await async_readings_at(self._hass, meters, quarters)
+
+    def statistics_base(self, meter: Meter) -> tuple[int, float] | None:
+        """The statistics' ``state`` is the sensor's value."""
+        return None
+
+
 @callback
 def recorder_loaded(hass: HomeAssistant) -> bool:
     """Return whether the recorder is set up (it is optional)."""
     return RECORDER_DOMAIN in hass.config.components
+
+
+def quarter_floor(moment: datetime) -> datetime:
+    """Return the quarter hour (UTC) at or before ``moment``."""
+    moment = dt_util.as_utc(moment)
+    return moment.replace(
+        minute=moment.minute - moment.minute % COLLECT_INTERVAL_MINUTES,
+        second=0,
+        microsecond=0,
+    )
+
+
+def next_quarter(moment: datetime) -> datetime:
+    """Return the next quarter hour (UTC) strictly after ``moment``."""
+    return quarter_floor(moment) + QUARTER
+
+
+def quarter_floor_epoch(epoch: float) -> int:
+    """Return the quarter hour (epoch seconds) at or before ``epoch``."""
+    return int(epoch - epoch % QUARTER_SECONDS)
+
+
+def next_quarter_epoch(epoch: float) -> int:
+    """Return the next quarter hour (epoch seconds) strictly after ``epoch``."""
+    return quarter_floor_epoch(epoch) + QUARTER_SECONDS
+
+
+def is_quarter_epoch(epoch: float) -> bool:
+    """Return whether ``epoch`` (seconds) is a quarter hour."""
+    return not epoch % QUARTER_SECONDS
 
 
 def quarters_through(first: datetime, last: datetime) -> list[datetime]:

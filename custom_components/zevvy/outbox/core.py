@@ -3,6 +3,11 @@
 Readings leave a queue only when zevvy confirmed them. The rest of the
 integration reads the outbox through counts, ``views`` and ``last_delivered``,
 never through its series.
+
+The outbox stores and reports: what a user should hear about (readings held or
+rejected, readings the bound dropped, a queue removed) goes to its reporters as
+an ``OutboxReport``; the pipeline turns reports into repair issues
+(``issues.py``). The outbox imports no issue code.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 import threading
 from typing import Any
 
@@ -19,7 +25,6 @@ from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 
 from ..api import Reading
 from ..const import LOGGER, READING_DECIMALS
-from ..issues import IssueKind, async_create_issue, async_delete_issue
 from ..meters import KINDS, MeterKind, stored_kind
 from . import policy
 from .format import (
@@ -114,6 +119,25 @@ class BoundWatch:
         )
 
 
+class ReportKind(StrEnum):
+    """What an ``OutboxReport`` is about."""
+
+    HELD = "held"  # a queue's held readings (a drop)
+    REJECTED = "rejected"  # a queue's readings zevvy rejected
+    OVERFLOW = "overflow"  # the bound dropped readings (no key)
+    REMOVED = "removed"  # a queue was removed with its meter
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxReport:
+    """What a user should hear about: ``placeholders`` to show it, None when
+    it is over (nothing held or rejected any more, a queue removed)."""
+
+    kind: ReportKind
+    key: str | None
+    placeholders: dict[str, str] | None = None
+
+
 class Outbox:
     """The persisted queues of readings of one config entry."""
 
@@ -132,6 +156,7 @@ class Outbox:
             lambda: self.storage.async_mark_dirty(),
         )
         self._listeners: list[Callable[[], None]] = []
+        self._reporters: list[Callable[[OutboxReport], None]] = []
         # Queues renamed or moved while adding: their issues need an update.
         self._touched: set[str] = set()
         # Watching what the bound drops (``watch_bound``).
@@ -204,6 +229,18 @@ class Outbox:
         """Call ``listener`` whenever the content changes."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
+
+    @callback
+    def async_add_reporter(
+        self, reporter: Callable[[OutboxReport], None]
+    ) -> CALLBACK_TYPE:
+        """Hand every report (held, rejected, overflow, removed) to ``reporter``."""
+        self._reporters.append(reporter)
+        return lambda: self._reporters.remove(reporter)
+
+    def _report(self, report: OutboxReport) -> None:
+        for reporter in list(self._reporters):
+            reporter(report)
 
     def _changed(self) -> None:
         for listener in list(self._listeners):
@@ -347,11 +384,11 @@ class Outbox:
         self._changed()
 
     def _async_update_touched(self) -> None:
-        """Update the held and rejected issues of queues whose names changed."""
+        """Report the held and rejected readings of queues whose names changed."""
         touched, self._touched = self._touched, set()
         for key in touched:
-            for kind in (IssueKind.READING_HELD, IssueKind.BATCH_REJECTED):
-                self._async_update_settle_issue(key, kind)
+            for kind in (ReportKind.HELD, ReportKind.REJECTED):
+                self._async_report_settle(key, kind)
 
     @callback
     def add(self, destination: Destination, readings: Iterable[Reading]) -> AddResult:
@@ -360,12 +397,14 @@ class Outbox:
 
     @callback
     def add_many(
-        self, items: Iterable[tuple[Destination, Iterable[Reading]]]
+        self,
+        items: Iterable[tuple[Destination, Iterable[Reading]]],
+        by_key: dict[str, AddResult] | None = None,
     ) -> AddResult:
         """Queue readings of many destinations at once; does not save.
 
         The bound is checked and listeners are told once, not per queue (a tick
-        of 1000 meters stays linear).
+        of 1000 meters stays linear). ``by_key``: also what happened per queue.
         """
         total = AddResult()
         newly_held: list[tuple[str, Queue]] = []  # (key, queue)
@@ -376,25 +415,27 @@ class Outbox:
                 if result.held:
                     newly_held.append((destination.key, queue))
                 total.add(result)
+                if by_key is not None:
+                    by_key.setdefault(destination.key, AddResult()).add(result)
             overflow = policy.enforce_bound(self._queues)
         self._async_update_touched()
         held_keys = {key for key, _ in newly_held} | overflow.held_keys
         for key in held_keys:
-            self._async_update_settle_issue(key, IssueKind.READING_HELD)
+            self._async_report_settle(key, ReportKind.HELD)
         for key in overflow.rejected_keys:
-            self._async_update_settle_issue(key, IssueKind.BATCH_REJECTED)
+            self._async_report_settle(key, ReportKind.REJECTED)
         if dropped := overflow.dropped:
             total.dropped = dropped
             for watch in self._watches:
                 watch.record(overflow.times)
             policy.log_overflow(self._overflow_dropped, dropped, overflow.oldest)
             self._overflow_dropped += dropped
-            async_create_issue(
-                self.hass,
-                IssueKind.OUTBOX_OVERFLOW,
-                self.entry_id,
-                None,
-                policy.overflow_placeholders(self._overflow_dropped),
+            self._report(
+                OutboxReport(
+                    ReportKind.OVERFLOW,
+                    None,
+                    policy.overflow_placeholders(self._overflow_dropped),
+                )
             )
         if total.changed:
             self._changed()
@@ -485,7 +526,7 @@ class Outbox:
 
     @callback
     def reject(self, batch: Batch, message: str) -> None:
-        """Zevvy rejected a batch: keep it out of the retry loop, raise an issue."""
+        """Zevvy rejected a batch: keep it out of the retry loop, report it."""
         key, queue = self._queue_of(batch)
         if queue is None:
             return
@@ -496,38 +537,38 @@ class Outbox:
                 if queue.rejected.index(when) < 0:
                     queue.rejected.insert(when, value, step)
             queue.rejected_message = message
-        self._async_update_settle_issue(key, IssueKind.BATCH_REJECTED)
+        self._async_report_settle(key, ReportKind.REJECTED)
         self.async_schedule_save()
         self._changed()
 
     # --- decisions from repair issues ----------------------------------------
 
-    def _async_update_settle_issue(self, key: str, kind: IssueKind) -> None:
-        """Raise or update the held or rejected issue of a queue (delete it
-        when the outbox bound dropped all those readings)."""
+    def _async_report_settle(self, key: str, kind: ReportKind) -> None:
+        """Report a queue's held or rejected readings (that they are over when
+        the outbox bound dropped all of them)."""
         queue = self._queues[key]
-        series = queue.held if kind is IssueKind.READING_HELD else queue.rejected
+        series = queue.held if kind is ReportKind.HELD else queue.rejected
         if not series:
-            if kind is IssueKind.BATCH_REJECTED:
+            if kind is ReportKind.REJECTED:
                 queue.rejected_message = None
-            async_delete_issue(self.hass, kind, self.entry_id, key)
-        elif kind is IssueKind.READING_HELD:
-            self._async_raise_held_issue(key, queue)
+            self._report(OutboxReport(kind, key))
+        elif kind is ReportKind.HELD:
+            self._async_report_held(key, queue)
         else:
-            async_create_issue(
-                self.hass,
-                IssueKind.BATCH_REJECTED,
-                self.entry_id,
-                key,
-                {
-                    "device": queue.device_ref,
-                    "register": queue.register_ref,
-                    "message": queue.rejected_message or "",
-                    "count": str(len(queue.rejected)),
-                },
+            self._report(
+                OutboxReport(
+                    ReportKind.REJECTED,
+                    key,
+                    {
+                        "device": queue.device_ref,
+                        "register": queue.register_ref,
+                        "message": queue.rejected_message or "",
+                        "count": str(len(queue.rejected)),
+                    },
+                )
             )
 
-    def _async_raise_held_issue(self, key: str, queue: Queue) -> None:
+    def _async_report_held(self, key: str, queue: Queue) -> None:
         # From the higher to the lower value: the reading before the first held
         # one to the newest held one, or (held because higher than a reading
         # after it, e.g. a backfill across a reset) the first held one to that.
@@ -545,43 +586,45 @@ class Outbox:
         entry = self.hass.config_entries.async_get_entry(self.entry_id)
         subentry = entry.subentries.get(key) if entry is not None else None
         kind = stored_kind(subentry.data) if subentry else MeterKind.ENERGY
-        async_create_issue(
-            self.hass,
-            IssueKind.READING_HELD,
-            self.entry_id,
-            key,
-            {
-                "device": queue.device_ref,
-                "register": queue.register_ref,
-                "value": f"{lower:.{READING_DECIMALS}f}",
-                "previous": "?" if higher is None else f"{higher:.{READING_DECIMALS}f}",
-                "count": str(len(queue.held)),
-                "time": from_epoch(queue.held.times[0]).isoformat(),
-                "unit": KINDS[kind].billing_unit,
-            },
+        self._report(
+            OutboxReport(
+                ReportKind.HELD,
+                key,
+                {
+                    "device": queue.device_ref,
+                    "register": queue.register_ref,
+                    "value": f"{lower:.{READING_DECIMALS}f}",
+                    "previous": "?"
+                    if higher is None
+                    else f"{higher:.{READING_DECIMALS}f}",
+                    "count": str(len(queue.held)),
+                    "time": from_epoch(queue.held.times[0]).isoformat(),
+                    "unit": KINDS[kind].billing_unit,
+                },
+            )
         )
 
     async def async_accept_held(self, key: str) -> int:
         """The meter was replaced: queue the held readings (new baseline)."""
-        return await self._async_settle(key, IssueKind.READING_HELD, requeue=True)
+        return await self._async_settle(key, ReportKind.HELD, requeue=True)
 
     async def async_discard_held(self, key: str) -> int:
         """The held readings are wrong: drop them."""
-        return await self._async_settle(key, IssueKind.READING_HELD, requeue=False)
+        return await self._async_settle(key, ReportKind.HELD, requeue=False)
 
     async def async_retry_rejected(self, key: str) -> int:
         """Put rejected readings back into the pending queue."""
-        return await self._async_settle(key, IssueKind.BATCH_REJECTED, requeue=True)
+        return await self._async_settle(key, ReportKind.REJECTED, requeue=True)
 
     async def async_discard_rejected(self, key: str) -> int:
         """Forget rejected readings."""
-        return await self._async_settle(key, IssueKind.BATCH_REJECTED, requeue=False)
+        return await self._async_settle(key, ReportKind.REJECTED, requeue=False)
 
-    async def _async_settle(self, key: str, kind: IssueKind, *, requeue: bool) -> int:
+    async def _async_settle(self, key: str, kind: ReportKind, *, requeue: bool) -> int:
         """Empty a queue's held or rejected readings once the user decided.
 
-        ``kind`` names the repair issue and so the series: held readings for
-        ``READING_HELD``, rejected ones for ``BATCH_REJECTED``. With ``requeue``
+        ``kind`` names the series: held readings for ``HELD``, rejected ones
+        for ``REJECTED``; that it is over is reported. With ``requeue``
         they go back to pending (except quarter hours already pending) and the
         number requeued is returned; otherwise they are dropped and the number
         dropped is returned.
@@ -589,9 +632,7 @@ class Outbox:
         queue = self._queues.get(key)
         if queue is None:
             return 0
-        series: Series = (
-            queue.held if kind is IssueKind.READING_HELD else queue.rejected
-        )
+        series: Series = queue.held if kind is ReportKind.HELD else queue.rejected
         count = 0 if requeue else len(series)
         with self._lock:
             if requeue:
@@ -602,9 +643,9 @@ class Outbox:
                         queue.pending.insert(when, value, step)
                         count += 1
             series.clear()
-            if kind is IssueKind.BATCH_REJECTED:
+            if kind is ReportKind.REJECTED:
                 queue.rejected_message = None
-        async_delete_issue(self.hass, kind, self.entry_id, key)
+        self._report(OutboxReport(kind, key))
         await self.async_save()
         self._changed()
         return count
@@ -612,18 +653,13 @@ class Outbox:
     # --- meters going away ----------------------------------------------------
 
     async def async_remove_queue(self, key: str) -> int:
-        """A meter was removed: drop everything it still had (and its issues)."""
+        """A meter was removed: drop everything it still had (and report it)."""
         with self._lock:
             queue = self._queues.pop(key, None)
             self.meter_states.pop(key)
         if queue is None:
             return 0
-        for kind in (
-            IssueKind.READING_HELD,
-            IssueKind.BATCH_REJECTED,
-            IssueKind.REGISTER_REFUSED,
-        ):
-            async_delete_issue(self.hass, kind, self.entry_id, key)
+        self._report(OutboxReport(ReportKind.REMOVED, key))
         if dropped := len(queue):
             LOGGER.info(
                 "Meter %s / %s removed: %s readings not yet delivered are dropped",
