@@ -5,6 +5,12 @@ Run with ``scripts/bench``; prints one JSON summary. ``--quick`` (what
 few seconds; its numbers only show that every case still runs. Any error, or a
 run longer than ``BENCH_TIMEOUT`` seconds, ends the script with exit code 1.
 
+``--only-ticks`` measures only the event-loop time: the ticks (10, 100 and 1000
+meters) and the enqueue of the 7-day backlog, nothing delivered but the ticks'
+readings. ``--code DIR`` benchmarks the integration and sandbox of another tree
+(``DIR/custom_components``, ``DIR/zevvy_sandbox``) with this script:
+``scripts/bench_compare`` sets two trees side by side that way.
+
 It uses a real Home Assistant core object (``async_test_home_assistant`` from
 pytest-homeassistant-custom-component, with a temporary config directory, so
 ``Store`` writes real files), the real outbox and coordinator, and the sandbox
@@ -25,7 +31,15 @@ import time
 import tracemalloc
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+def _option(name: str) -> str | None:
+    """Return the value after ``name`` on the command line, None if absent."""
+    args = sys.argv[1:]
+    return args[args.index(name) + 1] if name in args[:-1] else None
+
+
+CODE = Path(_option("--code") or Path(__file__).resolve().parent.parent).resolve()
+sys.path.insert(0, str(CODE))
 
 # ruff: noqa: E402
 import aiohttp
@@ -68,6 +82,7 @@ from zevvy_sandbox import SandboxConfig, ZevvySandbox
 
 QUARTER = timedelta(minutes=15)
 QUICK = "--quick" in sys.argv[1:]
+ONLY_TICKS = "--only-ticks" in sys.argv[1:]
 TICK_SIZES = (10, 50) if QUICK else (10, 100, 1000)
 BACKLOG_METERS = 10 if QUICK else 100
 BACKLOG_DAYS = 1 if QUICK else 7
@@ -199,9 +214,16 @@ async def _tick(coordinator: ZevvyCoordinator, read_at: datetime) -> dict[str, A
 
 
 async def _backlog(
-    coordinator: ZevvyCoordinator, start: datetime, prefix: str = "backlog"
+    coordinator: ZevvyCoordinator,
+    start: datetime,
+    prefix: str = "backlog",
+    *,
+    deliver: bool = True,
 ) -> dict[str, Any]:
-    """Seven days of quarter hours for 100 meters, queued then delivered."""
+    """Seven days of quarter hours for 100 meters, queued then delivered.
+
+    Without ``deliver``: only queued (the event-loop time of the enqueue).
+    """
     outbox = coordinator.outbox
     slots = BACKLOG_DAYS * 96
     tracemalloc.start()
@@ -216,6 +238,12 @@ async def _backlog(
     current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     pending = outbox.pending_count
+    if not deliver:
+        return {
+            "meters": len(coordinator.config_entry.subentries),
+            "readings": pending,
+            "fill_loop_ms": _ms(fill),
+        }
     start_save = time.perf_counter()
     await outbox.async_save()
     save = time.perf_counter() - start_save
@@ -410,6 +438,17 @@ async def main() -> dict[str, Any]:
                 hass, sandbox, session, BACKLOG_METERS, "backlog"
             )
             backlog_start = datetime(2026, 11, 19, 0, 0, tzinfo=UTC)
+            if ONLY_TICKS:
+                # The enqueue alone (as in the full run: traced by tracemalloc).
+                summary["backlog_7d_100_meters"] = await _backlog(
+                    coordinator, backlog_start, deliver=False
+                )
+                await coordinator.async_stop()
+                await hass.async_stop(force=True)
+                await sandbox.stop()
+                summary["code"] = str(CODE)
+                summary["total_s"] = round(time.perf_counter() - began, 1)
+                return summary
             sandbox.clear_requests()
             summary["backlog_7d_100_meters"] = await _backlog(
                 coordinator, backlog_start
