@@ -27,7 +27,7 @@ from homeassistant.util import dt as dt_util
 
 from .api import Reading, TokenManager, ZevvyClient
 from .const import COLLECT_INTERVAL_MINUTES, DOMAIN, LOGGER
-from .meters import resolve_meters
+from .meters import MeterResolver
 from .outbox import AddResult, Destination, Outbox, QueueView, is_meter_key
 from .quarters import async_readings_at, quarters_through
 from .readings import MeterReadings
@@ -138,6 +138,8 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
         # Each meter's reading from its sensor's state (a running total for
         # sensors that restart from zero).
         self.readings = MeterReadings(hass, config_entry, outbox)
+        # The usable meters, checked again only when they may have changed.
+        self.meters = MeterResolver(hass, config_entry)
         self._unsub_tick: CALLBACK_TYPE | None = None
         self._unsub_outbox: CALLBACK_TYPE | None = None
         self._unsub_publish: CALLBACK_TYPE | None = None
@@ -217,6 +219,7 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
         self._stopped = True
         self.sender.async_stop()
         self.readings.async_stop()
+        self.meters.async_stop()
         for unsub in (self._unsub_tick, self._unsub_outbox, self._unsub_publish):
             if unsub is not None:
                 unsub()
@@ -330,7 +333,7 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
                 until.isoformat(),
             )
         owed = quarters_through(read_at, max(read_at, until or read_at))
-        meters = resolve_meters(self.hass, self.config_entry)
+        meters = self.meters.meters()
         found = await async_readings_at(
             self.hass, [meter for meter in meters if not meter.running_total], owed
         )
@@ -367,7 +370,7 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
     def _async_follow_meters(self) -> None:
         """Take meters' new names (and sources) to their waiting readings now,
         not only with the next quarter hour's readings (``Outbox.follow``)."""
-        for meter in resolve_meters(self.hass, self.config_entry):
+        for meter in self.meters.meters():
             self.outbox.follow(Destination.for_meter(meter))
 
     # --- sending ------------------------------------------------------------------
