@@ -481,3 +481,80 @@ async def test_held_readings_stay_with_the_series_they_were_made_for(
     assert moved.translation_placeholders is not None
     assert moved.translation_placeholders["register"] == "Renamed"
     assert (box.held_count, box.pending_count) == (1, 1)
+
+
+async def _assert_counts_as_loaded(hass: HomeAssistant, box: Outbox) -> None:
+    """The counts and views kept as the outbox changed are those of the same
+    outbox loaded anew (counted from scratch)."""
+    await box.async_save()
+    again = await _reloaded(hass)
+    assert box.views() == again.views()
+    assert (box.pending_count, box.held_count, box.rejected_count) == (
+        again.pending_count,
+        again.held_count,
+        again.rejected_count,
+    )
+
+
+async def test_counts_and_views_follow_every_change(hass: HomeAssistant) -> None:
+    """Every way a queue changes shows in the counts and views at once."""
+    box = Outbox(hass, ENTRY_ID)
+    await box.async_load()
+    a, b = Destination("a", "A", "R", 1, "sensor"), Destination("b", "B", "R", 1)
+    assert (box.views(), box.pending_count) == ({}, 0)
+    # Queued, a drop held back, a duplicate.
+    box.add(a, [Reading(_at(i), 10.0 + i) for i in range(4)])
+    box.add(a, [Reading(_at(4), 5.0), Reading(_at(0), 10.0)])
+    box.add(b, [Reading(_at(i), 20.0 + i) for i in range(3)])
+    assert (box.pending_count, box.held_count) == (7, 1)
+    assert box.views()["a"].oldest_pending == _at(0)
+    await _assert_counts_as_loaded(hass, box)
+    # Confirmed: the baseline moves.
+    batch = box.next_batch("b", 2)
+    assert batch is not None
+    box.confirm(batch)
+    assert box.views()["b"].last_delivered_at == _at(1)
+    await _assert_counts_as_loaded(hass, box)
+    # Rejected, retried, rejected and discarded.
+    batch = box.next_batch("a", 2)
+    assert batch is not None
+    box.reject(batch, "bad")
+    assert (box.rejected_count, box.views()["a"].rejected_message) == (2, "bad")
+    await _assert_counts_as_loaded(hass, box)
+    assert await box.async_retry_rejected("a") == 2
+    await _assert_counts_as_loaded(hass, box)
+    batch = box.next_batch("a", 1)
+    assert batch is not None
+    box.reject(batch, "worse")
+    assert await box.async_discard_rejected("a") == 1
+    assert box.views()["a"].rejected_message is None
+    await _assert_counts_as_loaded(hass, box)
+    # The held drop accepted.
+    assert await box.async_accept_held("a") == 1
+    assert box.held_count == 0
+    await _assert_counts_as_loaded(hass, box)
+    # Renamed, then a new reading source: the readings move to the old names.
+    box.follow(Destination("a", "A2", "R", 1, "sensor"))
+    assert box.views()["a"].device_ref == "A2"
+    await _assert_counts_as_loaded(hass, box)
+    box.follow(Destination("a", "A3", "R", 1, "running_total@1"))
+    assert (box.views()["a"].pending, box.views()["ref:A2/R"].pending) == (0, 4)
+    await _assert_counts_as_loaded(hass, box)
+    # The bound drops the oldest readings, here a rejected one too.
+    batch = box.next_batch("b", 1)
+    assert batch is not None
+    box.reject(batch, "gone")
+    with patch.object(outbox_policy, "OUTBOX_MAX_READINGS", 4):
+        assert box.add(b, [Reading(_at(5), 30.0)]).dropped == 2
+    assert (box.pending_count, box.rejected_count) == (4, 0)
+    assert box.views()["b"].rejected_message is None
+    await _assert_counts_as_loaded(hass, box)
+    # A meter removed, and the outbox loaded again.
+    assert await box.async_remove_queue("b") == 1
+    assert "b" not in box.views()
+    await _assert_counts_as_loaded(hass, box)
+    await box.async_load()
+    await _assert_counts_as_loaded(hass, box)
+    assert box.pending_count == 3
+    await box.async_remove()
+    assert (box.views(), box.pending_count) == ({}, 0)

@@ -151,15 +151,18 @@ def _series(queue: Queue) -> tuple[Series, Series, Series]:
     return queue.pending, queue.held, queue.rejected
 
 
-def enforce_bound(queues: Mapping[str, Queue]) -> Overflow:
+def enforce_bound(queues: Mapping[str, Queue], total: int | None = None) -> Overflow:
     """Drop the oldest readings beyond OUTBOX_MAX_READINGS, of whatever kind.
 
     Pending, held and rejected readings all count and the oldest go first,
     whichever kind they are: readings stuck waiting for a decision never push
-    fresh ones out, and memory stays bounded.
+    fresh ones out, and memory stays bounded. ``total``: how many readings the
+    queues keep, if known (else counted).
     """
     overflow = Overflow()
-    excess = sum(len(queue) for queue in queues.values()) - OUTBOX_MAX_READINGS
+    if total is None:
+        total = sum(len(queue) for queue in queues.values())
+    excess = total - OUTBOX_MAX_READINGS
     if excess <= 0:
         return overflow
     # Walk the series' oldest readings in time order with a heap.
