@@ -27,7 +27,7 @@ from homeassistant.util import dt as dt_util
 
 from .api import Reading, TokenManager, ZevvyClient
 from .const import COLLECT_INTERVAL_MINUTES, DOMAIN, LOGGER
-from .meters import MeterResolver
+from .meters import Meter, MeterResolver
 from .outbox import AddResult, Destination, Outbox, QueueView, is_meter_key
 from .quarters import async_readings_at, quarters_through
 from .readings import MeterReadings
@@ -140,6 +140,7 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
         self.readings = MeterReadings(hass, config_entry, outbox)
         # The usable meters, checked again only when they may have changed.
         self.meters = MeterResolver(hass, config_entry)
+        self._destinations: dict[str, tuple[Meter, Destination]] = {}
         self._unsub_tick: CALLBACK_TYPE | None = None
         self._unsub_outbox: CALLBACK_TYPE | None = None
         self._unsub_publish: CALLBACK_TYPE | None = None
@@ -339,7 +340,7 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
         )
         # Running totals: what each counted up to each quarter hour.
         found += await self.readings.async_readings_at(meters, owed)
-        items = [(Destination.for_meter(meter), rows) for meter, rows in found if rows]
+        items = [(self._destination(meter), rows) for meter, rows in found if rows]
         self._last_collect = owed[-1]
         # The tick sends right after (unless a retry or a new login is due).
         async with self.async_adding(send=False) as add:
@@ -347,6 +348,16 @@ class ZevvyCoordinator(DataUpdateCoordinator[ZevvyStatus]):
         if not result.changed:
             self._async_publish()  # the time of the last collection
         return result
+
+    def _destination(self, meter: Meter) -> Destination:
+        """Return a meter's destination, the same while the meter is."""
+        kept = self._destinations.get(meter.subentry_id)
+        if kept is None or kept[0] is not meter:
+            kept = self._destinations[meter.subentry_id] = (
+                meter,
+                Destination.for_meter(meter),
+            )
+        return kept[1]
 
     async def _async_prune_removed_meters(self) -> None:
         """Drop the queues of meters whose subentry was deleted."""

@@ -122,12 +122,14 @@ async def async_readings_at(
 ) -> list[tuple[Meter, list[Reading]]]:
     """Return each meter's readings at ``quarters`` (oldest first), where known."""
     now = dt_util.utcnow()
+    first = min(quarters)
+    get_state = hass.states.get
     # When each meter's current value began to hold (None: no state).
     current: dict[str, tuple[State, datetime] | None] = {}
     wanted: dict[str, list[datetime]] = {}
     meter_list = list(meters)
     for meter in meter_list:
-        state = hass.states.get(meter.entity_id)
+        state = get_state(meter.entity_id)
         if state is None:
             current[meter.entity_id] = None
             continue
@@ -137,10 +139,16 @@ async def async_readings_at(
             # history has the same wrong times, the state is the best value.
             since = datetime.min.replace(tzinfo=UTC)
         current[meter.entity_id] = (state, since)
-        if older := [quarter for quarter in quarters if since > quarter]:
-            wanted[meter.entity_id] = older
-    kinds = {meter.entity_id: meter.kind for meter in meter_list}
-    recorded = await _async_recorded_values(hass, wanted, kinds)
+        # On time (the common case) the value held before every quarter hour.
+        if since > first:
+            wanted[meter.entity_id] = [q for q in quarters if since > q]
+    recorded = (
+        await _async_recorded_values(
+            hass, wanted, {meter.entity_id: meter.kind for meter in meter_list}
+        )
+        if wanted
+        else {}
+    )
     result: list[tuple[Meter, list[Reading]]] = []
     for meter in meter_list:
         readings: list[Reading] = []

@@ -320,37 +320,46 @@ class Outbox:
         """
         key = destination.key
         queue = self._queues.get(key)
-        refs = (destination.device_ref, destination.register_ref)
         self._marked.add(key)
+        if (
+            queue is not None
+            and queue.device_ref == destination.device_ref
+            and queue.register_ref == destination.register_ref
+        ):
+            # The common case: the same names as before.
+            if destination.series is not None:
+                queue.series = destination.series
+            return queue
+        refs = (destination.device_ref, destination.register_ref)
         if queue is None:
             queue = self._queues[key] = Queue(*refs, series=destination.series)
             return queue
+        # New names.
         old_refs = (queue.device_ref, queue.register_ref)
-        if old_refs != refs:
-            new_series = (
-                destination.series is not None
-                and queue.series is not None
-                and destination.series != queue.series
+        new_series = (
+            destination.series is not None
+            and queue.series is not None
+            and destination.series != queue.series
+        )
+        self._touched.add(key)
+        if new_series and len(queue):
+            old = manual_key(*old_refs)
+            self._queues[old] = _merged(self._queues.get(old), queue)
+            self._touched.add(old)
+            self._mark(old)
+            LOGGER.info(
+                "Meter %s / %s renamed to %s / %s with a new reading source: "
+                "its %s readings not yet delivered go to %s / %s",
+                *old_refs,
+                *refs,
+                len(queue),
+                *old_refs,
             )
-            self._touched.add(key)
-            if new_series and len(queue):
-                old = manual_key(*old_refs)
-                self._queues[old] = _merged(self._queues.get(old), queue)
-                self._touched.add(old)
-                self._mark(old)
-                LOGGER.info(
-                    "Meter %s / %s renamed to %s / %s with a new reading source: "
-                    "its %s readings not yet delivered go to %s / %s",
-                    *old_refs,
-                    *refs,
-                    len(queue),
-                    *old_refs,
-                )
-                queue = self._queues[key] = Queue(*refs)
-            else:
-                queue.device_ref, queue.register_ref = refs
-                queue.last_time = queue.last_value = None
-                queue.last_step = 0
+            queue = self._queues[key] = Queue(*refs)
+        else:
+            queue.device_ref, queue.register_ref = refs
+            queue.last_time = queue.last_value = None
+            queue.last_step = 0
         if destination.series is not None:
             queue.series = destination.series
         return queue
@@ -405,10 +414,10 @@ class Outbox:
         with self._lock:
             for destination, readings in items:
                 queue = self._queue_for(destination)
-                result = policy.add_readings(queue, destination, readings)
-                if result.held:
+                held = total.held
+                policy.add_readings(queue, destination, readings, total)
+                if total.held > held:
                     newly_held.append((destination.key, queue))
-                total.add(result)
             self._recount()
             overflow = policy.enforce_bound(
                 self._queues, self._pending + self._held + self._rejected

@@ -77,13 +77,15 @@ def drop_tolerance(first: int, second: int) -> int:
     return max(first, second)
 
 
-def _is_drop(higher: tuple[float, int], lower: tuple[float, int]) -> bool:
+def _is_drop(higher: float, higher_step: int, lower: float, lower_step: int) -> bool:
     """Return whether ``lower`` (the later reading) is a drop from ``higher``.
 
-    Both as (kWh, precision in Wh).
+    Both in kWh, with their precisions in Wh.
     """
-    first, second = round(higher[0] * 1000), round(lower[0] * 1000)
-    return second < first - drop_tolerance(higher[1], lower[1])
+    tolerance = (
+        0 if higher_step == lower_step else drop_tolerance(higher_step, lower_step)
+    )
+    return round(lower * 1000) < round(higher * 1000) - tolerance
 
 
 def drop_of(
@@ -96,19 +98,26 @@ def drop_of(
     ``step``: the reading's precision (Wh).
     """
     before, after = queue.neighbours(when)
-    reading = (value, step)
-    if before is not None and _is_drop(before, reading):
+    if before is not None and _is_drop(before[0], before[1], value, step):
         return before[0], value
-    if after is not None and _is_drop(reading, after):
+    if after is not None and _is_drop(value, step, after[0], after[1]):
         return value, after[0]
     return None
 
 
 def add_readings(
-    queue: Queue, destination: Destination, readings: Iterable[Reading]
+    queue: Queue,
+    destination: Destination,
+    readings: Iterable[Reading],
+    result: AddResult | None = None,
 ) -> AddResult:
-    """Queue readings in ``queue``: skip duplicates, hold drops back."""
-    result = AddResult()
+    """Queue readings in ``queue``: skip duplicates, hold drops back.
+
+    Return what happened, counted into ``result`` if given (a tick adds the
+    readings of every meter into one result).
+    """
+    if result is None:
+        result = AddResult()
     step = destination.step
     for reading in readings:
         when = to_epoch(reading.read_at)
