@@ -10,6 +10,7 @@ from homeassistant.config_entries import SOURCE_REAUTH
 from homeassistant.const import STATE_OFF, STATE_ON, Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
+import pytest
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
     async_fire_time_changed,
@@ -21,7 +22,7 @@ from zevvy_sandbox import ZevvySandbox
 
 START = datetime(2026, 11, 26, 12, 5, tzinfo=UTC)
 CONNECTION = "binary_sensor.zevvy_connection"
-LAST_UPLOAD = "sensor.zevvy_last_successful_upload"
+LAST_UPLOAD = "sensor.zevvy_last_upload"
 WAITING = "sensor.zevvy_readings_waiting"
 
 
@@ -55,6 +56,7 @@ async def test_binary_sensor(
     )
 
 
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
 async def test_connection_follows_zevvy(
     hass: HomeAssistant,
     meter_config_entry: MockConfigEntry,

@@ -409,11 +409,19 @@ async def test_default_servers(hass: HomeAssistant) -> None:
     hass.config_entries.flow.async_abort(result["flow_id"])
 
 
+def _connected_with_another_client(hass: HomeAssistant, entry: MockConfigEntry) -> None:
+    hass.config_entries.async_update_entry(
+        entry, data={**entry.data, CONF_CLIENT_ID: "another-api-client"}
+    )
+
+
 async def test_already_configured(
     hass: HomeAssistant, sandbox: ZevvySandbox, mock_config_entry: MockConfigEntry
 ) -> None:
-    """Logging in to an account that is already set up aborts."""
+    """Logging in to an account that is already set up (through another API
+    client: the same client stops before the login) aborts."""
     mock_config_entry.add_to_hass(hass)
+    _connected_with_another_client(hass, mock_config_entry)
     result = await start_login(hass, sandbox)
     sandbox.approve(result["description_placeholders"]["user_code"])
     result = await finish_progress(hass, result)
@@ -427,6 +435,7 @@ async def test_second_account(
 ) -> None:
     """A different zevvy account becomes a second entry."""
     mock_config_entry.add_to_hass(hass)
+    _connected_with_another_client(hass, mock_config_entry)
     result = await start_login(hass, sandbox)
     sandbox.approve(
         result["description_placeholders"]["user_code"],

@@ -53,10 +53,11 @@ from custom_components.zevvy.const import (
     CONF_REGISTER_REF,
     DOMAIN,
     GAP_FILL_RETRIES,
+    SOURCE_RUNNING_TOTAL,
     SUBENTRY_TYPE_METER,
 )
 from custom_components.zevvy.coordinator import ZevvyCoordinator
-from custom_components.zevvy.meters import meter_title
+from custom_components.zevvy.meters import meter_title, source_data
 from custom_components.zevvy.outbox import Destination
 from custom_components.zevvy.services import SERVICE_UPLOAD_HISTORY
 from zevvy_sandbox import ZevvySandbox
@@ -199,9 +200,15 @@ async def test_backfill_quarter_hours_then_hours(
     )
     coordinator = await _setup(hass, mock_config_entry)
     start = hour - timedelta(days=20)
+    await hass.config.async_set_time_zone("Europe/Zurich")
 
     response = await _upload_history(
         hass, config_entry_id=mock_config_entry.entry_id, start=start
+    )
+    # The period, with the offset of Home Assistant's time zone.
+    assert (response["start"], response["end"]) == (
+        "2026-11-06T13:00:00+01:00",
+        "2026-11-26T13:07:00+01:00",
     )
 
     # Hours up to the end of the first 5-minute row (short_from itself
@@ -642,6 +649,39 @@ async def test_backfill_converts_wh_statistics(
     ]
 
 
+async def test_backfill_says_when_a_new_running_total_starts(
+    recorder_mock: Recorder,
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A running total just added starts at the next quarter hour: the answer
+    says when (local time), not that it has no statistics."""
+    await hass.config.async_set_time_zone("Europe/Zurich")
+    freezer.move_to(NOW)
+    mock_config_entry.add_to_hass(hass)
+    entity_id, key = _add_meter(hass, mock_config_entry, "charger")
+    subentry = mock_config_entry.subentries[key]
+    start_at = int((NOW.replace(minute=15)).timestamp())
+    hass.config_entries.async_update_subentry(
+        mock_config_entry,
+        subentry,
+        data={
+            **subentry.data,
+            **source_data(SOURCE_RUNNING_TOTAL, 100.0, start_at),
+        },
+    )
+    await _setup(hass, mock_config_entry)
+
+    response = await _upload_history(hass, start=NOW - timedelta(days=1))
+
+    assert response["no_statistics"] == []
+    assert response["meters"] == {}
+    assert response["starts_later"] == {entity_id: "2026-11-26T13:15:00+01:00"}
+    assert response["queued"] == 0
+
+
 async def test_backfill_reports_meters_without_statistics(
     recorder_mock: Recorder,
     hass: HomeAssistant,
@@ -665,6 +705,7 @@ async def test_backfill_reports_meters_without_statistics(
 
     assert list(response["meters"]) == [entity_a]
     assert response["no_statistics"] == [entity_b, entity_c]
+    assert response["starts_later"] == {}
     # Without a response the action still queues.
     await hass.services.async_call(
         DOMAIN,
@@ -692,6 +733,11 @@ async def test_upload_history_invalid_calls(
     with pytest.raises(ServiceValidationError) as err:
         await _upload_history(hass, start=NOW, end=NOW - timedelta(hours=1))
     assert err.value.translation_key == "history_invalid_period"
+    # Named in local time (the tests' default zone: US/Pacific).
+    assert err.value.translation_placeholders == {
+        "start": "2026-11-26 04:07",
+        "end": "2026-11-26 03:07",
+    }
     # Local time without a zone (the UI's picker), in the future: empty period.
     with pytest.raises(ServiceValidationError) as err:
         await _upload_history(

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
-from unittest.mock import ANY
 
+from freezegun.api import FrozenDateTimeFactory
 from homeassistant.config_entries import (
     SOURCE_RECONFIGURE,
     SOURCE_USER,
@@ -31,11 +32,17 @@ from custom_components.zevvy.const import (
     CONF_REGISTER_REF,
     CONF_START_VALUE,
     DOMAIN,
+    SOURCE_RUNNING_TOTAL,
     SOURCE_SENSOR,
     SUBENTRY_TYPE_METER,
 )
-from custom_components.zevvy.meter_flow import CONF_ENTITIES, NO_RESETTING
-from custom_components.zevvy.meters import meter_subentry_data, resolve_meters
+from custom_components.zevvy.meter_flow import CONF_ACCEPT_SUGGESTED, CONF_ENTITIES
+from custom_components.zevvy.meters import (
+    meter_subentry_data,
+    resolve_meters,
+    source_data,
+)
+from tests import icu
 from tests.test_meters import make_device, make_sensor, set_energy_preferences
 from zevvy_sandbox import ZevvySandbox
 
@@ -49,6 +56,11 @@ def suggested(result: FlowResult) -> dict[str, Any]:
         for key in result["data_schema"].schema
         if key.description and "suggested_value" in key.description
     }
+
+
+def fields(result: FlowResult) -> list[str]:
+    """Return the fields of a form."""
+    return [str(key) for key in result["data_schema"].schema]
 
 
 def selector_config(result: FlowResult, field: str) -> dict[str, Any]:
@@ -101,9 +113,10 @@ def add_meter_subentry(
     entity: er.RegistryEntry,
     device_ref: str,
     register_ref: str,
+    source: dict[str, Any] | None = None,
 ) -> ConfigSubentry:
-    """Add a meter subentry directly."""
-    data = meter_subentry_data(entity, device_ref, register_ref)
+    """Add a meter subentry directly (the sensor's value unless ``source``)."""
+    data = meter_subentry_data(entity, device_ref, register_ref, source)
     subentry = ConfigSubentry(
         data=data["data"],  # type: ignore[arg-type]
         subentry_type=data["subentry_type"],
@@ -163,7 +176,8 @@ async def test_login_offers_meters_preselected_from_energy_dashboard(
         CONF_ENTITIES: ["sensor.grid_import", "sensor.grid_export", "sensor.pv"]
     }
     assert result["description_placeholders"] == {
-        "resetting": "Wallbox (sensor.wallbox)"
+        "resetting": "Wallbox (sensor.wallbox)",
+        "resetting_count": "1",
     }
 
     result = await hass.config_entries.flow.async_configure(
@@ -178,27 +192,26 @@ async def test_login_offers_meters_preselected_from_energy_dashboard(
         "position": "1",
         "total": "3",
         "value": "1.500",
-        "suggested": "The sensor's value",
-        "start": ANY,
+        "suggested": SOURCE_SENSOR,
     }
     assert suggested(result) == {
         CONF_DEVICE_REF: "Hauszähler",
         CONF_REGISTER_REF: "Bezug",
         CONF_READING_SOURCE: SOURCE_SENSOR,
-        CONF_START_VALUE: 0.0,
     }
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], suggested(result)
     )
 
-    # Second: an empty name and a pair already taken are refused.
+    # Second: an empty name and a pair already taken are refused. From here
+    # on, with another meter to follow, the suggestions can be accepted.
     assert result["description_placeholders"]["position"] == "2"
     assert suggested(result) == {
         CONF_DEVICE_REF: "Hauszähler",
         CONF_REGISTER_REF: "Einspeisung",
         CONF_READING_SOURCE: SOURCE_SENSOR,
-        CONF_START_VALUE: 0.0,
     }
+    assert CONF_ACCEPT_SUGGESTED in fields(result)
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {CONF_DEVICE_REF: " / ", CONF_REGISTER_REF: "  "}
     )
@@ -210,7 +223,7 @@ async def test_login_offers_meters_preselected_from_energy_dashboard(
     assert suggested(result) == {
         CONF_DEVICE_REF: "hauszähler ",
         CONF_REGISTER_REF: "BEZUG",
-        CONF_START_VALUE: 0.0,
+        CONF_ACCEPT_SUGGESTED: False,
     }
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"],
@@ -219,11 +232,11 @@ async def test_login_offers_meters_preselected_from_energy_dashboard(
 
     # Third: no device, so the friendly name; edited with a slash.
     assert result["description_placeholders"]["position"] == "3"
+    assert CONF_ACCEPT_SUGGESTED not in fields(result)  # the last one
     assert suggested(result) == {
         CONF_DEVICE_REF: "PV_Dach",
         CONF_REGISTER_REF: "Energy",
         CONF_READING_SOURCE: SOURCE_SENSOR,
-        CONF_START_VALUE: 0.0,
     }
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"],
@@ -262,6 +275,78 @@ async def test_login_offers_meters_preselected_from_energy_dashboard(
     ]
 
 
+async def test_login_running_total_and_accept_the_rest(
+    hass: HomeAssistant, sandbox: ZevvySandbox
+) -> None:
+    """A running total asks its start value in a step of its own; from the
+    second meter on, the suggestions can be accepted for the others: only a
+    meter whose suggested names are taken is shown again."""
+    make_sensor(
+        hass, "wallbox", friendly_name="Wallbox", state_class="total", extra=RESET
+    )
+    make_sensor(hass, "solar", friendly_name="Solar")
+    make_sensor(hass, "heat", friendly_name="Heat")
+    make_sensor(hass, "heat_2", friendly_name="Heat")
+    result = await login(hass, sandbox)
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"],
+        {
+            CONF_ENTITIES: [
+                "sensor.wallbox",
+                "sensor.solar",
+                "sensor.heat",
+                "sensor.heat_2",
+            ]
+        },
+    )
+    assert result["step_id"] == "meter_names"
+    assert fields(result) == [CONF_DEVICE_REF, CONF_REGISTER_REF, CONF_READING_SOURCE]
+    assert suggested(result)[CONF_READING_SOURCE] == SOURCE_RUNNING_TOTAL
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], suggested(result)
+    )
+    assert result["step_id"] == "meter_start"
+    assert result["description_placeholders"]["device_ref"] == "Wallbox"
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_START_VALUE: 100.0}
+    )
+
+    assert result["step_id"] == "meter_names"
+    assert result["description_placeholders"]["position"] == "2"
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {**suggested(result), CONF_ACCEPT_SUGGESTED: True}
+    )
+    # The first Heat took the suggested names; the second is asked, with why.
+    assert result["step_id"] == "meter_names"
+    assert result["description_placeholders"]["position"] == "4"
+    assert result["description_placeholders"]["entity_id"] == "sensor.heat_2"
+    assert result["errors"] == {"base": "duplicate_references"}
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], {CONF_DEVICE_REF: "Heat", CONF_REGISTER_REF: "Floor"}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    entry = result["result"]
+    assert sorted(title for *_, title in meters_of(entry).values()) == [
+        "Heat \u2013 Energy",
+        "Heat \u2013 Floor",
+        "Solar \u2013 Energy",
+        "Wallbox \u2013 Energy",
+    ]
+    sources = {
+        subentry.data[CONF_ENTITY_ID]: (
+            subentry.data[CONF_READING_SOURCE],
+            subentry.data[CONF_START_VALUE],
+        )
+        for subentry in entry.subentries.values()
+    }
+    assert sources == {
+        "sensor.wallbox": (SOURCE_RUNNING_TOTAL, 100.0),
+        "sensor.solar": (SOURCE_SENSOR, None),
+        "sensor.heat": (SOURCE_SENSOR, None),
+        "sensor.heat_2": (SOURCE_SENSOR, None),
+    }
+
+
 async def test_login_with_no_meter_chosen(
     hass: HomeAssistant, sandbox: ZevvySandbox
 ) -> None:
@@ -270,7 +355,10 @@ async def test_login_with_no_meter_chosen(
     result = await login(hass, sandbox)
     assert result["step_id"] == "meters"
     assert suggested(result) == {CONF_ENTITIES: []}
-    assert result["description_placeholders"] == {"resetting": NO_RESETTING}
+    assert result["description_placeholders"] == {
+        "resetting": "",
+        "resetting_count": "0",
+    }
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {})
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert result["result"].subentries == {}
@@ -400,7 +488,8 @@ async def test_add_meter(hass: HomeAssistant) -> None:
         "sensor.wallbox_total",
     ]
     assert result["description_placeholders"] == {
-        "resetting": "Session (sensor.session)"
+        "resetting": "Session (sensor.session)",
+        "resetting_count": "1",
     }
     result = await hass.config_entries.subentries.async_configure(
         result["flow_id"], {CONF_ENTITY_ID: "sensor.wallbox_total"}
@@ -411,14 +500,12 @@ async def test_add_meter(hass: HomeAssistant) -> None:
         "entity_id": "sensor.wallbox_total",
         "name": "Wallbox Total energy",
         "value": "1.500",
-        "suggested": "The sensor's value",
-        "start": ANY,
+        "suggested": SOURCE_SENSOR,
     }
     assert suggested(result) == {
         CONF_DEVICE_REF: "Wallbox",
         CONF_REGISTER_REF: "Total energy",
         CONF_READING_SOURCE: SOURCE_SENSOR,
-        CONF_START_VALUE: 0.0,
     }
     result = await hass.config_entries.subentries.async_configure(
         result["flow_id"], {CONF_DEVICE_REF: "", CONF_REGISTER_REF: "x"}
@@ -605,6 +692,9 @@ async def test_rename_meter(hass: HomeAssistant) -> None:
         "entity_id": "sensor.pv_roof",
         "device_ref": "PV",
         "register_ref": "Energy",
+        "source": SOURCE_SENSOR,
+        "start_value": "\u2013",
+        "start_at": "\u2013",
     }
     assert suggested(result) == {
         CONF_DEVICE_REF: "PV",
@@ -660,3 +750,143 @@ async def test_delete_meter_while_loaded(
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.LOADED
     assert [meter.entity_id for meter in resolve_meters(hass, entry)] == ["sensor.grid"]
+
+
+# --- what a person reads, in every language --------------------------------------
+
+
+def rendered(result: FlowResult, path: str) -> dict[str, str]:
+    """Return a step's text per language, as the frontend formats it."""
+    return {
+        language: icu.render(
+            language, icu.lookup(language, path), result["description_placeholders"]
+        )
+        for language in icu.LANGUAGES
+    }
+
+
+@pytest.mark.parametrize(
+    ("session", "suggested_name"),
+    [
+        (False, {"de": "Wert des Sensors", "fr": "La valeur", "it": "Il valore"}),
+        (True, {"de": "Laufende Summe", "fr": "Total cumulé", "it": "Totale"}),
+    ],
+    ids=["meter_register", "session_sensor"],
+)
+async def test_add_meter_speaks_the_users_language(
+    hass: HomeAssistant,
+    freezer: FrozenDateTimeFactory,
+    session: bool,
+    suggested_name: dict[str, str],
+) -> None:
+    """Every word of the steps is in the language of the person looking (not
+    Home Assistant's, here English), times are local, and the sentence naming
+    sensors that restart from zero is left out when there is none."""
+    await hass.config.async_set_time_zone("Europe/Zurich")
+    freezer.move_to("2026-11-26T12:05:00+00:00")
+    entry = add_account(hass)
+    make_sensor(
+        hass,
+        "wallbox",
+        friendly_name="Wallbox",
+        state_class="total" if session else "total_increasing",
+        extra=RESET if session else None,
+    )
+
+    result = await start_add(hass, entry)
+    texts = rendered(result, "config_subentries.meter.step.user.description")
+    for language, restarting in {
+        "en": "restart from zero",
+        "de": "beginnen bei null neu",
+        "fr": "repartent de zéro",
+        "it": "ripartono da zero",
+    }.items():
+        assert (restarting in texts[language]) is session, language
+        assert texts[language].rstrip() == texts[language]
+        assert "\u2013" not in texts[language]
+
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {CONF_ENTITY_ID: "sensor.wallbox"}
+    )
+    texts = rendered(result, "config_subentries.meter.step.references.description")
+    for language in ("de", "fr", "it"):
+        text = texts[language]
+        assert not icu.leaked_english(language, text, ["Wallbox", "sensor.wallbox"]), (
+            language
+        )
+        assert suggested_name[language] in text
+
+    # A running total: its start, in local time, in a step of its own.
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        {
+            CONF_DEVICE_REF: "Wallbox",
+            CONF_REGISTER_REF: "Energy",
+            CONF_READING_SOURCE: SOURCE_RUNNING_TOTAL,
+        },
+    )
+    assert result["step_id"] == "start"
+    texts = rendered(result, "config_subentries.meter.step.start.description")
+    for language in ("de", "fr", "it"):
+        text = texts[language]
+        assert not icu.leaked_english(
+            language, text, ["Wallbox", "sensor.wallbox", "Energy"]
+        ), language
+        assert "2026-11-26 13:15" in text  # the next quarter hour, local time
+        assert "+00:00" not in text
+
+
+async def test_change_meter_shows_its_running_total(hass: HomeAssistant) -> None:
+    """*Change meter* says the meter is a running total, with its start value
+    and start in local time, in every language."""
+    await hass.config.async_set_time_zone("Europe/Zurich")
+    entry = add_account(hass)
+    charger = make_sensor(hass, "charger_session", friendly_name="Charger")
+    start_at = int(datetime(2026, 11, 26, 12, 15, tzinfo=UTC).timestamp())
+    subentry = add_meter_subentry(
+        hass,
+        entry,
+        charger,
+        "Charger",
+        "Energy",
+        source_data(SOURCE_RUNNING_TOTAL, 1230.0, start_at),
+    )
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, SUBENTRY_TYPE_METER),
+        context={"source": SOURCE_RECONFIGURE, "subentry_id": subentry.subentry_id},
+    )
+    assert suggested(result)[CONF_READING_SOURCE] == SOURCE_RUNNING_TOTAL
+    texts = rendered(result, "config_subentries.meter.step.reconfigure.description")
+    assert "a running total: 1230.000 kWh at 2026-11-26 13:15" in texts["en"]
+    assert "laufende Summe: 1230.000 kWh um 2026-11-26 13:15" in texts["de"]
+    assert "total cumulé : 1230.000 kWh à 2026-11-26 13:15" in texts["fr"]
+    assert "totale progressivo: 1230.000 kWh il 2026-11-26 13:15" in texts["it"]
+
+
+async def test_switch_to_running_total_without_a_reading_on_zevvy(
+    hass: HomeAssistant,
+) -> None:
+    """zevvy has no reading of the meter yet: the start step says so instead
+    of a dash for the last reading and its time."""
+    entry = add_account(hass)
+    subentry = add_meter_subentry(hass, entry, make_sensor(hass, "pv"), "PV", "E")
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, SUBENTRY_TYPE_METER),
+        context={"source": SOURCE_RECONFIGURE, "subentry_id": subentry.subentry_id},
+    )
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        {
+            CONF_DEVICE_REF: "PV",
+            CONF_REGISTER_REF: "E",
+            CONF_READING_SOURCE: SOURCE_RUNNING_TOTAL,
+        },
+    )
+    assert result["step_id"] == "reconfigure_start"
+    texts = rendered(
+        result, "config_subentries.meter.step.reconfigure_start.description"
+    )
+    assert texts["en"].startswith("zevvy has no reading of **PV \u2013 E** yet")
+    for language, text in texts.items():
+        assert "\u2013 kWh" not in text, language
+        assert "(\u2013)" not in text, language

@@ -10,8 +10,6 @@ the sandbox every quarter hour.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-import json
-from pathlib import Path
 from typing import Any
 
 from freezegun.api import FrozenDateTimeFactory
@@ -52,6 +50,7 @@ from custom_components.zevvy.meters import (
 )
 from zevvy_sandbox import ZevvySandbox
 
+from . import icu
 from .test_meter_flow import selector_config, suggested
 from .test_meters import make_device, make_sensor
 
@@ -575,13 +574,9 @@ async def test_water_drop_held_in_cubic_metres(
         "100.000",
         "m³",
     )
-    english = json.loads(
-        (
-            Path(__file__).parents[1] / "custom_components/zevvy/translations/en.json"
-        ).read_text()
-    )
-    text = english["issues"]["reading_held"]["fix_flow"]["step"]["init"]["description"]
-    assert "dropped from 123.456 m³ to 100.000 m³" in text.format(**placeholders)
+    text = icu.lookup("en", "issues.reading_held.fix_flow.step.init.description")
+    rendered = icu.render("en", text, {"running_total": "other", **placeholders})
+    assert "dropped from 123.456 m³ to 100.000 m³" in rendered
 
 
 async def test_add_water_meter_stores_its_kind(hass: HomeAssistant) -> None:

@@ -100,7 +100,8 @@ async def test_a_new_series_on_a_new_register_keeps_the_old_series(
     assert result["step_id"] == "reconfigure_start"
     result = dict(
         await hass.config_entries.subentries.async_configure(
-            result["flow_id"], {CONF_START_VALUE: 0.0}
+            result["flow_id"],
+            {CONF_START_VALUE: 0.0, CONF_REGISTER_REF: "Energy total"},
         )
     )
     assert result["type"] is FlowResultType.ABORT
@@ -174,7 +175,7 @@ async def test_a_meter_changed_while_its_account_is_not_loaded(
     if new_series:
         result = dict(
             await hass.config_entries.subentries.async_configure(
-                result["flow_id"], {CONF_START_VALUE: 0.0}
+                result["flow_id"], {CONF_START_VALUE: 0.0, CONF_REGISTER_REF: "Main"}
             )
         )
     assert result["reason"] == "reconfigure_successful"

@@ -298,11 +298,17 @@ async def test_add_meter_suggests_running_total_for_restarting_sensors(
     )
     assert result["step_id"] == "references"
     assert _suggested(result)[CONF_READING_SOURCE] == source
-    placeholders = result["description_placeholders"]
-    assert placeholders["start"] == "2026-11-26 13:15"  # Zurich time
-    assert placeholders["suggested"] == (
-        "Running total" if source == "running_total" else "The sensor's value"
+    assert result["description_placeholders"]["suggested"] == source
+    # Accepted: a running total asks its start value, a register creates.
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], _suggested(result)
     )
+    if source == "running_total":
+        assert result["step_id"] == "start"
+        assert result["description_placeholders"]["start"] == "2026-11-26 13:15"
+        assert _suggested(result) == {CONF_START_VALUE: 0.0}
+    else:
+        assert result["type"] is FlowResultType.CREATE_ENTRY
 
 
 async def test_add_charger_as_running_total_from_its_own_count(
@@ -329,8 +335,11 @@ async def test_add_charger_as_running_total_from_its_own_count(
             CONF_DEVICE_REF: "Garage",
             CONF_REGISTER_REF: "Energy",
             CONF_READING_SOURCE: "running_total",
-            CONF_START_VALUE: 1234.5,
         },
+    )
+    assert result["step_id"] == "start"
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {CONF_START_VALUE: 1234.5}
     )
     assert result["type"] is FlowResultType.CREATE_ENTRY
     await hass.async_block_till_done()
@@ -460,9 +469,10 @@ async def test_reconfigure_switches_to_running_total(
     assert result["step_id"] == "reconfigure_start"
     assert result["description_placeholders"]["last"] == "6.000"
     assert result["description_placeholders"]["last_at"] == "2026-11-26 13:30"
-    assert _suggested(result) == {CONF_START_VALUE: 6.0}
+    assert _suggested(result) == {CONF_START_VALUE: 6.0, CONF_REGISTER_REF: "Energy"}
     result = await hass.config_entries.subentries.async_configure(
-        result["flow_id"], {CONF_START_VALUE: start_value or 6.0}
+        result["flow_id"],
+        {CONF_START_VALUE: start_value or 6.0, CONF_REGISTER_REF: "Energy"},
     )
     assert result["reason"] == "reconfigure_successful"
     await hass.async_block_till_done()
@@ -485,6 +495,42 @@ async def test_reconfigure_switches_to_running_total(
     assert result["reason"] == "reconfigure_successful"
     await at(hass, freezer, minute(0, 13))
     assert readings(sandbox, "Charger", "Sessions") == [(_stamp(minute(0, 13)), 2.0)]
+
+
+async def test_reconfigure_start_new_series_under_a_new_register(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """The start step offers the register name itself (flows have no back
+    button): a lower start value under a new name is a new series, not a drop."""
+    charger, key = await _deliver_session_values(hass, mock_config_entry, freezer)
+    result = await hass.config_entries.subentries.async_init(
+        (mock_config_entry.entry_id, SUBENTRY_TYPE_METER),
+        context={"source": SOURCE_RECONFIGURE, "subentry_id": key},
+    )
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        {
+            CONF_DEVICE_REF: "Charger",
+            CONF_REGISTER_REF: "Energy",
+            CONF_READING_SOURCE: "running_total",
+        },
+    )
+    assert result["step_id"] == "reconfigure_start"
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {CONF_START_VALUE: 0.0, CONF_REGISTER_REF: " . "}
+    )
+    assert result["errors"] == {CONF_REGISTER_REF: "invalid_reference"}
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {CONF_START_VALUE: 0.0, CONF_REGISTER_REF: "Sessions"}
+    )
+    assert result["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()
+    await at(hass, freezer, minute(45))
+    assert readings(sandbox, "Charger", "Sessions") == [(_stamp(minute(45)), 0.0)]
+    assert mock_config_entry.runtime_data.outbox.held_count == 0
 
 
 async def test_late_tick_files_the_total_of_its_quarter_hour(

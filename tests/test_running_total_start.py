@@ -119,8 +119,11 @@ async def _start_new_series(
             result["flow_id"], {CONF_ENTITY_ID: entity.entity_id}
         )
         result = await hass.config_entries.subentries.async_configure(
-            result["flow_id"],
-            {**names, CONF_READING_SOURCE: "running_total", CONF_START_VALUE: 0.0},
+            result["flow_id"], {**names, CONF_READING_SOURCE: "running_total"}
+        )
+        assert result["step_id"] == "start"
+        result = await hass.config_entries.subentries.async_configure(
+            result["flow_id"], {CONF_START_VALUE: 0.0}
         )
         assert result["type"] is FlowResultType.CREATE_ENTRY
     else:
@@ -133,7 +136,7 @@ async def _start_new_series(
         )
         assert result["step_id"] == "reconfigure_start"
         result = await hass.config_entries.subentries.async_configure(
-            result["flow_id"], {CONF_START_VALUE: 0.0}
+            result["flow_id"], {CONF_START_VALUE: 0.0, CONF_REGISTER_REF: NEW}
         )
         assert result["reason"] == "reconfigure_successful"
     await hass.async_block_till_done()

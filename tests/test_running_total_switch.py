@@ -170,7 +170,10 @@ async def _switch(
         # Kept at zevvy's last reading (suggested).
         result = await hass.config_entries.subentries.async_configure(
             result["flow_id"],
-            {CONF_START_VALUE: float(result["description_placeholders"]["last"])},
+            {
+                CONF_START_VALUE: float(result["description_placeholders"]["last"]),
+                CONF_REGISTER_REF: "Energy",
+            },
         )
         assert result["reason"] == "reconfigure_successful"
     await hass.async_block_till_done()

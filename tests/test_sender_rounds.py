@@ -18,8 +18,10 @@ from homeassistant.components.repairs import repairs_flow_manager
 from homeassistant.config_entries import SOURCE_REAUTH, ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.data_entry_flow import FlowResultType
+from homeassistant.exceptions import HomeAssistantError
 from homeassistant.helpers import issue_registry as ir
 from homeassistant.util import dt as dt_util
+import pytest
 from pytest_homeassistant_custom_component.common import async_fire_time_changed
 
 from custom_components.zevvy.api import Reading
@@ -28,6 +30,7 @@ from custom_components.zevvy.coordinator import ZevvyCoordinator
 from custom_components.zevvy.outbox import Destination, policy as outbox_policy
 from zevvy_sandbox import ZevvySandbox
 
+from . import icu
 from .test_delivery import (  # noqa: F401  (meters: the fixture)
     Meters,
     _fix_flow,
@@ -528,3 +531,49 @@ async def test_account_refusal_goes_with_the_refused_meters(
     assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
     assert _connection(hass) == "on"
     assert coordinator.data.last_error is None
+
+
+def _upload_now_error(err: HomeAssistantError, key: str, language: str) -> str:
+    """The action's error: its key, and its text rendered in a language."""
+    assert err.translation_domain == DOMAIN
+    assert err.translation_key == key
+    text = icu.lookup(language, f"exceptions.{key}.message")
+    return icu.render(language, text, err.translation_placeholders or {})
+
+
+async def test_upload_now_says_every_meter_is_refused(
+    hass: HomeAssistant, meters: Meters, sandbox: ZevvySandbox
+) -> None:
+    """upload_now while zevvy refuses every meter alike says so (with zevvy's
+    answer), not that zevvy cannot be reached."""
+    for name in ("one", "two"):
+        meters.add(name)
+    await meters.setup()
+    sandbox.inject_fault(404, count=10**6, body={"message": "Not Found"})
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1)
+    )
+    with pytest.raises(HomeAssistantError) as err:
+        await hass.services.async_call(DOMAIN, "upload_now", {}, blocking=True)
+    text = _upload_now_error(err.value, "upload_refused", "de")
+    assert "HTTP 404: Not Found" in text
+    assert "Wartende Zählerstände: 2" in text
+    assert "nicht erreichbar" not in text
+
+
+async def test_upload_now_says_the_api_refuses_the_login(
+    hass: HomeAssistant, meters: Meters, sandbox: ZevvySandbox
+) -> None:
+    """upload_now while zevvy's API refuses a renewed login says that (the
+    login is kept), not that zevvy cannot be reached nor to log in again."""
+    meters.add("one")
+    await meters.setup()
+    sandbox.inject_fault(401, count=10**6, target="api")
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1)
+    )
+    with pytest.raises(HomeAssistantError) as err:
+        await hass.services.async_call(DOMAIN, "upload_now", {}, blocking=True)
+    text = _upload_now_error(err.value, "upload_login_refused", "fr")
+    assert "Relevés en attente : 1" in text
+    assert not hass.config_entries.flow.async_progress_by_handler(DOMAIN)

@@ -151,7 +151,7 @@ async def test_upload_now_sends_a_refused_register_again(
     response = await hass.services.async_call(
         DOMAIN, "upload_now", {}, blocking=True, return_response=True
     )
-    assert response == {"sent": 1, "waiting": 0, "held": 0, "parked": 0}
+    assert response == {"sent": 1, "waiting": 0, "held": 0, "parked": 0, "rejected": 0}
     assert _stored_times(sandbox, "Device bad") == ["2026-11-26T12:15:00.000Z"]
     issue_id = f"register_refused_{meters.entry.entry_id}_{bad}"
     assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None

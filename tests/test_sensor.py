@@ -26,17 +26,20 @@ from custom_components.zevvy.const import (
     CONF_ENTITY_REGISTRY_ID,
     CONF_REGISTER_REF,
     DOMAIN,
+    SOURCE_RUNNING_TOTAL,
     SUBENTRY_TYPE_METER,
 )
+from custom_components.zevvy.meters import source_data
 from zevvy_sandbox import ZevvySandbox
 
 from .conftest import METER_SUBENTRY_ID
 
 START = datetime(2026, 11, 26, 12, 5, tzinfo=UTC)
-LAST_UPLOAD = "sensor.zevvy_last_successful_upload"
+LAST_UPLOAD = "sensor.zevvy_last_upload"
 WAITING = "sensor.zevvy_readings_waiting"
-METER_TIME = "sensor.grid_import_time_of_last_delivered_reading"
-METER_VALUE = "sensor.grid_import_last_delivered_reading"
+METER_TIME = "sensor.grid_import_last_reading_time"
+METER_VALUE = "sensor.grid_import_last_reading"
+SOURCE = "sensor.grid_import_reading_source"
 
 
 async def _setup(hass: HomeAssistant, entry: MockConfigEntry) -> None:
@@ -72,6 +75,52 @@ async def test_sensors(
     )
 
 
+async def test_reading_source_shows_running_totals(
+    hass: HomeAssistant,
+    meter_config_entry: MockConfigEntry,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """The meter's device shows whether it is a running total, with its start
+    value and start; a switched source shows at once."""
+    freezer.move_to(START)
+    await _setup(hass, meter_config_entry)
+    assert hass.states.get(SOURCE).state == "sensor"  # type: ignore[union-attr]
+
+    subentry = meter_config_entry.subentries[METER_SUBENTRY_ID]
+    start_at = int((START + timedelta(minutes=10)).timestamp())
+    hass.config_entries.async_update_subentry(
+        meter_config_entry,
+        subentry,
+        data={**subentry.data, **source_data(SOURCE_RUNNING_TOTAL, 1230.0, start_at)},
+    )
+    await hass.async_block_till_done()
+    state = hass.states.get(SOURCE)
+    assert state is not None
+    assert state.state == "running_total"
+    assert state.attributes["start_value"] == 1230.0
+    assert state.attributes["start"] == "2026-11-26T12:15:00+00:00"
+
+
+async def test_disabled_by_default(
+    hass: HomeAssistant,
+    meter_config_entry: MockConfigEntry,
+    entity_registry: er.EntityRegistry,
+) -> None:
+    """The last reading repeats the meter's own sensor; the two times change
+    every quarter hour and would fill the logbook (as Home Assistant's own
+    "last updated" sensors, they are disabled by default). Readings waiting
+    has a state class: the logbook leaves it out, it stays enabled."""
+    await _setup(hass, meter_config_entry)
+    for entity_id in (METER_VALUE, METER_TIME, LAST_UPLOAD):
+        entity_entry = entity_registry.async_get(entity_id)
+        assert entity_entry is not None
+        assert entity_entry.disabled_by is er.RegistryEntryDisabler.INTEGRATION
+        assert hass.states.get(entity_id) is None
+    assert hass.states.get(WAITING) is not None
+    assert "state_class" in hass.states.get(WAITING).attributes  # type: ignore[union-attr]
+
+
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
 async def test_meters_added_renamed_removed(
     hass: HomeAssistant,
     meter_config_entry: MockConfigEntry,
@@ -84,10 +133,8 @@ async def test_meters_added_renamed_removed(
     freezer.move_to(START)
     entry = meter_config_entry
     await _setup(hass, entry)
-    # Disabled by default: the value repeats the meter's own sensor.
     value_entry = entity_registry.async_get(METER_VALUE)
     assert value_entry is not None
-    assert value_entry.disabled_by is er.RegistryEntryDisabler.INTEGRATION
     assert value_entry.config_subentry_id == METER_SUBENTRY_ID
     assert hass.states.get(METER_TIME).state == STATE_UNKNOWN  # type: ignore[union-attr]
 
@@ -116,7 +163,7 @@ async def test_meters_added_renamed_removed(
     hass.config_entries.async_add_subentry(entry, subentry)
     await hass.async_block_till_done()
 
-    roof_time = "sensor.roof_solar_time_of_last_delivered_reading"
+    roof_time = "sensor.roof_solar_last_reading_time"
     time_entry = entity_registry.async_get(roof_time)
     assert time_entry is not None
     assert time_entry.config_subentry_id == subentry.subentry_id
@@ -147,6 +194,7 @@ async def test_meters_added_renamed_removed(
     assert entity_registry.async_get(METER_TIME) is not None
 
 
+@pytest.mark.usefixtures("entity_registry_enabled_by_default")
 async def test_last_upload_survives_a_restart(
     hass: HomeAssistant,
     meter_config_entry: MockConfigEntry,

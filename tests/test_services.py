@@ -11,6 +11,7 @@ from freezegun.api import FrozenDateTimeFactory
 from homeassistant.config_entries import ConfigEntryState, ConfigSubentry
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
+from homeassistant.helpers import device_registry as dr
 import pytest
 from pytest_homeassistant_custom_component.common import (
     MockConfigEntry,
@@ -110,10 +111,27 @@ async def test_upload_now_sends_waiting_readings(
 
     response = await _call(hass, "upload_now", {})
 
-    assert response == {"sent": 1, "waiting": 0, "held": 0, "parked": 0}
+    assert response == {"sent": 1, "waiting": 0, "held": 0, "parked": 0, "rejected": 0}
     assert [(r.read_at, r.value) for r in sandbox.readings("Grid", "Import")] == [
         ("2026-11-26T12:15:00.000Z", 1234.5)
     ]
+
+
+async def test_upload_now_counts_rejected_readings(
+    hass: HomeAssistant,
+    entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """Readings zevvy refused are counted as "rejected" (and, for automations
+    written before, as "parked")."""
+    sandbox.inject_fault(status=503, count=1)
+    await _tick(hass, freezer, START + timedelta(minutes=10))
+    sandbox.inject_fault(status=422, count=1)
+
+    response = await _call(hass, "upload_now", {})
+
+    assert response == {"sent": 0, "waiting": 0, "held": 0, "parked": 1, "rejected": 1}
 
 
 async def test_upload_now_takes_no_reading_between_quarter_hours(
@@ -121,7 +139,7 @@ async def test_upload_now_takes_no_reading_between_quarter_hours(
 ) -> None:
     """At 12:05 there is no quarter-hour reading: nothing is invented."""
     response = await _call(hass, "upload_now", {"config_entry_id": entry.entry_id})
-    assert response == {"sent": 0, "waiting": 0, "held": 0, "parked": 0}
+    assert response == {"sent": 0, "waiting": 0, "held": 0, "parked": 0, "rejected": 0}
     assert sandbox.readings() == []
     # Without asking for a response.
     assert await _call(hass, "upload_now", {}, response=False) is None
@@ -145,7 +163,7 @@ async def test_upload_now_all_accounts(
 
     response = await _call(hass, "upload_now", {})
 
-    assert response == {"sent": 2, "waiting": 0, "held": 0, "parked": 0}
+    assert response == {"sent": 2, "waiting": 0, "held": 0, "parked": 0, "rejected": 0}
     # zevvy saw the same reading twice: the second was already present.
     assert len(sandbox.readings("a", "b")) == 1
 
@@ -196,7 +214,11 @@ async def test_upload_now_unknown_and_unloaded_entries(
 async def test_send_reading_for_meter(
     hass: HomeAssistant, entry: MockConfigEntry, sandbox: ZevvySandbox
 ) -> None:
-    """By the meter's entity: its references, now's quarter hour, kWh."""
+    """By the meter's entity: its references, now's quarter hour, kWh.
+
+    The answer's time has the offset of Home Assistant's time zone.
+    """
+    await hass.config.async_set_time_zone("Europe/Zurich")
     # Subentries of another kind are no meters.
     hass.config_entries.async_add_subentry(
         entry, ConfigSubentry(data={}, subentry_type="other", title="x", unique_id="x")
@@ -213,7 +235,7 @@ async def test_send_reading_for_meter(
     assert response == {
         "device_ref": "Grid",
         "register_ref": "Import",
-        "read_at": "2026-11-26T12:00:00+00:00",
+        "read_at": "2026-11-26T13:00:00+01:00",
         "value": 1234.6,
         "unit": "kWh",
         "value_kwh": 1234.6,
@@ -227,6 +249,26 @@ async def test_send_reading_for_meter(
     # The meter's queue: its last delivered reading moved.
     last = entry.runtime_data.outbox.last_delivered(METER_SUBENTRY_ID)
     assert last == Reading(datetime(2026, 11, 26, 12, tzinfo=UTC), 1234.6)
+
+
+async def test_send_reading_for_the_meter_picked_as_device(
+    hass: HomeAssistant, entry: MockConfigEntry, sandbox: ZevvySandbox
+) -> None:
+    """The action's picker offers zevvy's meter devices: the device's meter
+    gets the reading; the account's own device is no meter."""
+    devices = dr.async_entries_for_config_entry(dr.async_get(hass), entry.entry_id)
+    meter = next(device for device in devices if device.model == "Meter")
+    account = next(device for device in devices if device.model != "Meter")
+    assert meter.name == "Grid \u2013 Import"
+
+    response = await _call(hass, "send_reading", {"meter": meter.id, "value": 1300})
+
+    assert response is not None
+    assert (response["device_ref"], response["register_ref"]) == ("Grid", "Import")
+    assert [r.value for r in sandbox.readings("Grid", "Import")] == [1300.0]
+    with pytest.raises(ServiceValidationError) as err:
+        await _call(hass, "send_reading", {"meter": account.id, "value": 1300})
+    _check_translation(err.value, "unknown_meter")
 
 
 async def test_send_reading_for_references(
@@ -246,7 +288,8 @@ async def test_send_reading_for_references(
     )
 
     assert response is not None
-    assert response["read_at"] == "2026-11-25T23:45:00+00:00"
+    # In Home Assistant's time zone (the tests' default: US/Pacific).
+    assert response["read_at"] == "2026-11-25T15:45:00-08:00"
     assert response["delivered"] is True
     assert [(r.read_at, r.value) for r in sandbox.readings("Heat pump", "Energy")] == [
         ("2026-11-25T23:45:00.000Z", 2500.0)
@@ -491,6 +534,24 @@ async def test_upload_history_refuses_old_times(
         await _call(hass, "upload_history", data)
     _check_translation(err.value, "time_too_old")
     assert sandbox.request_counts()["total"] == 0
+
+
+async def test_time_errors_show_local_time(
+    hass: HomeAssistant, entry: MockConfigEntry, sandbox: ZevvySandbox
+) -> None:
+    """A time in the future is named in local time."""
+    await hass.config.async_set_time_zone("Europe/Zurich")
+    with pytest.raises(ServiceValidationError) as err:
+        await _call(
+            hass,
+            "send_reading",
+            {"meter": METER_ENTITY_ID, "value": 1, "time": "2026-11-26T12:20:00Z"},
+        )
+    assert err.value.translation_placeholders == {"time": "2026-11-26 13:20"}
+    assert str(err.value) == (
+        "The time 2026-11-26 13:20 is in the future. A meter reading can only be "
+        "sent for a time that has passed"
+    )
 
 
 async def test_send_reading_needs_account_with_several(

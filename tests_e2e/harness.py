@@ -275,7 +275,10 @@ class HomeAssistantProcess(ManagedProcess):
         config_dir.mkdir(parents=True, exist_ok=True)
         yaml = (ROOT / "config" / "configuration.yaml").read_text()
         yaml, count = re.subn(
-            r"server_port: \d+", f"server_port: {self.port}", yaml, count=1
+            r"server_port: (?:!env_var \w+ )?\d+",
+            f"server_port: {self.port}",
+            yaml,
+            count=1,
         )
         assert count == 1, "configuration.yaml has no http: server_port"
         # More detail in artifacts/e2e/*/hass.log than a developer wants.
@@ -307,7 +310,11 @@ class HomeAssistantProcess(ManagedProcess):
             self.clock_offset = round((clock - datetime.now(UTC)).total_seconds())
         # Deprecation warnings go to the log (py.warnings), where the tests look
         # for those of the integration.
-        env = {"PYTHONWARNINGS": "default::DeprecationWarning"}
+        env = {
+            "PYTHONWARNINGS": "default::DeprecationWarning",
+            # The integration's DEBUG lines in hass.log (configuration.yaml).
+            "ZEVVY_LOG_LEVEL": "debug",
+        }
         if self.clock_offset:
             env |= {
                 "LD_PRELOAD": faketime_library(),

@@ -2,27 +2,33 @@
 
 Playwright drives Debian's Chromium (/usr/bin/chromium, no browser download):
 log in, add the integration, open the approval link, approve on the sandbox's
-page, accept the suggested meters and look at the zevvy devices. Every step
-leaves a screenshot in artifacts/e2e/test_add_zevvy_in_the_browser/.
+page, accept the suggested meters and look at the zevvy devices; then open
+*Change meter* in German, French, Italian and English and check that every word
+of it is in that language. Every step leaves a screenshot in
+artifacts/e2e/test_add_zevvy_in_the_browser/.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 import re
 from urllib.parse import urlsplit
 import warnings
+from zoneinfo import ZoneInfo
 
 from playwright.sync_api import (
     Browser,
     Error as PlaywrightError,
+    Locator,
     Page,
     expect,
     sync_playwright,
 )
 import pytest
+
+from tests import icu
 
 from .harness import (
     CLIENT_ID,
@@ -32,6 +38,7 @@ from .harness import (
     HomeAssistantProcess,
     SandboxProcess,
     next_quarter,
+    quarter_floor,
     wait_for,
 )
 
@@ -45,6 +52,8 @@ CHROMIUM_FLAGS = [
     "--no-first-run",
 ]
 TIMEOUT_MS = 30_000
+# Home Assistant's time zone (config/configuration.yaml).
+ZURICH = ZoneInfo("Europe/Zurich")
 expect.set_options(timeout=TIMEOUT_MS)
 
 
@@ -234,3 +243,195 @@ def add_zevvy_in_the_browser(
     for device in ("Apartment 1", "Apartment 3", "Grid export", "PV system"):
         expect(overview.get_by_text(device).first).to_be_visible()
     shots.take(overview, "sandbox-readings")
+    overview.close()
+
+    for language in ("de", "fr", "it", "en"):
+        change_meter_in(page, home_assistant, shots, language)
+        add_running_total_in(page, home_assistant, shots, language)
+
+    # A reading typed in lower than the one before (a drop), then a second.
+    quarter = quarter_floor(home_assistant.now())
+    for minutes, value in ((30, 100.0), (15, 50.0)):
+        send_manual_reading(home_assistant, quarter - timedelta(minutes=minutes), value)
+    first_held = (quarter - timedelta(minutes=15)).astimezone(ZURICH)
+    for language in ("de", "fr", "it", "en"):
+        drop_repair_in(page, home_assistant, shots, language, 1, first_held)
+    send_manual_reading(home_assistant, quarter, 40.0)
+    for language in ("de", "fr", "it", "en"):
+        drop_repair_in(page, home_assistant, shots, language, 2, first_held)
+
+
+# The frontend's own labels: a subentry's Configure button, a form's submit.
+CONFIGURE = {
+    "en": "Configure",
+    "de": "Konfigurieren",
+    "fr": "Configurer",
+    "it": "Configura",
+}
+SUBMIT = {"en": "Submit", "de": "OK", "fr": "Valider", "it": "Invia"}
+MENU = {"en": "Menu", "de": "Menü", "fr": "Menu", "it": "Menu"}
+
+
+# The text of an element and its shadow roots (the dialog's text lives in
+# nested shadow DOM, which inner_text() does not enter), without styles.
+_TEXT_JS = """element => {
+  const parts = [];
+  const walk = node => {
+    if (node.nodeType === Node.TEXT_NODE) { parts.push(node.textContent); return; }
+    if (node.nodeName === "STYLE" || node.nodeName === "SCRIPT") return;
+    if (node.shadowRoot) walk(node.shadowRoot);
+    for (const child of node.childNodes) walk(child);
+  };
+  walk(element);
+  return parts.join(" ").replace(/\\s+/g, " ");
+}"""
+
+
+def dialog_text(flow: Locator) -> str:
+    """Return what the flow dialog shows (its texts, labels and options)."""
+    text: str = flow.evaluate(_TEXT_JS)
+    assert text.strip(), "the dialog shows no text"
+    return text
+
+
+def change_meter_in(
+    page: Page, home_assistant: HomeAssistantProcess, shots: Screenshots, language: str
+) -> None:
+    """Open the first meter's *Change meter* with the user's language set to
+    ``language``: its text is in that language, no English word of the
+    integration in another one, and no UTC time."""
+    page.evaluate(
+        "language => localStorage.setItem('selectedLanguage', JSON.stringify(language))",
+        language,
+    )
+    page.goto(f"{home_assistant.url}/config/integrations/integration/zevvy")
+    page.reload()
+    page.get_by_role("button", name=CONFIGURE[language], exact=True).first.click()
+    flow = page.locator("dialog-data-entry-flow")
+    title = icu.lookup(language, "config_subentries.meter.step.reconfigure.title")
+    expect(flow.get_by_text(title)).to_be_visible()
+    page.wait_for_timeout(500)
+    shots.take(page, f"change-meter-{language}")
+    text = dialog_text(flow)
+    assert "+00:00" not in text
+    if language != "en":
+        user_data = ["Apartment 1", "Energy", "sensor.apartment_1"]
+        assert not icu.leaked_english(language, text, user_data), text
+    # The next language loads the page anew, which closes the dialog.
+
+
+def add_running_total_in(
+    page: Page, home_assistant: HomeAssistantProcess, shots: Screenshots, language: str
+) -> None:
+    """*Add meter* from the account's menu with a charger's session sensor:
+    the names step suggests a running total in ``language``, the next step asks
+    its start value and says when it starts, in local time."""
+    page.goto(f"{home_assistant.url}/config/integrations/integration/zevvy")
+    page.reload()
+    add_meter = icu.lookup(language, "config_subentries.meter.initiate_flow.user")
+    # In the account's ⋮ menu (the first one of the page) in 2025.4; a button of
+    # its own where a newer frontend shows one.
+    button = page.get_by_role("button", name=add_meter, exact=True)
+    if button.count():
+        button.first.click()
+    else:
+        page.get_by_role("button", name=MENU[language], exact=True).first.click()
+        page.get_by_role("menuitem", name=add_meter).click()
+    flow = page.locator("dialog-data-entry-flow")
+    expect(
+        flow.get_by_text(
+            icu.lookup(language, "config_subentries.meter.step.user.title")
+        )
+    ).to_be_visible()
+    flow.get_by_role("combobox").first.fill("EV charger session")
+    page.get_by_role("option", name=re.compile("EV charger session")).first.click()
+    flow.get_by_role("button", name=SUBMIT[language], exact=True).click()
+
+    names = icu.lookup(language, "config_subentries.meter.step.references.title")
+    expect(flow.get_by_text(names)).to_be_visible()
+    page.wait_for_timeout(500)
+    shots.take(page, f"add-meter-names-{language}")
+    user_data = ["EV charger session", "Energy", "sensor.ev_charger_session"]
+    text = dialog_text(flow)
+    if language != "en":
+        assert not icu.leaked_english(language, text, user_data), text
+    running_total = icu.load(language)["selector"]["reading_source"]["options"][
+        "running_total"
+    ]
+    # Suggested (and preselected) for a sensor that restarts from zero.
+    assert f"{running_total}" in text
+    flow.get_by_role("button", name=SUBMIT[language], exact=True).click()
+
+    start = icu.lookup(language, "config_subentries.meter.step.start.title")
+    expect(flow.get_by_text(start)).to_be_visible()
+    page.wait_for_timeout(500)
+    shots.take(page, f"add-meter-start-{language}")
+    text = dialog_text(flow)
+    assert "+00:00" not in text
+    local_start = next_quarter(home_assistant.now()).astimezone(ZURICH)
+    assert local_start.strftime("%Y-%m-%d %H:%M") in text, text
+    if language != "en":
+        assert not icu.leaked_english(language, text, user_data), text
+
+
+def send_manual_reading(
+    home_assistant: HomeAssistantProcess, moment: datetime, value: float
+) -> None:
+    """Send a reading of a meter without a sensor (zevvy.send_reading)."""
+    response = home_assistant.call_service(
+        "zevvy",
+        "send_reading",
+        {
+            "device_ref": "Heat",
+            "register_ref": "Energy",
+            "value": value,
+            "time": moment.isoformat(),
+        },
+    )
+    assert response.ok, response.text
+
+
+# What the drop repair says of 1 and of 2 held readings, by language.
+HELD = {
+    "en": ("this reading (of {time})", "these 2 readings (since {time})"),
+    "de": ("dieser Zählerstand (von {time})", "diese 2 Zählerstände (seit {time})"),
+    "fr": ("ce relevé (de {time})", "ces 2 relevés (depuis {time})"),
+    "it": ("questa lettura (del {time})", "queste 2 letture (dal {time})"),
+}
+
+
+def drop_repair_in(
+    page: Page,
+    home_assistant: HomeAssistantProcess,
+    shots: Screenshots,
+    language: str,
+    count: int,
+    first_held: datetime,
+) -> None:
+    """Open the drop repair in ``language``: the held readings' number agrees
+    (1 and 2), their time is local, every word is in that language."""
+    page.evaluate(
+        "language => localStorage.setItem('selectedLanguage', JSON.stringify(language))",
+        language,
+    )
+    page.goto(f"{home_assistant.url}/config/repairs")
+    page.reload()
+    title = icu.render(
+        language,
+        icu.lookup(language, "issues.reading_held.title"),
+        {"device": "Heat", "register": "Energy"},
+    )
+    page.get_by_text(title).first.click()
+    flow = page.locator("dialog-data-entry-flow")
+    step = icu.lookup(language, "issues.reading_held.fix_flow.step.init.title")
+    expect(flow.get_by_text(step)).to_be_visible()
+    page.wait_for_timeout(500)
+    shots.take(page, f"drop-repair-{count}-{language}")
+    text = dialog_text(flow)
+    expected = HELD[language][count - 1].format(
+        time=first_held.strftime("%Y-%m-%d %H:%M")
+    )
+    assert expected in text, text
+    assert "+00:00" not in text
+    if language != "en":
+        assert not icu.leaked_english(language, text, ["Heat", "Energy"]), text

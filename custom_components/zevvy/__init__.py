@@ -32,8 +32,12 @@ from .issues import async_delete_entry_issues, async_setup_meter_issues
 from .outbox import Outbox
 from .services import async_setup_services
 from .token_store import RefreshTokenStore, ZevvyTokenStorageError
+from .translation_log import install as install_translation_log_filter
 
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
+
+# Before any of zevvy's texts is loaded again (see translation_log.py).
+install_translation_log_filter()
 
 PLATFORMS: list[Platform] = [Platform.BINARY_SENSOR, Platform.BUTTON, Platform.SENSOR]
 

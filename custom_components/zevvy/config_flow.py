@@ -186,7 +186,16 @@ class ZevvyConfigFlow(MeterSelectionFlow, domain=DOMAIN):
         errors: dict[str, str] = {}
         values: dict[str, Any] | None = None
         if user_input is not None:
-            errors = await self._async_begin_login(_flatten(user_input))
+            submitted = _flatten(user_input)
+            # An API client belongs to one zevvy account: already connected.
+            # Said now, not after a whole login.
+            self._async_abort_entries_match(
+                {
+                    CONF_CLIENT_ID: submitted[CONF_CLIENT_ID].strip(),
+                    CONF_ISSUER: _normalize_url(submitted[CONF_ISSUER]),
+                }
+            )
+            errors = await self._async_begin_login(submitted)
             if not errors:
                 return await self.async_step_login()
             values = _form_values(_flatten(user_input), with_secret=True)

@@ -1,11 +1,16 @@
 """Diagnostics download of a zevvy account: settings, meters, outbox, errors.
 
-Secrets (client secret, tokens) and what identifies the person (client id,
-account id, user name, e-mail, the entry's title) are redacted.
+Each meter shows its reading source; a running total also its start and what
+it counted (``running``): the reading zevvy gets is the start value plus what
+the sensor counted since the start, which explains a reading far from what
+the sensor shows. Secrets (client secret, tokens) and what identifies the
+person (client id, account id, user name, e-mail, the entry's title) are
+redacted.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -13,20 +18,28 @@ from homeassistant.components.diagnostics import async_redact_data
 from homeassistant.const import ATTR_UNIT_OF_MEASUREMENT
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
+from homeassistant.util import dt as dt_util
 
 from .const import (
     CONF_CLIENT_ID,
     CONF_CLIENT_SECRET,
     CONF_DEVICE_REF,
     CONF_ENTITY_REGISTRY_ID,
+    CONF_READING_SOURCE,
     CONF_REFRESH_TOKEN,
     CONF_REGISTER_REF,
+    CONF_START_AT,
+    CONF_START_SEED,
+    CONF_START_VALUE,
     OUTBOX_MAX_READINGS,
+    SOURCE_RUNNING_TOTAL,
+    SOURCE_SENSOR,
     SUBENTRY_TYPE_METER,
 )
 from .coordinator import ZevvyConfigEntry
 from .issues import entry_issues
-from .meters import KINDS, entity_eligibility, stored_kind
+from .meters import KINDS, entity_eligibility, round_kwh, stored_kind
+from .running_total import RunningState
 
 TO_REDACT = {
     CONF_CLIENT_ID,
@@ -43,6 +56,54 @@ TO_REDACT = {
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.isoformat() if moment is not None else None
+
+
+def _epoch_iso(epoch: float | None) -> str | None:
+    return None if epoch is None else dt_util.utc_from_timestamp(epoch).isoformat()
+
+
+def _running(
+    entry: ZevvyConfigEntry, key: str, start_value: float
+) -> dict[str, Any] | None:
+    """Return what a running total counted (kWh), None before its first state."""
+    stored = entry.runtime_data.outbox.meter_states.all().get(key)
+    if stored is None:
+        return None
+    running = RunningState.from_json(stored)
+    since_start = (
+        None
+        if running.start_counted is None
+        else round_kwh(running.counted - running.start_counted)
+    )
+    return {
+        "sensor_value": running.value,
+        "last_reset": running.last_reset,
+        "last_state_at": _epoch_iso(running.seen),
+        "counted": round_kwh(running.counted),
+        "counted_at_start": running.start_counted,
+        "counted_since_start": since_start,
+        # What zevvy would receive for the last state: start value + counted.
+        "reading": None
+        if since_start is None
+        else round_kwh(start_value + since_start),
+    }
+
+
+def _source(
+    entry: ZevvyConfigEntry, key: str, data: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Return a meter's reading source (a running total: its start and count)."""
+    source = data.get(CONF_READING_SOURCE, SOURCE_SENSOR)
+    if source != SOURCE_RUNNING_TOTAL:
+        return {"reading_source": source}
+    start_value = float(data.get(CONF_START_VALUE) or 0.0)
+    return {
+        "reading_source": source,
+        "start_value": start_value,
+        "start_at": _epoch_iso(data.get(CONF_START_AT)),
+        "start_seed": data.get(CONF_START_SEED),
+        "running": _running(entry, key, start_value),
+    }
 
 
 def _meters(hass: HomeAssistant, entry: ZevvyConfigEntry) -> dict[str, Any]:
@@ -67,6 +128,7 @@ def _meters(hass: HomeAssistant, entry: ZevvyConfigEntry) -> dict[str, Any]:
             # The meter's kind and the unit zevvy receives its readings in.
             "kind": str(kind),
             "reading_unit": KINDS[kind].billing_unit,
+            **_source(entry, subentry_id, subentry.data),
         }
     return meters
 

@@ -3,9 +3,11 @@
 ``MeterSelectionFlow`` is the base of the main config flow: once the login is done
 the main flow calls ``_async_offer_meters(title, data)``; the user picks eligible
 entities, grouped by kind (energy, water, gas; preselected with the Energy
-dashboard's), confirms or edits the two references of each, and the entry is
-created with one meter subentry per entity. Each meter subentry stores its kind,
-that of its entity when it is created (``with_kind``).
+dashboard's), confirms or edits the two references and the reading source of
+each (from the second meter on, the suggested names and sources can be
+accepted for all the others at once), and the entry is created with one meter
+subentry per entity. Each meter subentry stores its kind, that of its entity
+when it is created (``with_kind``).
 
 ``MeterSubentryFlowHandler`` adds one meter at a time and changes meters
 (subentry reconfigure: names and reading source). A changed meter's waiting
@@ -13,7 +15,8 @@ readings follow at once: to its new names, or, when new names come with a new
 reading source (a new series), to the old names they were made for.
 
 Each meter has a reading source (``sources.py``): the sensor's value, or a
-running total for sensors that restart from zero (suggested for those).
+running total for sensors that restart from zero (suggested for those), whose
+start value is asked in a step of its own.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from homeassistant.config_entries import (
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.selector import (
+    BooleanSelector,
     EntitySelector,
     EntitySelectorConfig,
     TextSelector,
@@ -67,7 +71,6 @@ from .meters import (
 from .outbox import Destination, meter_series
 from .sources import (
     SOURCE_FIELD,
-    SOURCE_FIELDS,
     START_SCHEMA,
     async_continue_series,
     async_meter_form,
@@ -77,6 +80,8 @@ from .sources import (
     restarts_from_zero,
     running_total_from,
     source_from_input,
+    source_placeholders,
+    start_placeholders,
 )
 
 # Fields of the multi-select step after login: one per kind of meter.
@@ -88,8 +93,9 @@ KIND_FIELDS: Final[dict[MeterKind, str]] = {
     MeterKind.WATER: CONF_WATER_ENTITIES,
     MeterKind.GAS: CONF_GAS_ENTITIES,
 }
-# Placeholder text when no sensor restarts from zero.
-NO_RESETTING: Final = "\u2013"  # en dash
+# Field of the names step from the second meter on: the other meters take the
+# suggested names and reading sources.
+CONF_ACCEPT_SUGGESTED: Final = "accept_suggested"
 
 ERROR_EMPTY_REFERENCE: Final = "empty_reference"
 ERROR_INVALID_REFERENCE: Final = "invalid_reference"
@@ -102,10 +108,17 @@ REFERENCES_SCHEMA: Final = vol.Schema(
         vol.Required(CONF_REGISTER_REF): TextSelector(),
     }
 )
-# A new meter: names, reading source and start value; a changed one: names and
-# reading source.
-METER_SCHEMA: Final = REFERENCES_SCHEMA.extend(SOURCE_FIELDS)
-RECONFIGURE_SCHEMA: Final = REFERENCES_SCHEMA.extend(SOURCE_FIELD)
+# A meter's names and reading source (a running total's start: START_SCHEMA).
+METER_SCHEMA: Final = REFERENCES_SCHEMA.extend(SOURCE_FIELD)
+RECONFIGURE_SCHEMA: Final = METER_SCHEMA
+# Switching to a running total: its start value, and the register name (a new
+# name starts a new series on zevvy).
+RECONFIGURE_START_SCHEMA: Final = START_SCHEMA.extend(
+    {vol.Required(CONF_REGISTER_REF): TextSelector()}
+)
+ACCEPT_SCHEMA: Final = METER_SCHEMA.extend(
+    {vol.Optional(CONF_ACCEPT_SUGGESTED, default=False): BooleanSelector()}
+)
 
 
 def _pair_key(device_ref: str, register_ref: str) -> tuple[str, str]:
@@ -146,8 +159,13 @@ def validate_references(
     return (device_ref, register_ref), errors
 
 
-def _resetting_placeholder(hass: HomeAssistant, candidates: Iterable[Candidate]) -> str:
-    """Name the sensors that restart from zero, for the step description."""
+def _resetting_placeholders(
+    hass: HomeAssistant, candidates: Iterable[Candidate]
+) -> dict[str, str]:
+    """Name the sensors that restart from zero, for the step description.
+
+    With their number: the text leaves its sentence out when there is none.
+    """
     registry = er.async_get(hass)
     names = [
         f"{candidate.name} ({candidate.entity_id})"
@@ -155,7 +173,7 @@ def _resetting_placeholder(hass: HomeAssistant, candidates: Iterable[Candidate])
         if (entity_entry := registry.async_get(candidate.entity_id))
         and restarts_from_zero(hass, entity_entry)
     ]
-    return ", ".join(names) or NO_RESETTING
+    return {"resetting": ", ".join(names), "resetting_count": str(len(names))}
 
 
 def _mapped_registry_ids(entry: ConfigEntry[Any]) -> set[str]:
@@ -174,6 +192,10 @@ class MeterSelectionFlow(ConfigFlow):
     _meter_queue: list[str]
     _meter_total: int
     _meter_subentries: list[ConfigSubentryData]
+    # The names of the meter whose start value is asked (meter_start).
+    _meter_references: tuple[str, str]
+    # The user accepted the suggestions for the meters left.
+    _meter_accept_rest: bool
 
     async def _async_offer_meters(
         self, title: str, data: dict[str, Any]
@@ -184,6 +206,7 @@ class MeterSelectionFlow(ConfigFlow):
         self._meter_queue = []
         self._meter_total = 0
         self._meter_subentries = []
+        self._meter_accept_rest = False
         return await self.async_step_meters()
 
     def _async_create_with_meters(self) -> ConfigFlowResult:
@@ -236,55 +259,82 @@ class MeterSelectionFlow(ConfigFlow):
         return self.async_show_form(
             step_id="meters",
             data_schema=self.add_suggested_values_to_schema(vol.Schema(fields), values),
-            description_placeholders={
-                "resetting": _resetting_placeholder(self.hass, candidates)
-            },
+            description_placeholders=_resetting_placeholders(self.hass, candidates),
         )
+
+    def _meter_entity(self) -> er.RegistryEntry | None:
+        """Return the entity of the first meter in the queue (None: all done).
+
+        Entities removed from the registry meanwhile are dropped.
+        """
+        registry = er.async_get(self.hass)
+        while self._meter_queue:
+            entity_entry = registry.entities.get_entry(self._meter_queue[0])
+            if entity_entry is not None:
+                return entity_entry
+            self._meter_queue.pop(0)
+        return None
+
+    def _meter_taken(self) -> set[tuple[str, str]]:
+        return _subentry_pairs(subentry["data"] for subentry in self._meter_subentries)
+
+    async def _async_add_meter(
+        self,
+        entity_entry: er.RegistryEntry,
+        references: tuple[str, str],
+        source: dict[str, Any],
+    ) -> ConfigFlowResult:
+        """Keep the meter; go on with the next one."""
+        self._meter_subentries.append(
+            meter_subentry_data(entity_entry, *references, source)
+        )
+        self._meter_queue.pop(0)
+        return await self.async_step_meter_names()
 
     async def async_step_meter_names(
         self, user_input: dict[str, Any] | None = None
     ) -> ConfigFlowResult:
-        """Confirm or edit the references of each chosen entity, one at a time."""
-        registry = er.async_get(self.hass)
-        entity_entry: er.RegistryEntry | None = None
-        while self._meter_queue:
-            entity_entry = registry.entities.get_entry(self._meter_queue[0])
-            if entity_entry is not None:
-                break
-            # Removed from the registry meanwhile: dropped, and the names
-            # submitted for it are not given to the next one.
-            self._meter_queue.pop(0)
-            user_input = None
-        if entity_entry is None:
+        """Confirm or edit the references and source of each chosen entity."""
+        entity_id = self._meter_queue[0] if self._meter_queue else None
+        if (entity_entry := self._meter_entity()) is None:
             return self._async_create_with_meters()
+        if entity_entry.id != entity_id:
+            # The names submitted were for an entity removed meanwhile.
+            user_input = None
 
         errors: dict[str, str] = {}
-        if user_input is not None:
-            (device_ref, register_ref), errors = validate_references(
-                user_input,
-                _subentry_pairs(
-                    subentry["data"] for subentry in self._meter_subentries
-                ),
-            )
+        if user_input is None and self._meter_accept_rest:
+            suggested, _ = await async_meter_form(self.hass, entity_entry, None)
+            references, errors = validate_references(suggested, self._meter_taken())
             if not errors:
-                self._meter_subentries.append(
-                    meter_subentry_data(
-                        entity_entry,
-                        device_ref,
-                        register_ref,
-                        source_from_input(user_input),
-                    )
+                return await self._async_add_meter(
+                    entity_entry, references, source_from_input(suggested)
                 )
-                self._meter_queue.pop(0)
-                return await self.async_step_meter_names()
+            # The suggested names are taken: this meter's form, with the error.
+        if user_input is not None:
+            references, errors = validate_references(user_input, self._meter_taken())
+            if not errors:
+                self._meter_accept_rest = bool(user_input.get(CONF_ACCEPT_SUGGESTED))
+                if user_input.get(CONF_READING_SOURCE) == SOURCE_RUNNING_TOTAL:
+                    self._meter_references = references
+                    return await self.async_step_meter_start()
+                return await self._async_add_meter(
+                    entity_entry, references, source_data(SOURCE_SENSOR)
+                )
 
         position = self._meter_total - len(self._meter_queue) + 1
         suggested, placeholders = await async_meter_form(
             self.hass, entity_entry, user_input
         )
+        # From the second meter on, when others follow.
+        schema = (
+            ACCEPT_SCHEMA
+            if position > 1 and len(self._meter_queue) > 1
+            else METER_SCHEMA
+        )
         return self.async_show_form(
             step_id="meter_names",
-            data_schema=self.add_suggested_values_to_schema(METER_SCHEMA, suggested),
+            data_schema=self.add_suggested_values_to_schema(schema, suggested),
             errors=errors,
             description_placeholders={
                 **placeholders,
@@ -293,12 +343,40 @@ class MeterSelectionFlow(ConfigFlow):
             },
         )
 
+    async def async_step_meter_start(
+        self, user_input: dict[str, Any] | None = None
+    ) -> ConfigFlowResult:
+        """Ask a new running total's start value."""
+        entity_id = self._meter_queue[0] if self._meter_queue else None
+        entity_entry = self._meter_entity()
+        if entity_entry is None or entity_entry.id != entity_id:
+            return await self.async_step_meter_names()
+        if user_input is not None:
+            return await self._async_add_meter(
+                entity_entry,
+                self._meter_references,
+                source_from_input(
+                    {**user_input, CONF_READING_SOURCE: SOURCE_RUNNING_TOTAL}
+                ),
+            )
+        return self.async_show_form(
+            step_id="meter_start",
+            data_schema=self.add_suggested_values_to_schema(
+                START_SCHEMA, {CONF_START_VALUE: 0.0}
+            ),
+            description_placeholders=start_placeholders(
+                self.hass, entity_entry, self._meter_references
+            ),
+        )
+
 
 class MeterSubentryFlowHandler(ConfigSubentryFlow):
     """Add a meter (one entity) or rename one."""
 
     _entity_registry_id: str
     _references: dict[str, str]
+    # The names of a new running total whose start value is asked (start).
+    _new_references: tuple[str, str]
 
     def async_create_entry(
         self, *, data: Mapping[str, Any], **kwargs: Any
@@ -347,9 +425,7 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
             step_id="user",
             data_schema=schema,
             errors=errors,
-            description_placeholders={
-                "resetting": _resetting_placeholder(self.hass, candidates)
-            },
+            description_placeholders=_resetting_placeholders(self.hass, candidates),
         )
 
     async def async_step_references(
@@ -375,16 +451,11 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
                 ),
             )
             if not errors:
-                subentry = meter_subentry_data(
-                    entity_entry,
-                    device_ref,
-                    register_ref,
-                    source_from_input(user_input),
-                )
-                return self.async_create_entry(
-                    title=subentry["title"],
-                    data=subentry["data"],
-                    unique_id=subentry["unique_id"],
+                if user_input.get(CONF_READING_SOURCE) == SOURCE_RUNNING_TOTAL:
+                    self._new_references = (device_ref, register_ref)
+                    return await self.async_step_start()
+                return self._async_create_meter(
+                    entity_entry, (device_ref, register_ref), source_data(SOURCE_SENSOR)
                 )
 
         suggested, placeholders = await async_meter_form(
@@ -394,9 +465,49 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
             step_id="references",
             data_schema=self.add_suggested_values_to_schema(METER_SCHEMA, suggested),
             errors=errors,
-            description_placeholders={
-                **placeholders,
-            },
+            description_placeholders=placeholders,
+        )
+
+    async def async_step_start(
+        self, user_input: dict[str, Any] | None = None
+    ) -> SubentryFlowResult:
+        """Ask a new running total's start value."""
+        entity_entry = er.async_get(self.hass).entities.get_entry(
+            self._entity_registry_id
+        )
+        if entity_entry is None:
+            return self.async_abort(reason="entity_not_found")
+        if user_input is not None:
+            if entity_entry.id in _mapped_registry_ids(self._get_entry()):
+                return self.async_abort(reason="already_configured")
+            return self._async_create_meter(
+                entity_entry,
+                self._new_references,
+                source_from_input(
+                    {**user_input, CONF_READING_SOURCE: SOURCE_RUNNING_TOTAL}
+                ),
+            )
+        return self.async_show_form(
+            step_id="start",
+            data_schema=self.add_suggested_values_to_schema(
+                START_SCHEMA, {CONF_START_VALUE: 0.0}
+            ),
+            description_placeholders=start_placeholders(
+                self.hass, entity_entry, self._new_references
+            ),
+        )
+
+    def _async_create_meter(
+        self,
+        entity_entry: er.RegistryEntry,
+        references: tuple[str, str],
+        source: dict[str, Any],
+    ) -> SubentryFlowResult:
+        subentry = meter_subentry_data(entity_entry, *references, source)
+        return self.async_create_entry(
+            title=subentry["title"],
+            data=subentry["data"],
+            unique_id=subentry["unique_id"],
         )
 
     async def async_step_reconfigure(
@@ -452,6 +563,7 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
                 "entity_id": entity_id,
                 "device_ref": subentry.data[CONF_DEVICE_REF],
                 "register_ref": subentry.data[CONF_REGISTER_REF],
+                **source_placeholders(subentry.data),
             },
         )
 
@@ -462,28 +574,52 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
 
         Continuing it, the held readings are discarded and the quarter hours
         since zevvy's last reading filled from the statistics (as the repair's
-        switch does).
+        switch does). A register name changed here starts a new series on
+        zevvy: the running total starts anew with the start value at the next
+        quarter hour.
         """
-        subentry = self._get_reconfigure_subentry()
         entry = self._get_entry()
+        subentry = self._get_reconfigure_subentry()
         last = last_delivered(self.hass, entry, subentry.subentry_id)
+        errors: dict[str, str] = {}
         if user_input is not None:
-            source = running_total_from(last, float(user_input[CONF_START_VALUE]))
-            if last is None or not continues_series(source):
-                return self._async_update_meter(source)
-            # Kept at zevvy's last reading: like the repair's switch.
-            return await async_continue_series(
-                self.hass,
-                entry,
-                subentry.subentry_id,
-                last,
-                lambda: self._async_update_meter(source),
+            (device_ref, register_ref), errors = validate_references(
+                {**self._references, CONF_REGISTER_REF: user_input[CONF_REGISTER_REF]},
+                _subentry_pairs(
+                    other.data
+                    for other in entry.subentries.values()
+                    if other.subentry_type == SUBENTRY_TYPE_METER
+                    and other.subentry_id != subentry.subentry_id
+                ),
             )
+            if not errors:
+                new_series = register_ref != self._references[CONF_REGISTER_REF]
+                self._references[CONF_REGISTER_REF] = register_ref
+                source = running_total_from(
+                    None if new_series else last, float(user_input[CONF_START_VALUE])
+                )
+                if new_series or last is None or not continues_series(source):
+                    return self._async_update_meter(source)
+                # Kept at zevvy's last reading: like the repair's switch.
+                return await async_continue_series(
+                    self.hass,
+                    entry,
+                    subentry.subentry_id,
+                    last,
+                    lambda: self._async_update_meter(source),
+                )
+            suggested: Mapping[str, Any] = user_input
+        else:
+            suggested = {
+                CONF_START_VALUE: last.value if last else 0.0,
+                CONF_REGISTER_REF: self._references[CONF_REGISTER_REF],
+            }
         return self.async_show_form(
             step_id="reconfigure_start",
             data_schema=self.add_suggested_values_to_schema(
-                START_SCHEMA, {CONF_START_VALUE: last.value if last else 0.0}
+                RECONFIGURE_START_SCHEMA, suggested
             ),
+            errors=errors,
             description_placeholders={**self._references, **last_placeholders(last)},
         )
 

@@ -2,8 +2,12 @@
 
 * ``reading_held``: a meter reading dropped below the one before it. Either the
   meter was replaced (queue the held readings; they become the new baseline),
-  the values are wrong (discard them), or, for a meter register, the sensor
-  restarts from zero (switch it to a running total that continues the series).
+  the values are wrong (discard them), or, for a meter register whose sensor
+  itself now reads below the reading before the drop (or that restarts from
+  zero by its nature: a session or daily counter), the sensor restarts from
+  zero (switch it to a running total that continues the series). A drop typed
+  by hand (``send_reading``) while an ordinary meter's sensor reads on is not
+  offered the switch: the running total would continue from the typo.
 * ``batch_rejected``: zevvy refused readings (400/422). Send them again (after
   fixing the cause) or discard them.
 * ``register_refused``: zevvy refused a register (403, 404, ...); its readings
@@ -25,14 +29,25 @@ from __future__ import annotations
 from homeassistant.components.repairs import RepairsFlow
 from homeassistant.config_entries import ConfigEntryState
 from homeassistant.core import HomeAssistant
-from homeassistant.helpers import issue_registry as ir
+from homeassistant.helpers import entity_registry as er, issue_registry as ir
 from homeassistant.util import dt as dt_util
 
 from .compat import RepairsFlowResult, vol
-from .const import CONF_READING_SOURCE, DOMAIN, SOURCE_RUNNING_TOTAL, SOURCE_SENSOR
+from .const import (
+    CONF_ENTITY_REGISTRY_ID,
+    CONF_READING_SOURCE,
+    DOMAIN,
+    SOURCE_RUNNING_TOTAL,
+    SOURCE_SENSOR,
+)
 from .coordinator import Decision, ZevvyCoordinator
 from .issues import METER_KINDS, IssueKind
-from .sources import async_switch_held_to_running_total
+from .meters import state_reading, stored_kind
+from .sources import (
+    async_switch_held_to_running_total,
+    local_time,
+    restarts_from_zero,
+)
 
 type IssueData = dict[str, str | int | float | None] | None
 
@@ -53,8 +68,17 @@ class _ZevvyRepairFlow(RepairsFlow):
         return coordinator
 
     def _placeholders(self) -> dict[str, str] | None:
+        """Return the issue's placeholders; its time in local time, as read."""
         issue = ir.async_get(self.hass).async_get_issue(DOMAIN, self.issue_id)
-        return dict(issue.translation_placeholders or {}) if issue else None
+        if issue is None:
+            return None
+        placeholders = dict(issue.translation_placeholders or {})
+        # Stored as ISO (UTC): shown in Home Assistant's time zone.
+        if (moment := dt_util.parse_datetime(placeholders.get("time", ""))) and (
+            moment.tzinfo is not None
+        ):
+            placeholders["time"] = local_time(moment.timestamp())
+        return placeholders
 
     async def async_step_init(
         self, user_input: dict[str, str] | None = None
@@ -92,18 +116,53 @@ class QueueRepairFlow(_ZevvyRepairFlow):
         if (coordinator := self._coordinator()) is None:
             return self.async_abort(reason="not_loaded")
         options = [self._release_option, "discard"]
-        subentry = coordinator.config_entry.subentries.get(self._key)
-        if (
-            self._release is Decision.ACCEPT_HELD
-            and subentry is not None
-            and subentry.data.get(CONF_READING_SOURCE, SOURCE_SENSOR) == SOURCE_SENSOR
-        ):
+        placeholders = self._placeholders() or {}
+        offered = self._release is Decision.ACCEPT_HELD and self._sensor_dropped(
+            coordinator, placeholders.get("previous")
+        )
+        if offered:
             options.append(SOURCE_RUNNING_TOTAL)
         return self.async_show_menu(
             step_id="init",
             menu_options=options,
-            description_placeholders=self._placeholders(),
+            # The text explains the switch only where it is offered.
+            description_placeholders={
+                **placeholders,
+                "running_total": "offered" if offered else "no",
+            },
         )
+
+    def _sensor_dropped(
+        self, coordinator: ZevvyCoordinator, previous: str | None
+    ) -> bool:
+        """Return whether the drop is the meter register's sensor restarting.
+
+        Its sensor reads below the reading before the drop, or it is a sensor
+        that restarts from zero (a ``last_reset``, a session or daily counter:
+        it may have counted past that reading again by now). A value typed
+        lower by hand while an ordinary meter's sensor reads on is not: a
+        running total would continue from it.
+        """
+        subentry = coordinator.config_entry.subentries.get(self._key)
+        if (
+            subentry is None
+            or subentry.data.get(CONF_READING_SOURCE, SOURCE_SENSOR) != SOURCE_SENSOR
+        ):
+            return False
+        registry = er.async_get(self.hass)
+        entity_entry = registry.async_get(subentry.data[CONF_ENTITY_REGISTRY_ID])
+        if entity_entry is None:
+            return False
+        if restarts_from_zero(self.hass, entity_entry):
+            return True
+        value = state_reading(
+            self.hass.states.get(entity_entry.entity_id), stored_kind(subentry.data)
+        )
+        try:
+            before = float(previous or "")
+        except ValueError:
+            return False
+        return value is not None and value < before
 
     async def async_step_running_total(
         self, user_input: dict[str, str] | None = None

@@ -421,6 +421,11 @@ class Sender:
                 destination.key,
             )
 
+    @property
+    def refused_text(self) -> str | None:
+        """Return zevvy's answer refusing every register of the account."""
+        return None if self.refused is None else _answer_text(self.refused)
+
     @callback
     def _async_account_refusal(
         self, refused: Mapping[str, Answer], accepted: set[str]

@@ -1,11 +1,20 @@
 """Diagnostic sensors: last upload, readings waiting, and per meter the last
-reading zevvy confirmed (in kWh, or in m³ for a water or gas meter)."""
+reading zevvy confirmed (in kWh, or in m³ for a water or gas meter) and the
+meter's reading source (the sensor's value or a running total, with its start
+value and start as attributes).
+
+The two times change every quarter hour; like Home Assistant's own
+"last updated" sensors (filesize, ituran) they are disabled by default, which
+keeps a "changed to" line per quarter hour out of the logbook (it leaves out
+only sensors with a unit or a state class, which a time cannot have).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from homeassistant.components.sensor import (
     RestoreSensor,
@@ -14,14 +23,28 @@ from homeassistant.components.sensor import (
     SensorEntityDescription,
     SensorStateClass,
 )
-from homeassistant.config_entries import ConfigSubentry
+from homeassistant.config_entries import (
+    SIGNAL_CONFIG_ENTRY_CHANGED,
+    ConfigEntry,
+    ConfigEntryChange,
+    ConfigSubentry,
+)
 from homeassistant.const import EntityCategory, UnitOfEnergy
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.util import dt as dt_util
 
 from .compat import async_get_device
-from .const import SUBENTRY_TYPE_METER
+from .const import (
+    CONF_READING_SOURCE,
+    CONF_START_AT,
+    CONF_START_VALUE,
+    SOURCE_RUNNING_TOTAL,
+    SOURCE_SENSOR,
+    SUBENTRY_TYPE_METER,
+)
 from .coordinator import ZevvyConfigEntry, ZevvyStatus
 from .entity import ZevvyEntity, ZevvyMeterEntity, meter_identifier
 from .helpers import async_on_entry_updated
@@ -54,6 +77,7 @@ ACCOUNT_SENSORS: tuple[ZevvySensorEntityDescription, ...] = (
         translation_key="last_upload",
         device_class=SensorDeviceClass.TIMESTAMP,
         entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
         value_fn=lambda status: status.last_success,
         restore=True,
     ),
@@ -72,6 +96,7 @@ METER_SENSORS: tuple[ZevvyMeterSensorEntityDescription, ...] = (
         translation_key="last_reading_time",
         device_class=SensorDeviceClass.TIMESTAMP,
         entity_category=EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=False,
         value_fn=lambda meter: meter.last_delivered_at,
     ),
     # The value mostly repeats the meter's own sensor; off by default so that
@@ -86,6 +111,15 @@ METER_SENSORS: tuple[ZevvyMeterSensorEntityDescription, ...] = (
         entity_registry_enabled_default=False,
         value_fn=lambda meter: meter.last_delivered_value,
     ),
+)
+
+# Which meters are running totals (item of the meter's device page).
+READING_SOURCE = SensorEntityDescription(
+    key="reading_source",
+    translation_key="reading_source",
+    device_class=SensorDeviceClass.ENUM,
+    options=[SOURCE_SENSOR, SOURCE_RUNNING_TOTAL],
+    entity_category=EntityCategory.DIAGNOSTIC,
 )
 
 
@@ -111,10 +145,13 @@ async def async_setup_entry(
             if subentry_id not in known:
                 known.add(subentry_id)
                 async_add_entities(
-                    (
-                        ZevvyMeterSensorEntity(entry, subentry, description)
-                        for description in METER_SENSORS
-                    ),
+                    [
+                        *(
+                            ZevvyMeterSensorEntity(entry, subentry, description)
+                            for description in METER_SENSORS
+                        ),
+                        ZevvyReadingSourceEntity(entry, subentry, READING_SOURCE),
+                    ],
                     config_subentry_id=subentry_id,
                 )
                 continue
@@ -180,3 +217,49 @@ class ZevvyMeterSensorEntity(ZevvyMeterEntity, SensorEntity):
         if (meter := self.meter_status) is None:
             return None
         return self.entity_description.value_fn(meter)
+
+
+class ZevvyReadingSourceEntity(ZevvyMeterEntity, SensorEntity):
+    """A meter's reading source; a running total's start value and start."""
+
+    def _data(self) -> Mapping[str, Any]:
+        subentry = self.coordinator.config_entry.subentries.get(self.subentry_id)
+        return subentry.data if subentry is not None else {}
+
+    @property
+    def native_value(self) -> str:
+        """Return the source's key (translated by the frontend)."""
+        return str(self._data().get(CONF_READING_SOURCE, SOURCE_SENSOR))
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any] | None:
+        """Return a running total's start value (kWh) and start."""
+        data = self._data()
+        if data.get(CONF_READING_SOURCE) != SOURCE_RUNNING_TOTAL:
+            return None
+        start_at = data.get(CONF_START_AT)
+        return {
+            "start_value": data.get(CONF_START_VALUE),
+            "start": None
+            if start_at is None
+            else dt_util.utc_from_timestamp(start_at).isoformat(),
+        }
+
+    async def async_added_to_hass(self) -> None:
+        """Follow the meter's changes (a switched source)."""
+        await super().async_added_to_hass()
+
+        @callback
+        def _async_changed(change: ConfigEntryChange, entry: ConfigEntry[Any]) -> None:
+            if (
+                change is ConfigEntryChange.UPDATED
+                and entry.entry_id == self.coordinator.config_entry.entry_id
+                and self.subentry_id in entry.subentries
+            ):
+                self.async_write_ha_state()
+
+        self.async_on_remove(
+            async_dispatcher_connect(
+                self.hass, SIGNAL_CONFIG_ENTRY_CHANGED, _async_changed
+            )
+        )

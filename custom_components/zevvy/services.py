@@ -7,14 +7,19 @@ instead of "unknown action".
 * ``zevvy.upload_now``: send what waits in the outbox now.
 * ``zevvy.send_reading``: a manual meter reading (for meters without an entity,
   or from automations); queued in the outbox like every other reading, then
-  sent.
+  sent. The meter is picked as its zevvy device (the UI offers only those) or
+  given as its energy sensor's entity id.
 * ``zevvy.upload_history``: backfill a period from the recorder's statistics
   (read by history.py).
+
+Times in answers are ISO with the offset of Home Assistant's time zone (for
+automations); times in error messages are local time as a person reads it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import suppress
 from dataclasses import replace
 from datetime import datetime
 import math
@@ -26,9 +31,14 @@ from homeassistant.core import (
     ServiceResponse,
     SupportsResponse,
     callback,
+    valid_entity_id,
 )
 from homeassistant.exceptions import HomeAssistantError
-from homeassistant.helpers import config_validation as cv, entity_registry as er
+from homeassistant.helpers import (
+    config_validation as cv,
+    device_registry as dr,
+    entity_registry as er,
+)
 from homeassistant.util import dt as dt_util
 
 from .api import Reading, is_valid_reference
@@ -45,6 +55,7 @@ from .const import (
     SUBENTRY_TYPE_METER,
 )
 from .coordinator import SendResult, ZevvyConfigEntry, quarter_floor
+from .entity import meter_identifier
 from .helpers import (
     async_get_loaded_entry,
     async_get_single_entry,
@@ -157,12 +168,25 @@ def _reading_in_unit(
     return reading, spec.billing_unit, reading_step(unit, typed_decimals(typed), kind)
 
 
+def _local_text(value: datetime) -> str:
+    """Return a time for a message: local time, like the flows show it."""
+    if value.tzinfo is not None:
+        with suppress(OverflowError):  # year 1 in a zone east of UTC
+            value = dt_util.as_local(value)
+    return value.strftime("%Y-%m-%d %H:%M")
+
+
+def _local_iso(value: datetime) -> str:
+    """Return a time for an answer: ISO with the local zone's offset."""
+    return dt_util.as_local(value).isoformat()
+
+
 def _plausible_time(value: datetime) -> datetime:
     """Refuse times before EARLIEST_READING_YEAR (typos, and unwritable years)."""
     if value.year < EARLIEST_READING_YEAR:
         raise validation_error(
             "time_too_old",
-            time=value.isoformat(),
+            time=_local_text(value),
             year=str(EARLIEST_READING_YEAR),
         )
     return value
@@ -170,13 +194,20 @@ def _plausible_time(value: datetime) -> datetime:
 
 _TIME = vol.All(cv.datetime, _plausible_time)
 
+
+def _meter(value: Any) -> str:
+    """Return a meter: an entity id (normalized), or a device id as given."""
+    text = cv.string(value).strip()
+    return cv.entity_id(text) if "." in text else text
+
+
 UPLOAD_NOW_SCHEMA: Final = vol.Schema({vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string})
 # The unit is checked against the meter's kind once the meter is known; without
 # one it is the meter's billing unit (kWh, m³).
 SEND_READING_SCHEMA: Final = vol.Schema(
     {
         vol.Optional(ATTR_CONFIG_ENTRY_ID): cv.string,
-        vol.Optional(ATTR_METER): cv.entity_id,
+        vol.Optional(ATTR_METER): _meter,
         vol.Optional(ATTR_DEVICE_REF): cv.string,
         vol.Optional(ATTR_REGISTER_REF): cv.string,
         vol.Required(ATTR_VALUE): _reading_value,
@@ -202,13 +233,23 @@ def _raise_for_send(result: SendResult, entry: ZevvyConfigEntry) -> None:
         raise HomeAssistantError(
             translation_domain=DOMAIN, translation_key="authentication_failed"
         )
+    placeholders = {"account": entry.title, "waiting": str(result.pending)}
+    if result.error is SendError.REFUSED:
+        # Every meter refused alike (a wrong API address, a missing scope).
+        answer = entry.runtime_data.coordinator.sender.refused_text
+        raise HomeAssistantError(
+            translation_domain=DOMAIN,
+            translation_key="upload_refused",
+            translation_placeholders={**placeholders, "answer": answer or "-"},
+        )
     raise HomeAssistantError(
         translation_domain=DOMAIN,
-        translation_key="upload_failed",
-        translation_placeholders={
-            "account": entry.title,
-            "waiting": str(result.pending),
-        },
+        translation_key=(
+            "upload_login_refused"
+            if result.error is SendError.LOGIN_REFUSED
+            else "upload_failed"
+        ),
+        translation_placeholders=placeholders,
     )
 
 
@@ -231,8 +272,15 @@ async def _async_upload_now(call: ServiceCall) -> ServiceResponse:
         rejected += result.rejected
     if not call.return_response:
         return None
-    # The answer's names predate the code's vocabulary; they stay for automations.
-    return {"sent": sent, "waiting": pending, "held": held, "parked": rejected}
+    # "waiting" and "parked" predate the code's vocabulary; they stay for
+    # automations. "rejected" says the same as "parked" in plain words.
+    return {
+        "sent": sent,
+        "waiting": pending,
+        "held": held,
+        "parked": rejected,
+        "rejected": rejected,
+    }
 
 
 def _check_reference(value: str) -> str:
@@ -246,9 +294,14 @@ def _check_reference(value: str) -> str:
 def _find_meter(
     hass: HomeAssistant, entity_id: str, entry_id: str | None
 ) -> tuple[ZevvyConfigEntry, Destination]:
-    """Return the entry and the destination of a meter's entity."""
-    entity_entry = er.async_get(hass).async_get(entity_id)
+    """Return the entry and the destination of a meter (entity or device id)."""
+    entity_entry = (
+        er.async_get(hass).async_get(entity_id) if valid_entity_id(entity_id) else None
+    )
     registry_id = entity_entry.id if entity_entry else None
+    device = (
+        None if valid_entity_id(entity_id) else dr.async_get(hass).async_get(entity_id)
+    )
     entries = (
         [async_get_loaded_entry(hass, entry_id)]
         if entry_id
@@ -259,8 +312,14 @@ def _find_meter(
             if subentry.subentry_type != SUBENTRY_TYPE_METER:
                 continue
             data = subentry.data
-            if data[CONF_ENTITY_REGISTRY_ID] == registry_id or (
-                registry_id is None and data[CONF_ENTITY_ID] == entity_id
+            if (
+                data[CONF_ENTITY_REGISTRY_ID] == registry_id
+                or (registry_id is None and data[CONF_ENTITY_ID] == entity_id)
+                or (
+                    device is not None
+                    and meter_identifier(entry, subentry.subentry_id)
+                    in device.identifiers
+                )
             ):
                 return (
                     # The meter's account must be loaded.
@@ -299,7 +358,7 @@ def _read_at(value: datetime | None) -> datetime:
         return quarter_floor(now)
     value = aware(value)
     if value > now:
-        raise validation_error("time_in_future", time=value.isoformat())
+        raise validation_error("time_in_future", time=_local_text(value))
     return quarter_floor(value)
 
 
@@ -351,7 +410,7 @@ async def _async_send_reading(call: ServiceCall) -> ServiceResponse:
     response: dict[str, Any] = {
         "device_ref": destination.device_ref,
         "register_ref": destination.register_ref,
-        "read_at": read_at.isoformat(),
+        "read_at": _local_iso(read_at),
         "value": value,
         "unit": unit,
         "status": status,
@@ -395,9 +454,19 @@ async def async_upload_history(call: ServiceCall) -> ServiceResponse:
     )
     if start >= end:
         raise validation_error(
-            "history_invalid_period", start=start.isoformat(), end=end.isoformat()
+            "history_invalid_period", start=_local_text(start), end=_local_text(end)
         )
     meters = _select_meters(hass, entry, call.data.get(ATTR_METERS))
+    # Running totals that start after the period (just added): nothing to
+    # upload yet; the answer says when they start instead of "no statistics".
+    later = {
+        meter.entity_id: _local_iso(dt_util.utc_from_timestamp(meter.start_at))
+        for meter in meters
+        if meter.running_total
+        and meter.start_at is not None
+        and meter.start_at >= end.timestamp()
+    }
+    meters = [meter for meter in meters if meter.entity_id not in later]
     LOGGER.info(
         "Uploading history of %s meters from %s to %s",
         len(meters),
@@ -452,9 +521,9 @@ async def async_upload_history(call: ServiceCall) -> ServiceResponse:
         )
     if not call.return_response:
         return None
-    return {
-        "start": start.isoformat(),
-        "end": end.isoformat(),
+    response: dict[str, Any] = {
+        "start": _local_iso(start),
+        "end": _local_iso(end),
         "queued": sum(result.queued for result in results),
         "dropped": sum(dropped.values()),
         "meters": {
@@ -466,7 +535,9 @@ async def async_upload_history(call: ServiceCall) -> ServiceResponse:
             if result.found
         },
         "no_statistics": [r.meter.entity_id for r in results if not r.found],
+        "starts_later": later,
     }
+    return response
 
 
 @callback

@@ -27,7 +27,6 @@ from homeassistant.helpers.selector import (
     SelectSelectorConfig,
     SelectSelectorMode,
 )
-from homeassistant.helpers.translation import async_get_translations
 from homeassistant.util import dt as dt_util
 
 from .api import Reading
@@ -37,9 +36,9 @@ from .const import (
     CONF_DEVICE_REF,
     CONF_READING_SOURCE,
     CONF_REGISTER_REF,
+    CONF_START_AT,
     CONF_START_SEED,
     CONF_START_VALUE,
-    DOMAIN,
     READING_DECIMALS,
     SOURCE_RUNNING_TOTAL,
     SOURCE_SENSOR,
@@ -83,13 +82,10 @@ START_VALUE_SELECTOR: Final = NumberSelector(
     )
 )
 # Optional: a form sent without it keeps the sensor's value (a new meter) or
-# the meter's current source (a changed one).
+# the meter's current source (a changed one). A running total's start value is
+# asked in a step of its own (``START_SCHEMA``).
 SOURCE_FIELD: Final[dict[vol.Marker, Any]] = {
     vol.Optional(CONF_READING_SOURCE): SOURCE_SELECTOR
-}
-SOURCE_FIELDS: Final[dict[vol.Marker, Any]] = {
-    **SOURCE_FIELD,
-    vol.Optional(CONF_START_VALUE, default=0.0): START_VALUE_SELECTOR,
 }
 START_SCHEMA: Final = vol.Schema({vol.Required(CONF_START_VALUE): START_VALUE_SELECTOR})
 
@@ -152,24 +148,32 @@ def kwh_text(value: float | None) -> str:
     return UNKNOWN if value is None else f"{value:.{READING_DECIMALS}f}"
 
 
-async def async_source_label(hass: HomeAssistant, source: str) -> str:
-    """Return a reading source's name in Home Assistant's language."""
-    translations = await async_get_translations(
-        hass, hass.config.language, "selector", [DOMAIN]
-    )
-    key = f"component.{DOMAIN}.selector.{CONF_READING_SOURCE}.options.{source}"
-    return translations.get(key, source)
-
-
-async def async_source_placeholders(
+def source_choice_placeholders(
     hass: HomeAssistant, entity_entry: er.RegistryEntry
 ) -> dict[str, str]:
-    """Return what zevvy will receive with either source, for a new meter."""
-    suggested = suggested_source(hass, entity_entry)[CONF_READING_SOURCE]
+    """Return what zevvy will receive with the sensor's value, for a new meter.
+
+    ``suggested`` is the source's key: the texts name it in the language of the
+    person looking (an ICU ``select``), not in Home Assistant's.
+    """
     return {
         "value": kwh_text(state_to_kwh(hass.states.get(entity_entry.entity_id))),
+        "suggested": suggested_source(hass, entity_entry)[CONF_READING_SOURCE],
+    }
+
+
+def start_placeholders(
+    hass: HomeAssistant,
+    entity_entry: er.RegistryEntry,
+    references: tuple[str, str],
+) -> dict[str, str]:
+    """Return the texts' placeholders of a new running total's start step."""
+    return {
+        "entity_id": entity_entry.entity_id,
+        "name": friendly_name(hass, entity_entry),
+        "device_ref": references[0],
+        "register_ref": references[1],
         "start": local_time(first_quarter()),
-        "suggested": await async_source_label(hass, suggested),
     }
 
 
@@ -193,12 +197,16 @@ async def async_meter_form(
     return suggested, {
         "entity_id": entity_entry.entity_id,
         "name": friendly_name(hass, entity_entry),
-        **await async_source_placeholders(hass, entity_entry),
+        **source_choice_placeholders(hass, entity_entry),
     }
 
 
 def source_from_input(user_input: Mapping[str, Any]) -> dict[str, Any]:
-    """Return the subentry data of the source chosen in a form (a new start)."""
+    """Return the subentry data of the source chosen in a form (a new start).
+
+    A running total starts at the next quarter hour with the start value
+    entered (0 if none).
+    """
     return source_data(
         user_input.get(CONF_READING_SOURCE, SOURCE_SENSOR),
         float(user_input.get(CONF_START_VALUE) or 0.0),
@@ -218,12 +226,27 @@ def last_delivered(
 
 
 def last_placeholders(reading: Reading | None) -> dict[str, str]:
-    """Return the last reading zevvy has (value, time) for a text."""
+    """Return the last reading zevvy has (value, time) for a text.
+
+    ``has_last``: the text leaves out what it says of the last reading when
+    zevvy has none.
+    """
     if reading is None:
-        return {"last": UNKNOWN, "last_at": UNKNOWN}
+        return {"has_last": "no", "last": UNKNOWN, "last_at": UNKNOWN}
     return {
+        "has_last": "yes",
         "last": kwh_text(reading.value),
         "last_at": local_time(reading.read_at.timestamp()),
+    }
+
+
+def source_placeholders(data: Mapping[str, Any]) -> dict[str, str]:
+    """Return a meter's reading source for a text: its key, start value, start."""
+    start_at = data.get(CONF_START_AT)
+    return {
+        "source": data.get(CONF_READING_SOURCE, SOURCE_SENSOR),
+        "start_value": kwh_text(data.get(CONF_START_VALUE)),
+        "start_at": UNKNOWN if start_at is None else local_time(start_at),
     }
 
 
