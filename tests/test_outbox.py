@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+import random
 from typing import Any
 from unittest.mock import patch
 
@@ -22,6 +23,7 @@ from custom_components.zevvy.outbox import (
     policy as outbox_policy,
     store as outbox_store,
 )
+from custom_components.zevvy.outbox.format import Queue
 
 ENTRY_ID = "entry1"
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -489,6 +491,7 @@ async def _assert_counts_as_loaded(hass: HomeAssistant, box: Outbox) -> None:
     await box.async_save()
     again = await _reloaded(hass)
     assert box.views() == again.views()
+    assert list(box.views()) == list(again.views())  # in the queues' order
     assert (box.pending_count, box.held_count, box.rejected_count) == (
         again.pending_count,
         again.held_count,
@@ -558,3 +561,30 @@ async def test_counts_and_views_follow_every_change(hass: HomeAssistant) -> None
     assert box.pending_count == 3
     await box.async_remove()
     assert (box.views(), box.pending_count) == ({}, 0)
+
+
+def test_newest_reading_takes_the_short_way_to_the_same_answer() -> None:
+    """A reading after all a queue keeps (a tick's) is checked the short way:
+    the same neighbour and duplicate answers as the general check, for queues
+    of every shape (pending, held, rejected, last sent, at the same times)."""
+    rng = random.Random(20)  # noqa: S311 - a fixed seed, not a secret
+    for _ in range(2000):
+        queue = Queue("Dev", "Reg")
+        times = sorted(rng.sample(range(1, 40), rng.randint(0, 12)))
+        for when in times:
+            series = rng.choice((queue.pending, queue.pending, queue.held))
+            series.insert(when * 900, rng.uniform(0, 10), rng.choice((0, 1, 100)))
+        if rng.random() < 0.3:
+            queue.rejected.insert(rng.randint(1, 45) * 900, 1.0)
+        if rng.random() < 0.6:
+            queue.last_time = rng.randint(1, 45) * 900
+            queue.last_value = rng.uniform(0, 10)
+            queue.last_step = rng.choice((0, 1, 100))
+        for when in range(0, 50 * 900, 450):
+            if queue.is_newest(when):
+                assert not queue.contains(when)
+                before, after = queue.neighbours(when)
+                assert (queue.newest_neighbour(), after) == (before, None)
+            else:
+                kept = [*queue.pending.times, *queue.held.times, *queue.rejected.times]
+                assert any(when <= t for t in [*kept, queue.last_time or -1])

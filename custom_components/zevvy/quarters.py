@@ -39,6 +39,8 @@ QUARTER: Final = timedelta(minutes=COLLECT_INTERVAL_MINUTES)
 # a query, its changes strictly after: start a little before the first quarter
 # hour so that a change exactly on it is seen.
 _MARGIN: Final = timedelta(seconds=1)
+# No recorded readings (shared, never changed).
+_NOTHING: Final[Mapping[datetime, float]] = {}
 
 
 @callback
@@ -124,21 +126,21 @@ async def async_readings_at(
     now = dt_util.utcnow()
     first = min(quarters)
     get_state = hass.states.get
-    # When each meter's current value began to hold (None: no state).
-    current: dict[str, tuple[State, datetime] | None] = {}
+    # Each meter with its state and since when its value holds (None: no state).
+    current: list[tuple[Meter, State | None, datetime]] = []
     wanted: dict[str, list[datetime]] = {}
     meter_list = list(meters)
     for meter in meter_list:
         state = get_state(meter.entity_id)
         if state is None:
-            current[meter.entity_id] = None
+            current.append((meter, None, now))
             continue
         since = state.last_changed
         if since > now:
             # Stamped by a clock that was set back since: the recorder's
             # history has the same wrong times, the state is the best value.
             since = datetime.min.replace(tzinfo=UTC)
-        current[meter.entity_id] = (state, since)
+        current.append((meter, state, since))
         # On time (the common case) the value held before every quarter hour.
         if since > first:
             wanted[meter.entity_id] = [q for q in quarters if since > q]
@@ -150,14 +152,13 @@ async def async_readings_at(
         else {}
     )
     result: list[tuple[Meter, list[Reading]]] = []
-    for meter in meter_list:
+    for meter, state, since in current:
         readings: list[Reading] = []
         result.append((meter, readings))
-        if (known := current[meter.entity_id]) is None:
+        if state is None:
             LOGGER.debug("No state of %s: no reading", meter.entity_id)
             continue
-        state, since = known
-        past = recorded.get(meter.entity_id, {})
+        past = recorded.get(meter.entity_id, _NOTHING)
         for quarter in quarters:
             if since <= quarter:
                 value = state_reading(state, meter.kind)

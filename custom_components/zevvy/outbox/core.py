@@ -242,16 +242,19 @@ class Outbox:
         views, queues = self._views, self._queues
         pending = held = rejected = 0
         for key in marked:
-            if (old := views.pop(key, None)) is not None:
+            old = views.get(key)
+            if (queue := queues.get(key)) is None:
+                if old is not None:
+                    del views[key]
+            else:
+                view = views[key] = _view(key, queue)
+                pending += view.pending
+                held += view.held
+                rejected += view.rejected
+            if old is not None:
                 pending -= old.pending
                 held -= old.held
                 rejected -= old.rejected
-            if (queue := queues.get(key)) is None:
-                continue
-            view = views[key] = _view(key, queue)
-            pending += view.pending
-            held += view.held
-            rejected += view.rejected
         self._pending += pending
         self._held += held
         self._rejected += rejected
@@ -280,9 +283,11 @@ class Outbox:
         return list(self._queues.keys() | self.meter_states.keys())
 
     def views(self) -> dict[str, QueueView]:
-        """Return what each queue holds, by key (a snapshot: a new dict)."""
+        """Return what each queue holds, by key (a snapshot: a new dict), in the
+        order of the queues."""
         self._recount()
-        return dict(self._views)
+        views = self._views
+        return {key: views[key] for key in self._queues}
 
     def last_delivered(self, key: str) -> Reading | None:
         """Return the last reading zevvy confirmed for a queue."""

@@ -268,6 +268,31 @@ class Queue:
                 return True
         return False
 
+    def is_newest(self, when: int) -> bool:
+        """Return whether ``when`` is after every reading kept and the last sent."""
+        if self.last_time is not None and when <= self.last_time:
+            return False
+        for series in (self.pending, self.held, self.rejected):
+            times = series.times
+            if times and when <= times[-1]:
+                return False
+        return True
+
+    def newest_neighbour(self) -> tuple[float, int] | None:
+        """Return ``neighbours(when)[0]`` for a ``when`` that ``is_newest``.
+
+        The newest pending reading or the last delivered one, whichever is
+        newer (the pending one if at the same time).
+        """
+        pending = self.pending
+        times = pending.times
+        last, value = self.last_time, self.last_value
+        if times and (last is None or value is None or times[-1] >= last):
+            return pending.values[-1], pending.steps[-1]
+        if last is not None and value is not None:
+            return value, self.last_step
+        return None
+
     def neighbours(
         self, when: int
     ) -> tuple[tuple[float, int] | None, tuple[float, int] | None]:

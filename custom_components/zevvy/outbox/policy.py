@@ -122,10 +122,21 @@ def add_readings(
     for reading in readings:
         when = to_epoch(reading.read_at)
         value = round_kwh(float(reading.value))
-        if queue.contains(when):
+        if queue.is_newest(when):
+            # The common case (a tick): no duplicate, and only the reading
+            # before it to compare with (drop_of, in short).
+            before = queue.newest_neighbour()
+            drop = (
+                (before[0], value)
+                if before is not None and _is_drop(before[0], before[1], value, step)
+                else None
+            )
+        elif queue.contains(when):
             result.duplicates += 1
             continue
-        if (drop := drop_of(queue, when, value, step)) is not None:
+        else:
+            drop = drop_of(queue, when, value, step)
+        if drop is not None:
             queue.held.insert(when, value, step)
             result.held += 1
             LOGGER.warning(
