@@ -126,38 +126,50 @@ async def async_readings_at(
     now = dt_util.utcnow()
     first = min(quarters)
     get_state = hass.states.get
-    # Each meter with its state and since when its value holds (None: no state).
-    current: list[tuple[Meter, State | None, datetime]] = []
+    result: list[tuple[Meter, list[Reading]]] = []
+    # Meters whose value changed after a quarter hour: their readings wait
+    # for the recorder's (with the state and since when its value holds).
+    later: list[tuple[Meter, State, datetime, list[Reading]]] = []
     wanted: dict[str, list[datetime]] = {}
     meter_list = list(meters)
     for meter in meter_list:
-        state = get_state(meter.entity_id)
-        if state is None:
-            current.append((meter, None, now))
+        readings: list[Reading] = []
+        result.append((meter, readings))
+        if (state := get_state(meter.entity_id)) is None:
+            LOGGER.debug("No state of %s: no reading", meter.entity_id)
             continue
         since = state.last_changed
         if since > now:
             # Stamped by a clock that was set back since: the recorder's
             # history has the same wrong times, the state is the best value.
             since = datetime.min.replace(tzinfo=UTC)
-        current.append((meter, state, since))
-        # On time (the common case) the value held before every quarter hour.
         if since > first:
             wanted[meter.entity_id] = [q for q in quarters if since > q]
-    recorded = (
-        await _async_recorded_values(
+            later.append((meter, state, since, readings))
+            continue
+        # On time (the common case): its value held at every quarter hour.
+        if (value := state_reading(state, meter.kind)) is None:
+            for quarter in quarters:
+                LOGGER.debug("No reading for %s at %s", meter.entity_id, quarter)
+            continue
+        # A list, not a generator: a tick of 1000 meters passes here each time.
+        readings.extend([Reading(quarter, value) for quarter in quarters])
+    if later:
+        recorded = await _async_recorded_values(
             hass, wanted, {meter.entity_id: meter.kind for meter in meter_list}
         )
-        if wanted
-        else {}
-    )
-    result: list[tuple[Meter, list[Reading]]] = []
-    for meter, state, since in current:
-        readings: list[Reading] = []
-        result.append((meter, readings))
-        if state is None:
-            LOGGER.debug("No state of %s: no reading", meter.entity_id)
-            continue
+        _readings_later(later, quarters, recorded)
+    return result
+
+
+def _readings_later(
+    later: Iterable[tuple[Meter, State, datetime, list[Reading]]],
+    quarters: Sequence[datetime],
+    recorded: Mapping[str, Mapping[datetime, float]],
+) -> None:
+    """Add the readings of meters whose value changed after a quarter hour:
+    the state's from when it holds, the recorder's before."""
+    for meter, state, since, readings in later:
         past = recorded.get(meter.entity_id, _NOTHING)
         for quarter in quarters:
             if since <= quarter:
@@ -176,4 +188,3 @@ async def async_readings_at(
                 LOGGER.debug("No reading for %s at %s", meter.entity_id, quarter)
                 continue
             readings.append(Reading(quarter, value))
-    return result

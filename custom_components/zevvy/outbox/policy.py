@@ -82,6 +82,8 @@ def _is_drop(higher: float, higher_step: int, lower: float, lower_step: int) -> 
 
     Both in kWh, with their precisions in Wh.
     """
+    if lower >= higher:
+        return False  # the common case; never a drop (rounding keeps the order)
     tolerance = (
         0 if higher_step == lower_step else drop_tolerance(higher_step, lower_step)
     )
