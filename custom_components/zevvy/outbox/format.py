@@ -270,13 +270,18 @@ class Queue:
 
     def is_newest(self, when: int) -> bool:
         """Return whether ``when`` is after every reading kept and the last sent."""
-        if self.last_time is not None and when <= self.last_time:
-            return False
-        for series in (self.pending, self.held, self.rejected):
-            times = series.times
-            if times and when <= times[-1]:
-                return False
-        return True
+        last = self.last_time
+        pending, held, rejected = (
+            self.pending.times,
+            self.held.times,
+            self.rejected.times,
+        )
+        return (
+            (last is None or when > last)
+            and (not pending or when > pending[-1])
+            and (not held or when > held[-1])
+            and (not rejected or when > rejected[-1])
+        )
 
     def newest_neighbour(self) -> tuple[float, int] | None:
         """Return ``neighbours(when)[0]`` for a ``when`` that ``is_newest``.
