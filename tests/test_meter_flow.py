@@ -192,6 +192,7 @@ async def test_login_offers_meters_preselected_from_energy_dashboard(
         "position": "1",
         "total": "3",
         "value": "1.500",
+        "unit": "kWh",
         "suggested": SOURCE_SENSOR,
     }
     assert suggested(result) == {
@@ -500,6 +501,7 @@ async def test_add_meter(hass: HomeAssistant) -> None:
         "entity_id": "sensor.wallbox_total",
         "name": "Wallbox Total energy",
         "value": "1.500",
+        "unit": "kWh",
         "suggested": SOURCE_SENSOR,
     }
     assert suggested(result) == {
@@ -695,6 +697,7 @@ async def test_rename_meter(hass: HomeAssistant) -> None:
         "source": SOURCE_SENSOR,
         "start_value": "\u2013",
         "start_at": "\u2013",
+        "unit": "kWh",
     }
     assert suggested(result) == {
         CONF_DEVICE_REF: "PV",

@@ -608,3 +608,41 @@ async def test_add_water_meter_stores_its_kind(hass: HomeAssistant) -> None:
     assert [(m.entity_id, m.kind) for m in resolve_meters(hass, entry)] == [
         (water.entity_id, MeterKind.WATER)
     ]
+
+
+async def test_a_water_running_total_is_asked_in_cubic_metres(
+    hass: HomeAssistant,
+) -> None:
+    """A water meter's names step shows its value in m³, and a running total's
+    start value is asked in m³ (German text: every word in German)."""
+    entry = add_account(hass)
+    make_sensor(hass, "water", unit="L", extra=WATER, friendly_name="Flat 2")
+    hass.states.async_set(
+        "sensor.water",
+        "1234567",
+        {
+            ATTR_UNIT_OF_MEASUREMENT: "L",
+            "device_class": "water",
+            "state_class": "total_increasing",
+        },
+    )
+    result = await hass.config_entries.subentries.async_init(
+        (entry.entry_id, SUBENTRY_TYPE_METER), context={"source": SOURCE_USER}
+    )
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"], {CONF_ENTITY_ID: "sensor.water"}
+    )
+    placeholders = result["description_placeholders"] or {}
+    text = icu.render(
+        "de",
+        icu.lookup("de", "config_subentries.meter.step.references.description"),
+        placeholders,
+    )
+    assert "jetzt 1234.567 m³." in text
+    assert "kWh" not in text
+    result = await hass.config_entries.subentries.async_configure(
+        result["flow_id"],
+        {**suggested(result), "reading_source": "running_total"},
+    )
+    assert result["step_id"] == "start"
+    assert selector_config(result, "start_value")["unit_of_measurement"] == "m³"

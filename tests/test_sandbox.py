@@ -1675,3 +1675,31 @@ async def test_cli_refuses_impossible_settings() -> None:
         _, stderr = await process.communicate()
     assert process.returncode == 2
     assert b"validation_status must be an HTTP error status" in stderr
+
+
+async def test_fault_after_the_request_was_carried_out(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """`after`: the readings are stored, then the answer is a 504 or dropped."""
+    token = sandbox.issue_tokens().access_token
+    url = bulk_url(sandbox, "Car", "Energy")
+
+    sandbox.inject_fault(status=504, after=True)
+    status, _ = await bulk_create(session, url, token, READINGS[:1])
+    assert status == 504
+    assert [r.read_at for r in sandbox.readings()] == ["2026-11-26T14:00:00.000Z"]
+    # Sent again: zevvy has it.
+    status, _ = await bulk_create(session, url, token, READINGS[:1])
+    assert status == 409
+
+    sandbox.inject_fault(status=None, drop=True, after=True)
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await bulk_create(session, url, token, READINGS[1:])
+    assert len(sandbox.readings()) == 2
+
+    # Through the admin API too.
+    async with session.post(
+        f"{sandbox.url}/_sandbox/faults", json={"status": 502, "after": True}
+    ) as response:
+        assert response.status == 200
+    assert sandbox.faults[0].after

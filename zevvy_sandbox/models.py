@@ -204,6 +204,10 @@ class Fault:
     # either set, the fault matches API requests only.
     device_ref: str | None = None
     register_ref: str | None = None
+    # The request is carried out first (a bulk create stores its readings), then
+    # answered with the fault or dropped: a gateway's 504 or a lost answer after
+    # zevvy stored the readings.
+    after: bool = False
 
     def matches(
         self, target: str, device_ref: str | None, register_ref: str | None

@@ -413,6 +413,7 @@ class ZevvySandbox:
         body: dict[str, object] | None = None,
         device_ref: str | None = None,
         register_ref: str | None = None,
+        after: bool = False,
     ) -> None:
         """Make the next `count` requests to `target` fail.
 
@@ -423,6 +424,10 @@ class ZevvySandbox:
         `device_ref` and/or `register_ref` limit the fault to bulk-create requests
         for that device / register (e.g. one register answering 404 while the
         others are stored); other requests pass it by.
+
+        `after`: the request is carried out first (a bulk create stores its
+        readings), then answered with `status` or dropped: zevvy stored the
+        readings but the client never learns it.
         """
         if target not in FAULT_TARGETS:
             raise ValueError(f"unknown fault target {target!r}")
@@ -448,6 +453,7 @@ class ZevvySandbox:
                 body=body,
                 device_ref=device_ref,
                 register_ref=register_ref,
+                after=after,
             )
         )
 
@@ -898,7 +904,10 @@ class ZevvySandbox:
                 await asyncio.sleep(self.config.latency)
             fault = self._take_fault(request)
             response = None
-            if fault is not None:
+            if fault is not None and fault.after:
+                stored = await handler(request)
+                response = await self._apply_fault(request, fault) or stored
+            elif fault is not None:
                 response = await self._apply_fault(request, fault)
             if response is None:
                 response = await handler(request)
@@ -1451,6 +1460,7 @@ class ZevvySandbox:
                 body=body.get("body"),
                 device_ref=body.get("device_ref"),
                 register_ref=body.get("register_ref"),
+                after=bool(body.get("after", False)),
             )
         except (TypeError, ValueError) as err:
             return web.json_response({"message": str(err)}, status=400)

@@ -71,17 +71,19 @@ from .meters import (
 from .outbox import Destination, meter_series
 from .sources import (
     SOURCE_FIELD,
-    START_SCHEMA,
     async_continue_series,
     async_meter_form,
     continues_series,
+    entity_unit,
     last_delivered,
     last_placeholders,
+    meter_unit,
     restarts_from_zero,
     running_total_from,
     source_from_input,
     source_placeholders,
     start_placeholders,
+    start_schema,
 )
 
 # Fields of the multi-select step after login: one per kind of meter.
@@ -108,14 +110,17 @@ REFERENCES_SCHEMA: Final = vol.Schema(
         vol.Required(CONF_REGISTER_REF): TextSelector(),
     }
 )
-# A meter's names and reading source (a running total's start: START_SCHEMA).
+# A meter's names and reading source (a running total's start: start_schema).
 METER_SCHEMA: Final = REFERENCES_SCHEMA.extend(SOURCE_FIELD)
 RECONFIGURE_SCHEMA: Final = METER_SCHEMA
-# Switching to a running total: its start value, and the register name (a new
-# name starts a new series on zevvy).
-RECONFIGURE_START_SCHEMA: Final = START_SCHEMA.extend(
-    {vol.Required(CONF_REGISTER_REF): TextSelector()}
-)
+
+
+def reconfigure_start_schema(unit: str) -> vol.Schema:
+    """Switching to a running total: its start value (in the meter's unit), and
+    the register name (a new name starts a new series on zevvy)."""
+    return start_schema(unit).extend({vol.Required(CONF_REGISTER_REF): TextSelector()})
+
+
 ACCEPT_SCHEMA: Final = METER_SCHEMA.extend(
     {vol.Optional(CONF_ACCEPT_SUGGESTED, default=False): BooleanSelector()}
 )
@@ -362,7 +367,8 @@ class MeterSelectionFlow(ConfigFlow):
         return self.async_show_form(
             step_id="meter_start",
             data_schema=self.add_suggested_values_to_schema(
-                START_SCHEMA, {CONF_START_VALUE: 0.0}
+                start_schema(entity_unit(self.hass, entity_entry)),
+                {CONF_START_VALUE: 0.0},
             ),
             description_placeholders=start_placeholders(
                 self.hass, entity_entry, self._meter_references
@@ -490,7 +496,8 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
         return self.async_show_form(
             step_id="start",
             data_schema=self.add_suggested_values_to_schema(
-                START_SCHEMA, {CONF_START_VALUE: 0.0}
+                start_schema(entity_unit(self.hass, entity_entry)),
+                {CONF_START_VALUE: 0.0},
             ),
             description_placeholders=start_placeholders(
                 self.hass, entity_entry, self._new_references
@@ -617,10 +624,13 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
         return self.async_show_form(
             step_id="reconfigure_start",
             data_schema=self.add_suggested_values_to_schema(
-                RECONFIGURE_START_SCHEMA, suggested
+                reconfigure_start_schema(meter_unit(subentry.data)), suggested
             ),
             errors=errors,
-            description_placeholders={**self._references, **last_placeholders(last)},
+            description_placeholders={
+                **self._references,
+                **last_placeholders(last, meter_unit(subentry.data)),
+            },
         )
 
     def _async_update_meter(self, source: Mapping[str, Any]) -> SubentryFlowResult:

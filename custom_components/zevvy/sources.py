@@ -46,11 +46,15 @@ from .const import (
 from .coordinator import Decision, ZevvyConfigEntry
 from .history import async_fill_since
 from .meters import (
+    KINDS,
+    MeterKind,
     async_default_references,
+    entity_kind,
     friendly_name,
     round_kwh,
     source_data,
-    state_to_kwh,
+    state_reading,
+    stored_kind,
 )
 
 QUARTER: Final = COLLECT_INTERVAL_MINUTES * 60
@@ -76,18 +80,40 @@ SOURCE_SELECTOR: Final = SelectSelector(
         mode=SelectSelectorMode.LIST,
     )
 )
-START_VALUE_SELECTOR: Final = NumberSelector(
-    NumberSelectorConfig(
-        min=0, step="any", mode=NumberSelectorMode.BOX, unit_of_measurement="kWh"
+
+
+def start_schema(unit: str) -> vol.Schema:
+    """Return the start value's form, in the meter's billing unit (kWh, m³)."""
+    return vol.Schema(
+        {
+            vol.Required(CONF_START_VALUE): NumberSelector(
+                NumberSelectorConfig(
+                    min=0,
+                    step="any",
+                    mode=NumberSelectorMode.BOX,
+                    unit_of_measurement=unit,
+                )
+            )
+        }
     )
-)
+
+
+def entity_unit(hass: HomeAssistant, entity_entry: er.RegistryEntry) -> str:
+    """Return the unit zevvy receives an entity's readings in (kWh, m³)."""
+    return KINDS[entity_kind(hass, entity_entry) or MeterKind.ENERGY].billing_unit
+
+
+def meter_unit(data: Mapping[str, Any]) -> str:
+    """Return the unit zevvy receives a meter's readings in (kWh, m³)."""
+    return KINDS[stored_kind(data)].billing_unit
+
+
 # Optional: a form sent without it keeps the sensor's value (a new meter) or
 # the meter's current source (a changed one). A running total's start value is
-# asked in a step of its own (``START_SCHEMA``).
+# asked in a step of its own (``start_schema``).
 SOURCE_FIELD: Final[dict[vol.Marker, Any]] = {
     vol.Optional(CONF_READING_SOURCE): SOURCE_SELECTOR
 }
-START_SCHEMA: Final = vol.Schema({vol.Required(CONF_START_VALUE): START_VALUE_SELECTOR})
 
 
 @callback
@@ -144,7 +170,7 @@ def local_time(epoch: float) -> str:
 
 
 def kwh_text(value: float | None) -> str:
-    """Return a kWh value for the UI."""
+    """Return a reading (kWh or m³, 3 decimals) for the UI."""
     return UNKNOWN if value is None else f"{value:.{READING_DECIMALS}f}"
 
 
@@ -156,8 +182,10 @@ def source_choice_placeholders(
     ``suggested`` is the source's key: the texts name it in the language of the
     person looking (an ICU ``select``), not in Home Assistant's.
     """
+    kind = entity_kind(hass, entity_entry) or MeterKind.ENERGY
     return {
-        "value": kwh_text(state_to_kwh(hass.states.get(entity_entry.entity_id))),
+        "value": kwh_text(state_reading(hass.states.get(entity_entry.entity_id), kind)),
+        "unit": KINDS[kind].billing_unit,
         "suggested": suggested_source(hass, entity_entry)[CONF_READING_SOURCE],
     }
 
@@ -174,6 +202,7 @@ def start_placeholders(
         "device_ref": references[0],
         "register_ref": references[1],
         "start": local_time(first_quarter()),
+        "unit": entity_unit(hass, entity_entry),
     }
 
 
@@ -225,18 +254,19 @@ def last_delivered(
     return reading
 
 
-def last_placeholders(reading: Reading | None) -> dict[str, str]:
-    """Return the last reading zevvy has (value, time) for a text.
+def last_placeholders(reading: Reading | None, unit: str) -> dict[str, str]:
+    """Return the last reading zevvy has (value, time, unit) for a text.
 
     ``has_last``: the text leaves out what it says of the last reading when
     zevvy has none.
     """
     if reading is None:
-        return {"has_last": "no", "last": UNKNOWN, "last_at": UNKNOWN}
+        return {"has_last": "no", "last": UNKNOWN, "last_at": UNKNOWN, "unit": unit}
     return {
         "has_last": "yes",
         "last": kwh_text(reading.value),
         "last_at": local_time(reading.read_at.timestamp()),
+        "unit": unit,
     }
 
 
@@ -246,6 +276,7 @@ def source_placeholders(data: Mapping[str, Any]) -> dict[str, str]:
     return {
         "source": data.get(CONF_READING_SOURCE, SOURCE_SENSOR),
         "start_value": kwh_text(data.get(CONF_START_VALUE)),
+        "unit": meter_unit(data),
         "start_at": UNKNOWN if start_at is None else local_time(start_at),
     }
 

@@ -1,0 +1,1 @@
+"""Deterministic simulation: the integration through seeded months of faults."""

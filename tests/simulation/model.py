@@ -1,0 +1,195 @@
+"""What zevvy must hold: an independent model of the README's rules.
+
+Written from README.md ("How delivery works", "Chargers and counters that
+restart"), not from the integration's code; it imports nothing of
+``custom_components.zevvy``. Input: the states Home Assistant saw of each
+simulated sensor (a timeline per meter, with the instants they were set), the
+meter's reading source and the instants the integration was running. Output, per
+meter and quarter hour: the value zevvy must hold, or that the quarter hour may be
+missing, or that it must be there.
+
+Rules modelled:
+
+- A sensor-value meter's reading at a quarter hour is the sensor's state as of
+  that quarter hour (the last state set at or before it), converted to kWh
+  (Wh / 1000, MWh * 1000) and rounded to 3 decimals. ``unknown``/``unavailable``
+  give no reading (never a 0).
+- A running total's reading is its start value plus what the sensor counted since
+  the meter's start (the states the integration saw: the simulation has no
+  recorder to replay the others), by Home Assistant's statistics ``sum`` rule: a
+  ``total_increasing`` state below 90 % of the previous one is a restart and
+  counts from zero; a ``total`` state with a new ``last_reset`` starts a new cycle
+  (counts from zero); otherwise the difference counts. Unavailable states are
+  skipped. The count starts from the state as of the meter's start.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+
+QUARTER = timedelta(minutes=15)
+UNIT_TO_KWH = {"Wh": 0.001, "kWh": 1.0, "MWh": 1000.0}
+NOT_NUMERIC = frozenset({"unknown", "unavailable"})
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    """One state Home Assistant saw of a sensor."""
+
+    at: datetime
+    state: str
+    unit: str
+    last_reset: str | None = None
+    # Whether the integration was running (loaded) to see it. The simulation
+    # has no recorder, so a running total counts only the states it saw (and
+    # the state current when it starts).
+    seen: bool = True
+
+
+@dataclass
+class MeterModel:
+    """One meter: its sensor's timeline and how zevvy names its series."""
+
+    name: str
+    running: bool
+    state_class: str = "total_increasing"
+    start_value: float = 0.0
+    start_at: datetime | None = None
+    observations: list[Observation] = field(default_factory=list)
+    # (since, device_ref, register_ref): the names in force from `since` on.
+    registers: list[tuple[datetime, str, str]] = field(default_factory=list)
+    added_at: datetime | None = None
+    deleted_at: datetime | None = None
+
+    def observe(self, observation: Observation) -> None:
+        """Record a state (in time order)."""
+        self.observations.append(observation)
+
+    def started(self) -> None:
+        """The integration starts: it sees the sensor's current state."""
+        if self.observations and not self.observations[-1].seen:
+            self.observations[-1] = replace(self.observations[-1], seen=True)
+
+    def state_as_of(self, moment: datetime) -> Observation | None:
+        """Return the last state set at or before ``moment``."""
+        times = [o.at for o in self.observations]
+        index = bisect_right(times, moment)
+        return self.observations[index - 1] if index else None
+
+    def value_at(self, quarter: datetime) -> float | None:
+        """Return what zevvy must hold for ``quarter`` (None: no reading)."""
+        if self.running:
+            return self._running_at(quarter)
+        observation = self.state_as_of(quarter)
+        if observation is None or observation.state in NOT_NUMERIC:
+            return None
+        return round(float(observation.state) * UNIT_TO_KWH[observation.unit], 3)
+
+    def _running_at(self, quarter: datetime) -> float | None:
+        assert self.start_at is not None
+        if quarter < self.start_at:
+            return None
+        total = 0.0
+        previous: Observation | None = None
+        for observation in self.observations:
+            if observation.at > quarter:
+                break
+            if observation.state in NOT_NUMERIC or not observation.seen:
+                continue
+            if observation.at <= self.start_at or previous is None:
+                previous = observation  # the baseline: the state as of the start
+                continue
+            total += self._counted(previous, observation)
+            previous = observation
+        return round(self.start_value + total, 3)
+
+    def _counted(self, previous: Observation, current: Observation) -> float:
+        old = float(previous.state) * UNIT_TO_KWH[previous.unit]
+        new = float(current.state) * UNIT_TO_KWH[current.unit]
+        if self.state_class == "total":
+            if current.last_reset != previous.last_reset:
+                return new
+            return new - old
+        if new < 0.9 * old:
+            return new
+        return new - old
+
+    def below_earlier(self, quarter: datetime) -> bool:
+        """Return whether the value at ``quarter`` is below an earlier one.
+
+        Such a reading is a drop: held back with a repair issue (README,
+        "Meter reading went down"), not sent.
+        """
+        value = self.value_at(quarter)
+        if value is None or self.running:
+            return False
+        earlier = [
+            v
+            for o in self.observations
+            if o.at < quarter and (v := _kwh(o)) is not None
+        ]
+        return bool(earlier) and value < max(earlier)
+
+    def registers_for(self, quarter: datetime) -> set[tuple[str, str]]:
+        """Return the (device, register) names a reading of ``quarter`` may carry.
+
+        The names in force at the quarter hour or set later (waiting readings
+        of a renamed meter may move to the new names).
+        """
+        names: set[tuple[str, str]] = set()
+        for index, (_since, device, register) in enumerate(self.registers):
+            until = (
+                self.registers[index + 1][0]
+                if index + 1 < len(self.registers)
+                else None
+            )
+            if until is None or until > quarter:
+                names.add((device, register))
+        return names
+
+
+def _kwh(observation: Observation) -> float | None:
+    if observation.state in NOT_NUMERIC:
+        return None
+    return round(float(observation.state) * UNIT_TO_KWH[observation.unit], 3)
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """What zevvy must hold for one meter and quarter hour."""
+
+    value: float | None  # None: no reading may exist
+    required: bool  # must be on zevvy (or held/set aside with a repair)
+
+
+def expectation(
+    meter: MeterModel, quarter: datetime, *, running: bool, late: bool = False
+) -> Expectation:
+    """Return what zevvy must hold for ``meter`` at ``quarter``.
+
+    ``running``: the integration was running (set up, ticking or stalled) at the
+    quarter hour, so the reading is owed; ``late``: its tick came late while the
+    sensor kept reporting. While Home Assistant was stopped, the
+    quarter may be missing (no recorder in the simulation), but a reading that is
+    there must still be the model's value.
+    """
+    value = meter.value_at(quarter)
+    # A deleted meter's readings not yet delivered are dropped with it (README,
+    # "Removing a meter"): none of its quarter hours is owed.
+    alive = (
+        meter.added_at is None or meter.added_at < quarter
+    ) and meter.deleted_at is None
+    required = running and alive and value is not None
+    if late and not meter.running:
+        # Read late (Home Assistant busy): the state as of the quarter hour comes
+        # from the recorder when it changed since; without one it stays empty.
+        required = False
+    if meter.running and value is not None:
+        # A running total at a quarter hour its sensor was unavailable: the
+        # README does not promise a reading then.
+        observation = meter.state_as_of(quarter)
+        if observation is None or observation.state in NOT_NUMERIC:
+            required = False
+    return Expectation(value=value, required=required)
