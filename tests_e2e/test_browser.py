@@ -306,7 +306,12 @@ def change_meter_in(
     )
     page.goto(f"{home_assistant.url}/config/integrations/integration/zevvy")
     page.reload()
-    page.get_by_role("button", name=CONFIGURE[language], exact=True).first.click()
+    # The meter's button: "Configure" on 2025.4; on 2026.x a gear labelled
+    # with the integration's own text ("Change meter").
+    change = icu.lookup(language, "config_subentries.meter.initiate_flow.reconfigure")
+    page.get_by_role("button", name=CONFIGURE[language], exact=True).or_(
+        page.get_by_role("button", name=change, exact=True)
+    ).first.click()
     flow = page.locator("dialog-data-entry-flow")
     title = icu.lookup(language, "config_subentries.meter.step.reconfigure.title")
     expect(flow.get_by_text(title)).to_be_visible()
@@ -332,6 +337,9 @@ def add_running_total_in(
     # In the account's ⋮ menu (the first one of the page) in 2025.4; a button of
     # its own where a newer frontend shows one.
     button = page.get_by_role("button", name=add_meter, exact=True)
+    menu = page.get_by_role("button", name=MENU[language], exact=True)
+    # The page has loaded (count() does not wait).
+    expect(button.or_(menu).first).to_be_visible()
     if button.count():
         button.first.click()
     else:
@@ -343,8 +351,17 @@ def add_running_total_in(
             icu.lookup(language, "config_subentries.meter.step.user.title")
         )
     ).to_be_visible()
-    flow.get_by_role("combobox").first.fill("EV charger session")
-    page.get_by_role("option", name=re.compile("EV charger session")).first.click()
+    # The entity picker: a combobox to type in (2025.4), or a field that opens
+    # a searchable list when clicked (2026.x). Either way: click, type, pick.
+    flow.locator("ha-entity-picker").first.click()
+    page.wait_for_timeout(300)
+    page.keyboard.type("EV charger session")
+    # An option (2025.4) or a list item of the search results (2026.x).
+    option = page.get_by_role("option", name=re.compile("EV charger session")).or_(
+        page.get_by_text("EV charger session", exact=True)
+    )
+    expect(option.first).to_be_visible()
+    option.first.click()
     flow.get_by_role("button", name=SUBMIT[language], exact=True).click()
 
     names = icu.lookup(language, "config_subentries.meter.step.references.title")
