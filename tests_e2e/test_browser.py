@@ -186,9 +186,10 @@ def add_zevvy_in_the_browser(
     expect(flow.get_by_text("Choose meters")).to_be_visible()
     shots.take(page, "choose-meters")
     flow.get_by_role("button", name="Submit").click()
-    # Seven preselected meters (config/.storage_seed/energy): seven steps.
-    for position in range(1, 8):
-        expect(flow.get_by_text(f"Names on zevvy ({position} of 7)")).to_be_visible()
+    # Eight preselected meters (config/.storage_seed/energy: seven electricity
+    # meters and a water meter in litres): eight steps.
+    for position in range(1, 9):
+        expect(flow.get_by_text(f"Names on zevvy ({position} of 8)")).to_be_visible()
         if position == 1:
             shots.take(page, "meter-names")
         flow.get_by_role("button", name="Submit").click()
@@ -234,13 +235,23 @@ def add_zevvy_in_the_browser(
     quarter = next_quarter(home_assistant.now())
     home_assistant.restart(clock=quarter - timedelta(seconds=15))
     wait_for(
-        lambda: len(sandbox.readings()) == 7,
+        lambda: len(sandbox.readings()) == 8,
         timeout=60,
-        message="the readings of seven meters",
+        message="the readings of eight meters",
     )
+    # The water meter next to the electricity meters, in m³ (it counts litres).
+    water = sandbox.readings(device_ref="Apartment 1 water")
+    assert [reading["register_ref"] for reading in water] == ["Water"]
+    assert 312 < water[0]["value"] < 1000, water
     overview = context.new_page()
     overview.goto(sandbox.url)
-    for device in ("Apartment 1", "Apartment 3", "Grid export", "PV system"):
+    for device in (
+        "Apartment 1",
+        "Apartment 1 water",
+        "Apartment 3",
+        "Grid export",
+        "PV system",
+    ):
         expect(overview.get_by_text(device).first).to_be_visible()
     shots.take(overview, "sandbox-readings")
     overview.close()
@@ -320,7 +331,16 @@ def change_meter_in(
     text = dialog_text(flow)
     assert "+00:00" not in text
     if language != "en":
-        user_data = ["Apartment 1", "Energy", "sensor.apartment_1"]
+        # The first meter in the list (by title): the water meter or
+        # Apartment 1's electricity meter; its names are the user's words.
+        user_data = [
+            "Apartment 1 water",
+            "sensor.apartment_1_water",
+            "Water",
+            "Apartment 1",
+            "Energy",
+            "sensor.apartment_1",
+        ]
         assert not icu.leaked_english(language, text, user_data), text
     # The next language loads the page anew, which closes the dialog.
 
