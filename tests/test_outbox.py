@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from functools import partial
+import random
 from typing import Any
 from unittest.mock import patch
 
@@ -24,6 +25,7 @@ from custom_components.zevvy.outbox import (
     policy as outbox_policy,
     store as outbox_store,
 )
+from custom_components.zevvy.outbox.format import Queue
 
 ENTRY_ID = "entry1"
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -490,3 +492,108 @@ async def test_held_readings_stay_with_the_series_they_were_made_for(
     assert moved.translation_placeholders is not None
     assert moved.translation_placeholders["register"] == "Renamed"
     assert (box.held_count, box.pending_count) == (1, 1)
+
+
+async def _assert_counts_as_loaded(hass: HomeAssistant, box: Outbox) -> None:
+    """The counts and views kept as the outbox changed are those of the same
+    outbox loaded anew (counted from scratch)."""
+    await box.async_save()
+    again = await _reloaded(hass)
+    assert box.views() == again.views()
+    assert list(box.views()) == list(again.views())  # in the queues' order
+    assert (box.pending_count, box.held_count, box.rejected_count) == (
+        again.pending_count,
+        again.held_count,
+        again.rejected_count,
+    )
+
+
+async def test_counts_and_views_follow_every_change(hass: HomeAssistant) -> None:
+    """Every way a queue changes shows in the counts and views at once."""
+    box = Outbox(hass, ENTRY_ID)
+    await box.async_load()
+    a, b = Destination("a", "A", "R", 1, "sensor"), Destination("b", "B", "R", 1)
+    assert (box.views(), box.pending_count) == ({}, 0)
+    # Queued, a drop held back, a duplicate.
+    box.add(a, [Reading(_at(i), 10.0 + i) for i in range(4)])
+    box.add(a, [Reading(_at(4), 5.0), Reading(_at(0), 10.0)])
+    box.add(b, [Reading(_at(i), 20.0 + i) for i in range(3)])
+    assert (box.pending_count, box.held_count) == (7, 1)
+    assert box.views()["a"].oldest_pending == _at(0)
+    await _assert_counts_as_loaded(hass, box)
+    # Confirmed: the baseline moves.
+    batch = box.next_batch("b", 2)
+    assert batch is not None
+    box.confirm(batch)
+    assert box.views()["b"].last_delivered_at == _at(1)
+    await _assert_counts_as_loaded(hass, box)
+    # Rejected, retried, rejected and discarded.
+    batch = box.next_batch("a", 2)
+    assert batch is not None
+    box.reject(batch, "bad")
+    assert (box.rejected_count, box.views()["a"].rejected_message) == (2, "bad")
+    await _assert_counts_as_loaded(hass, box)
+    assert await box.async_retry_rejected("a") == 2
+    await _assert_counts_as_loaded(hass, box)
+    batch = box.next_batch("a", 1)
+    assert batch is not None
+    box.reject(batch, "worse")
+    assert await box.async_discard_rejected("a") == 1
+    assert box.views()["a"].rejected_message is None
+    await _assert_counts_as_loaded(hass, box)
+    # The held drop accepted.
+    assert await box.async_accept_held("a") == 1
+    assert box.held_count == 0
+    await _assert_counts_as_loaded(hass, box)
+    # Renamed, then a new reading source: the readings move to the old names.
+    box.follow(Destination("a", "A2", "R", 1, "sensor"))
+    assert box.views()["a"].device_ref == "A2"
+    await _assert_counts_as_loaded(hass, box)
+    box.follow(Destination("a", "A3", "R", 1, "running_total@1"))
+    assert (box.views()["a"].pending, box.views()["ref:A2/R"].pending) == (0, 4)
+    await _assert_counts_as_loaded(hass, box)
+    # The bound drops the oldest readings, here a rejected one too.
+    batch = box.next_batch("b", 1)
+    assert batch is not None
+    box.reject(batch, "gone")
+    with patch.object(outbox_policy, "OUTBOX_MAX_READINGS", 4):
+        assert box.add(b, [Reading(_at(5), 30.0)]).dropped == 2
+    assert (box.pending_count, box.rejected_count) == (4, 0)
+    assert box.views()["b"].rejected_message is None
+    await _assert_counts_as_loaded(hass, box)
+    # A meter removed, and the outbox loaded again.
+    assert await box.async_remove_queue("b") == 1
+    assert "b" not in box.views()
+    await _assert_counts_as_loaded(hass, box)
+    await box.async_load()
+    await _assert_counts_as_loaded(hass, box)
+    assert box.pending_count == 3
+    await box.async_remove()
+    assert (box.views(), box.pending_count) == ({}, 0)
+
+
+def test_newest_reading_takes_the_short_way_to_the_same_answer() -> None:
+    """A reading after all a queue keeps (a tick's) is checked the short way:
+    the same neighbour and duplicate answers as the general check, for queues
+    of every shape (pending, held, rejected, last sent, at the same times)."""
+    rng = random.Random(20)  # noqa: S311 - a fixed seed, not a secret
+    for _ in range(2000):
+        queue = Queue("Dev", "Reg")
+        times = sorted(rng.sample(range(1, 40), rng.randint(0, 12)))
+        for when in times:
+            series = rng.choice((queue.pending, queue.pending, queue.held))
+            series.insert(when * 900, rng.uniform(0, 10), rng.choice((0, 1, 100)))
+        if rng.random() < 0.3:
+            queue.rejected.insert(rng.randint(1, 45) * 900, 1.0)
+        if rng.random() < 0.6:
+            queue.last_time = rng.randint(1, 45) * 900
+            queue.last_value = rng.uniform(0, 10)
+            queue.last_step = rng.choice((0, 1, 100))
+        for when in range(0, 50 * 900, 450):
+            if queue.is_newest(when):
+                assert not queue.contains(when)
+                before, after = queue.neighbours(when)
+                assert (queue.newest_neighbour(), after) == (before, None)
+            else:
+                kept = [*queue.pending.times, *queue.held.times, *queue.rejected.times]
+                assert any(when <= t for t in [*kept, queue.last_time or -1])

@@ -38,7 +38,7 @@ from .api import Reading, ZevvyClient
 from .const import LOGGER
 from .coordinator import ZevvyCoordinator
 from .issues import async_apply_outbox_report
-from .meters import resolve_meters
+from .meters import Meter, MeterResolver
 from .outbox import AddResult, Destination, Outbox, is_meter_key
 from .quarters import next_quarter, quarter_floor, quarters_through
 from .reading_sources import ReadingSources
@@ -98,6 +98,9 @@ class ReadingPipeline:
         )
         # Where each meter's readings come from (its reading source).
         self.sources = ReadingSources(hass, config_entry, outbox)
+        # The usable meters, checked again only when they may have changed.
+        self.meters = MeterResolver(hass, config_entry)
+        self._destinations: dict[str, tuple[Meter, Destination]] = {}
         self._unsub_tick: CALLBACK_TYPE | None = None
         self._unsub_outbox: CALLBACK_TYPE | None = None
         self._unsub_publish: CALLBACK_TYPE | None = None
@@ -174,6 +177,7 @@ class ReadingPipeline:
         self._stopped = True
         self.sender.async_stop()
         self.sources.async_stop()
+        self.meters.async_stop()
         for unsub in (self._unsub_tick, self._unsub_outbox, self._unsub_publish):
             if unsub is not None:
                 unsub()
@@ -305,15 +309,25 @@ class ReadingPipeline:
                 until.isoformat(),
             )
         owed = quarters_through(read_at, max(read_at, until or read_at))
-        meters = resolve_meters(self.hass, self.config_entry)
+        meters = self.meters.meters()
         found = await self.sources.async_readings_at(meters, owed)
-        items = [(Destination.for_meter(meter), rows) for meter, rows in found if rows]
+        items = [(self._destination(meter), rows) for meter, rows in found if rows]
         self._last_collect = owed[-1]
         # The tick sends right after (unless a retry or a new login is due).
         result = await self.async_accept(items, send=False)
         if not result.changed:
             self._async_publish()  # the time of the last collection
         return result
+
+    def _destination(self, meter: Meter) -> Destination:
+        """Return a meter's destination, the same while the meter is."""
+        kept = self._destinations.get(meter.subentry_id)
+        if kept is None or kept[0] is not meter:
+            kept = self._destinations[meter.subentry_id] = (
+                meter,
+                Destination.for_meter(meter),
+            )
+        return kept[1]
 
     async def _async_prune_removed_meters(self) -> None:
         """Drop the queues of meters whose subentry was deleted."""
@@ -337,7 +351,7 @@ class ReadingPipeline:
     def _async_follow_meters(self) -> None:
         """Take meters' new names (and sources) to their waiting readings now,
         not only with the next quarter hour's readings (``Outbox.follow``)."""
-        for meter in resolve_meters(self.hass, self.config_entry):
+        for meter in self.meters.meters():
             self.outbox.follow(Destination.for_meter(meter))
 
     # --- sending ------------------------------------------------------------------

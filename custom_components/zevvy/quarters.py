@@ -44,6 +44,8 @@ QUARTER_SECONDS: Final = COLLECT_INTERVAL_MINUTES * 60
 # a query, its changes strictly after: start a little before the first quarter
 # hour so that a change exactly on it is seen.
 _MARGIN: Final = timedelta(seconds=1)
+# No recorded readings (shared, never changed).
+_NOTHING: Final[Mapping[datetime, float]] = {}
 
 
 class SensorValueSource:
@@ -183,34 +185,53 @@ async def async_readings_at(
 ) -> list[tuple[Meter, list[Reading]]]:
     """Return each meter's readings at ``quarters`` (oldest first), where known."""
     now = dt_util.utcnow()
-    # When each meter's current value began to hold (None: no state).
-    current: dict[str, tuple[State, datetime] | None] = {}
+    first = min(quarters)
+    get_state = hass.states.get
+    result: list[tuple[Meter, list[Reading]]] = []
+    # Meters whose value changed after a quarter hour: their readings wait
+    # for the recorder's (with the state and since when its value holds).
+    later: list[tuple[Meter, State, datetime, list[Reading]]] = []
     wanted: dict[str, list[datetime]] = {}
     meter_list = list(meters)
     for meter in meter_list:
-        state = hass.states.get(meter.entity_id)
-        if state is None:
-            current[meter.entity_id] = None
+        readings: list[Reading] = []
+        result.append((meter, readings))
+        if (state := get_state(meter.entity_id)) is None:
+            LOGGER.debug("No state of %s: no reading", meter.entity_id)
             continue
         since = state.last_changed
         if since > now:
             # Stamped by a clock that was set back since: the recorder's
             # history has the same wrong times, the state is the best value.
             since = datetime.min.replace(tzinfo=UTC)
-        current[meter.entity_id] = (state, since)
-        if older := [quarter for quarter in quarters if since > quarter]:
-            wanted[meter.entity_id] = older
-    kinds = {meter.entity_id: meter.kind for meter in meter_list}
-    recorded = await _async_recorded_values(hass, wanted, kinds)
-    result: list[tuple[Meter, list[Reading]]] = []
-    for meter in meter_list:
-        readings: list[Reading] = []
-        result.append((meter, readings))
-        if (known := current[meter.entity_id]) is None:
-            LOGGER.debug("No state of %s: no reading", meter.entity_id)
+        if since > first:
+            wanted[meter.entity_id] = [q for q in quarters if since > q]
+            later.append((meter, state, since, readings))
             continue
-        state, since = known
-        past = recorded.get(meter.entity_id, {})
+        # On time (the common case): its value held at every quarter hour.
+        if (value := state_reading(state, meter.kind)) is None:
+            for quarter in quarters:
+                LOGGER.debug("No reading for %s at %s", meter.entity_id, quarter)
+            continue
+        # A list, not a generator: a tick of 1000 meters passes here each time.
+        readings.extend([Reading(quarter, value) for quarter in quarters])
+    if later:
+        recorded = await _async_recorded_values(
+            hass, wanted, {meter.entity_id: meter.kind for meter in meter_list}
+        )
+        _readings_later(later, quarters, recorded)
+    return result
+
+
+def _readings_later(
+    later: Iterable[tuple[Meter, State, datetime, list[Reading]]],
+    quarters: Sequence[datetime],
+    recorded: Mapping[str, Mapping[datetime, float]],
+) -> None:
+    """Add the readings of meters whose value changed after a quarter hour:
+    the state's from when it holds, the recorder's before."""
+    for meter, state, since, readings in later:
+        past = recorded.get(meter.entity_id, _NOTHING)
         for quarter in quarters:
             if since <= quarter:
                 value = state_reading(state, meter.kind)
@@ -228,4 +249,3 @@ async def async_readings_at(
                 LOGGER.debug("No reading for %s at %s", meter.entity_id, quarter)
                 continue
             readings.append(Reading(quarter, value))
-    return result
