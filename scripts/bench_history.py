@@ -55,7 +55,7 @@ from sqlalchemy import insert
 
 from custom_components.zevvy import gap_fill, services
 from custom_components.zevvy.const import DOMAIN
-from custom_components.zevvy.coordinator import ZevvyRuntimeData
+from custom_components.zevvy.runtime import ZevvyRuntimeData
 from zevvy_sandbox import SandboxConfig, ZevvySandbox
 
 QUICK = "--quick" in sys.argv[1:]
@@ -187,7 +187,8 @@ async def run(
     entry.runtime_data = ZevvyRuntimeData(
         tokens=None,  # type: ignore[arg-type]
         outbox=coordinator.outbox,
-        coordinator=coordinator,
+        pipeline=coordinator,
+        coordinator=coordinator.coordinator,
     )
     entry.mock_state(hass, ConfigEntryState.LOADED)
     entity_ids = [subentry.data["entity_id"] for subentry in entry.subentries.values()]

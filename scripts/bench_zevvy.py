@@ -5,6 +5,12 @@ Run with ``scripts/bench``; prints one JSON summary. ``--quick`` (what
 few seconds; its numbers only show that every case still runs. Any error, or a
 run longer than ``BENCH_TIMEOUT`` seconds, ends the script with exit code 1.
 
+``--only-ticks`` measures only the event-loop time: the ticks (10, 100 and 1000
+meters) and the enqueue of the 7-day backlog, nothing delivered but the ticks'
+readings. ``--code DIR`` benchmarks the integration and sandbox of another tree
+(``DIR/custom_components``, ``DIR/zevvy_sandbox``) with this script:
+``scripts/bench_compare`` sets two trees side by side that way.
+
 It uses a real Home Assistant core object (``async_test_home_assistant`` from
 pytest-homeassistant-custom-component, with a temporary config directory, so
 ``Store`` writes real files), the real outbox and coordinator, and the sandbox
@@ -25,7 +31,15 @@ import time
 import tracemalloc
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+def _option(name: str) -> str | None:
+    """Return the value after ``name`` on the command line, None if absent."""
+    args = sys.argv[1:]
+    return args[args.index(name) + 1] if name in args[:-1] else None
+
+
+CODE = Path(_option("--code") or Path(__file__).resolve().parent.parent).resolve()
+sys.path.insert(0, str(CODE))
 
 # ruff: noqa: E402
 import aiohttp
@@ -58,18 +72,29 @@ from custom_components.zevvy.const import (
     PARALLEL_UPLOADS,
     SUBENTRY_TYPE_METER,
 )
-from custom_components.zevvy.coordinator import ZevvyCoordinator, next_quarter
 from custom_components.zevvy.outbox import (
     Destination,
     Outbox,
     format as outbox_format,
 )
+
+try:
+    from custom_components.zevvy.pipeline import ReadingPipeline
+    from custom_components.zevvy.quarters import next_quarter
+except ImportError:  # --code of a revision before the pipeline (issue 20)
+    from custom_components.zevvy.coordinator import (  # type: ignore[attr-defined,no-redef]
+        ZevvyCoordinator as ReadingPipeline,
+        next_quarter,
+    )
 from zevvy_sandbox import SandboxConfig, ZevvySandbox
 
 QUARTER = timedelta(minutes=15)
 QUICK = "--quick" in sys.argv[1:]
+ONLY_TICKS = "--only-ticks" in sys.argv[1:]
 TICK_SIZES = (10, 50) if QUICK else (10, 100, 1000)
 BACKLOG_METERS = 10 if QUICK else 100
+# Ticks per size; the fastest counts (--only-ticks: 11, for steadier figures).
+TICK_REPEATS = 11 if ONLY_TICKS else 3
 BACKLOG_DAYS = 1 if QUICK else 7
 # The outbox-at-bound case fills this many readings (the bound itself in a full run).
 BOUND_READINGS = 20_000 if QUICK else None
@@ -102,7 +127,7 @@ async def _setup(
     session: aiohttp.ClientSession,
     meters: int,
     tag: str,
-) -> ZevvyCoordinator:
+) -> ReadingPipeline:
     """An entry with ``meters`` Wh sensors, its outbox and coordinator."""
     registry = er.async_get(hass)
     subentries: list[ConfigSubentryData] = []
@@ -150,10 +175,10 @@ async def _setup(
     client = ZevvyClient(session, tokens, sandbox.api_url)
     outbox = Outbox(hass, entry.entry_id)
     await outbox.async_load()
-    return ZevvyCoordinator(hass, entry, client, outbox)
+    return ReadingPipeline(hass, entry, client, outbox)
 
 
-async def _tick(coordinator: ZevvyCoordinator, read_at: datetime) -> dict[str, Any]:
+async def _tick(coordinator: ReadingPipeline, read_at: datetime) -> dict[str, Any]:
     """One quarter hour: loop time to collect and enqueue, save, delivery."""
     hass = coordinator.hass
     for state in hass.states.async_all("sensor"):
@@ -169,9 +194,12 @@ async def _tick(coordinator: ZevvyCoordinator, read_at: datetime) -> dict[str, A
     # Event-loop time: collect + enqueue run without awaiting anything but the
     # save, which is measured on its own below.
     outbox.async_save = no_save  # type: ignore[method-assign]
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     await coordinator.async_collect(read_at)
     collect = time.perf_counter() - start
+    # The same in CPU time of this process: on a busy machine (other processes
+    # taking turns on the cores) much steadier than the wall clock.
+    collect_cpu = time.process_time() - start_cpu
     outbox.async_save = real_save  # type: ignore[method-assign]
 
     start = time.perf_counter()
@@ -190,6 +218,7 @@ async def _tick(coordinator: ZevvyCoordinator, read_at: datetime) -> dict[str, A
     return {
         "meters": len(coordinator.config_entry.subentries),
         "collect_enqueue_loop_ms": _ms(collect),
+        "collect_enqueue_cpu_ms": _ms(collect_cpu),
         "save_snapshot_loop_ms": _ms(snapshot_loop),
         "save_encode_executor_ms": _ms(encode),
         "save_wall_ms": _ms(save_wall),
@@ -199,23 +228,38 @@ async def _tick(coordinator: ZevvyCoordinator, read_at: datetime) -> dict[str, A
 
 
 async def _backlog(
-    coordinator: ZevvyCoordinator, start: datetime, prefix: str = "backlog"
+    coordinator: ReadingPipeline,
+    start: datetime,
+    prefix: str = "backlog",
+    *,
+    deliver: bool = True,
 ) -> dict[str, Any]:
-    """Seven days of quarter hours for 100 meters, queued then delivered."""
+    """Seven days of quarter hours for 100 meters, queued then delivered.
+
+    Without ``deliver``: only queued (the event-loop time of the enqueue).
+    """
     outbox = coordinator.outbox
     slots = BACKLOG_DAYS * 96
     tracemalloc.start()
     before, _ = tracemalloc.get_traced_memory()
-    fill_start = time.perf_counter()
+    fill_start, fill_start_cpu = time.perf_counter(), time.process_time()
     for index, subentry_id in enumerate(coordinator.config_entry.subentries):
         outbox.add(
             Destination(subentry_id, f"{prefix} meter {index}", "Energy"),
             (Reading(start + i * QUARTER, 1000.0 + i * 0.25) for i in range(slots)),
         )
     fill = time.perf_counter() - fill_start
+    fill_cpu = time.process_time() - fill_start_cpu
     current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     pending = outbox.pending_count
+    if not deliver:
+        return {
+            "meters": len(coordinator.config_entry.subentries),
+            "readings": pending,
+            "fill_loop_ms": _ms(fill),
+            "fill_cpu_ms": _ms(fill_cpu),
+        }
     start_save = time.perf_counter()
     await outbox.async_save()
     save = time.perf_counter() - start_save
@@ -231,6 +275,7 @@ async def _backlog(
         "meters": len(coordinator.config_entry.subentries),
         "readings": pending,
         "fill_loop_ms": _ms(fill),
+        "fill_cpu_ms": _ms(fill_cpu),
         "outbox_memory_bytes": current - before,
         "outbox_peak_memory_bytes": peak - before,
         "bytes_per_reading": round((current - before) / pending, 1),
@@ -398,11 +443,19 @@ async def main() -> dict[str, Any]:
                 coordinator = await _setup(hass, sandbox, session, count, f"t{count}")
                 await coordinator.async_send()  # warm up: token, connections
                 results = [
-                    await _tick(coordinator, read_at + i * QUARTER) for i in range(3)
+                    await _tick(coordinator, read_at + i * QUARTER)
+                    for i in range(TICK_REPEATS)
                 ]
                 best = min(results, key=lambda r: r["collect_enqueue_loop_ms"])
                 worst_deliver = max(r["deliver_wall_ms"] for r in results)
-                ticks.append({**best, "deliver_wall_ms_max": worst_deliver})
+                fastest_cpu = min(r["collect_enqueue_cpu_ms"] for r in results)
+                ticks.append(
+                    {
+                        **best,
+                        "collect_enqueue_cpu_ms": fastest_cpu,
+                        "deliver_wall_ms_max": worst_deliver,
+                    }
+                )
                 await coordinator.async_stop()
             summary["tick"] = ticks
 
@@ -410,6 +463,17 @@ async def main() -> dict[str, Any]:
                 hass, sandbox, session, BACKLOG_METERS, "backlog"
             )
             backlog_start = datetime(2026, 11, 19, 0, 0, tzinfo=UTC)
+            if ONLY_TICKS:
+                # The enqueue alone (as in the full run: traced by tracemalloc).
+                summary["backlog_7d_100_meters"] = await _backlog(
+                    coordinator, backlog_start, deliver=False
+                )
+                await coordinator.async_stop()
+                await hass.async_stop(force=True)
+                await sandbox.stop()
+                summary["code"] = str(CODE)
+                summary["total_s"] = round(time.perf_counter() - began, 1)
+                return summary
             sandbox.clear_requests()
             summary["backlog_7d_100_meters"] = await _backlog(
                 coordinator, backlog_start

@@ -69,8 +69,8 @@ async def test_press_delivers_waiting_readings(
     freezer.move_to(START + timedelta(minutes=10))
     async_fire_time_changed(hass)
     await hass.async_block_till_done()
-    coordinator = meter_config_entry.runtime_data.coordinator
-    assert coordinator.data.pending == 1
+    pipeline = meter_config_entry.runtime_data.pipeline
+    assert pipeline.coordinator.data.pending == 1
     assert sandbox.readings() == []
 
     await _press(hass)
@@ -78,8 +78,8 @@ async def test_press_delivers_waiting_readings(
     assert [(r.read_at, r.value) for r in sandbox.readings("Grid", "Import")] == [
         ("2026-11-26T12:15:00.000Z", 1234.5)
     ]
-    assert coordinator.data.pending == 0
-    assert coordinator.data.connected
+    assert pipeline.coordinator.data.pending == 0
+    assert pipeline.coordinator.data.connected
     # The retry timer was cancelled: nothing is sent twice.
     requests = len(sandbox.requests)
     freezer.move_to(START + timedelta(minutes=12))
@@ -118,7 +118,7 @@ async def test_press_while_unreachable(
         "account": meter_config_entry.title,
         "waiting": "1",
     }
-    assert meter_config_entry.runtime_data.coordinator.data.pending == 1
+    assert meter_config_entry.runtime_data.pipeline.coordinator.data.pending == 1
 
 
 async def test_press_when_login_rejected(

@@ -41,8 +41,9 @@ from custom_components.zevvy.const import (
     DOMAIN,
     SUBENTRY_TYPE_METER,
 )
-from custom_components.zevvy.coordinator import ZevvyCoordinator, next_quarter
 from custom_components.zevvy.outbox import policy as outbox_policy
+from custom_components.zevvy.pipeline import ReadingPipeline
+from custom_components.zevvy.quarters import next_quarter
 from zevvy_sandbox import ZevvySandbox
 
 START = datetime(2026, 11, 26, 12, 5, tzinfo=UTC)
@@ -120,8 +121,8 @@ class Meters:
             async_fire_time_changed(self.hass)
             await self.hass.async_block_till_done()
 
-    async def setup(self) -> ZevvyCoordinator:
-        """Set up the entry; return its coordinator."""
+    async def setup(self) -> ReadingPipeline:
+        """Set up the entry; return its pipeline."""
         if self.entry.state is ConfigEntryState.NOT_LOADED and (
             self.entry.entry_id
             not in {e.entry_id for e in self.hass.config_entries.async_entries()}
@@ -130,8 +131,8 @@ class Meters:
         assert await self.hass.config_entries.async_setup(self.entry.entry_id)
         await self.hass.async_block_till_done()
         assert self.entry.state is ConfigEntryState.LOADED
-        coordinator: ZevvyCoordinator = self.entry.runtime_data.coordinator
-        return coordinator
+        pipeline: ReadingPipeline = self.entry.runtime_data.pipeline
+        return pipeline
 
 
 @pytest.fixture
@@ -178,8 +179,8 @@ async def test_ticks_on_quarter_hours_only(
     """Readings are taken at :00/:15/:30/:45 only, readAt the quarter, in kWh."""
     one = meters.add("one", 1_234_567.0)
     two = meters.add("two", 5.0)
-    coordinator = await meters.setup()
-    assert coordinator.data.pending == 0
+    pipeline = await meters.setup()
+    assert pipeline.coordinator.data.pending == 0
 
     await meters.advance(
         START + timedelta(minutes=9, seconds=59), timedelta(minutes=1), grow=False
@@ -210,7 +211,7 @@ async def test_ticks_on_quarter_hours_only(
     # One request per register and tick.
     assert len([r for r in sandbox.requests if r.path.endswith("_bulk_create")]) == 3
 
-    status = coordinator.data
+    status = pipeline.coordinator.data
     assert status.connected
     assert status.pending == 0
     assert status.last_success == datetime(2026, 11, 26, 12, 30, tzinfo=UTC)
@@ -247,17 +248,17 @@ async def test_two_hour_outage_delivers_everything_once_in_order(
     caplog.set_level(logging.INFO, logger="custom_components.zevvy")
     one = meters.add("one")
     meters.add("two")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     sandbox.inject_fault(count=100_000, **fault)
 
     # 12:15 ... 14:15: nine quarter hours while zevvy is down.
     outage_end = datetime(2026, 11, 26, 14, 16, tzinfo=UTC)
     await meters.advance(outage_end, timedelta(minutes=1))
     assert sandbox.readings() == []
-    assert coordinator.data.pending == 18
-    assert not coordinator.data.connected
-    assert coordinator.data.last_error in {"unreachable", "rate_limited"}
-    assert coordinator.data.meters[one].pending == 9
+    assert pipeline.coordinator.data.pending == 18
+    assert not pipeline.coordinator.data.connected
+    assert pipeline.coordinator.data.last_error in {"unreachable", "rate_limited"}
+    assert pipeline.coordinator.data.meters[one].pending == 9
     # Backoff: about ten attempts per register in 120 minutes, not 120.
     attempts = [r for r in sandbox.requests if "Device one" in r.path]
     assert 5 <= len(attempts) <= 12
@@ -275,9 +276,9 @@ async def test_two_hour_outage_delivers_everything_once_in_order(
         assert [r.read_at for r in stored] == expected
         values = [r.value for r in stored]
         assert values == sorted(values)
-    assert coordinator.data.pending == 0
-    assert coordinator.data.connected
-    assert coordinator.data.last_error is None
+    assert pipeline.coordinator.data.pending == 0
+    assert pipeline.coordinator.data.connected
+    assert pipeline.coordinator.data.last_error is None
     unreachable = [r for r in caplog.records if "zevvy is unreachable" in r.message]
     back = [r for r in caplog.records if "zevvy is reachable again" in r.message]
     assert len(unreachable) == 1
@@ -291,11 +292,11 @@ async def test_retry_after_is_honoured(
 ) -> None:
     """A 429 with Retry-After waits that long, not the shorter backoff."""
     meters.add("one")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     sandbox.inject_fault(status=429, retry_after=300, count=1)
     tick = datetime(2026, 11, 26, 12, 15, tzinfo=UTC)
     await meters.advance(tick, timedelta(minutes=10), grow=False)
-    assert coordinator.data.next_retry == tick + timedelta(seconds=300)
+    assert pipeline.coordinator.data.next_retry == tick + timedelta(seconds=300)
     await meters.advance(
         tick + timedelta(seconds=299), timedelta(seconds=BACKOFF_INITIAL), grow=False
     )
@@ -313,14 +314,14 @@ async def test_backoff_doubles_up_to_the_maximum(
 ) -> None:
     """Retries come after BACKOFF_INITIAL, doubling, capped at BACKOFF_MAX."""
     meters.add("one")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     sandbox.inject_fault(status=503, count=100_000)
     tick = datetime(2026, 11, 26, 12, 15, tzinfo=UTC)
     await meters.advance(tick, timedelta(minutes=10), grow=False)
     delays = []
     previous = tick
     for _ in range(8):
-        retry = coordinator.data.next_retry
+        retry = pipeline.coordinator.data.next_retry
         assert retry is not None
         delays.append((retry - previous).total_seconds())
         previous = retry
@@ -332,7 +333,7 @@ async def test_backoff_doubles_up_to_the_maximum(
     assert delays[:3] == expected[:3]
     assert max(delays) == BACKOFF_MAX
     sandbox.clear_faults()
-    await coordinator.async_send_now()
+    await pipeline.async_send_now()
     assert len(sandbox.readings()) >= 1
 
 
@@ -353,15 +354,15 @@ async def test_restart_with_pending_readings(
     assert meters.entry.state is ConfigEntryState.NOT_LOADED
     sandbox.clear_faults()
 
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     assert [r.read_at for r in sandbox.readings()] == [
         "2026-11-26T12:15:00.000Z",
         "2026-11-26T12:30:00.000Z",
         "2026-11-26T12:45:00.000Z",
     ]
-    assert coordinator.data.pending == 0
+    assert pipeline.coordinator.data.pending == 0
     # The delivered state survives too: the baseline is the 12:45 reading.
-    assert coordinator.outbox.last_delivered(next(iter(meters.entity_ids))) == Reading(
+    assert pipeline.outbox.last_delivered(next(iter(meters.entity_ids))) == Reading(
         datetime(2026, 11, 26, 12, 45, tzinfo=UTC),
         1_000.75,
     )
@@ -377,22 +378,22 @@ async def test_backlog_goes_out_in_requests_of_max_batch(
     monkeypatch.setattr(delivery_module, "MAX_BATCH", 3)
     sandbox.config.max_batch = 3
     meters.add("one")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     sandbox.inject_fault(status=503, count=100_000)
     await meters.advance(
         datetime(2026, 11, 26, 13, 46, tzinfo=UTC), timedelta(minutes=1)
     )
-    assert coordinator.outbox.pending_count == 7
+    assert pipeline.outbox.pending_count == 7
     sandbox.clear_faults()
     sandbox.clear_requests()
 
-    await coordinator.async_send_now()
+    await pipeline.async_send_now()
     assert _bulk_requests(sandbox) == [201, 201, 201]
     assert [r.read_at for r in sandbox.readings()] == [
         _read_at(datetime(2026, 11, 26, 12, 15, tzinfo=UTC) + timedelta(minutes=15 * i))
         for i in range(7)
     ]
-    assert coordinator.data.pending == 0
+    assert pipeline.coordinator.data.pending == 0
 
 
 async def test_expired_access_token_mid_run(
@@ -418,16 +419,14 @@ async def test_already_present_readings_count_as_delivered(
 ) -> None:
     """409 (zevvy has it, e.g. confirmation lost in a crash) leaves the outbox."""
     one = meters.add("one")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     tick = datetime(2026, 11, 26, 12, 15, tzinfo=UTC)
-    await coordinator.client.bulk_create(
-        "Device one", "Energy", [Reading(tick, 1000.0)]
-    )
+    await pipeline.client.bulk_create("Device one", "Energy", [Reading(tick, 1000.0)])
     await meters.advance(tick, timedelta(minutes=10), grow=False)
     assert 409 in _bulk_requests(sandbox)
     assert [r.read_at for r in sandbox.readings()] == [_read_at(tick)]
-    assert coordinator.data.pending == 0
-    assert coordinator.outbox.last_delivered(one) == Reading(tick, 1000.0)
+    assert pipeline.coordinator.data.pending == 0
+    assert pipeline.outbox.last_delivered(one) == Reading(tick, 1000.0)
 
 
 async def _fix_flow(hass: HomeAssistant, issue_id: str) -> dict[str, Any]:
@@ -460,7 +459,7 @@ async def test_rejected_batch_is_parked_and_can_be_retried(
     """400: the batch leaves the retry loop, an issue names it; retry sends it."""
     one = meters.add("one")
     meters.add("two")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     sandbox.inject_fault(
         status=400, count=1, body={"message": "readAt is not a quarter hour"}
     )
@@ -468,11 +467,13 @@ async def test_rejected_batch_is_parked_and_can_be_retried(
         datetime(2026, 11, 26, 12, 31, tzinfo=UTC), timedelta(minutes=1)
     )
     # One register's 12:15 batch was rejected; everything else arrived.
-    assert coordinator.outbox.rejected_count == 1
-    assert coordinator.data.pending == 0
+    assert pipeline.outbox.rejected_count == 1
+    assert pipeline.coordinator.data.pending == 0
     assert len(sandbox.readings()) == 3
-    assert coordinator.data.connected
-    parked_key = next(k for k, m in coordinator.data.meters.items() if m.rejected)
+    assert pipeline.coordinator.data.connected
+    parked_key = next(
+        k for k, m in pipeline.coordinator.data.meters.items() if m.rejected
+    )
     issue_id = f"batch_rejected_{meters.entry.entry_id}_{parked_key}"
     issue = ir.async_get(hass).async_get_issue(DOMAIN, issue_id)
     assert issue is not None
@@ -483,21 +484,21 @@ async def test_rejected_batch_is_parked_and_can_be_retried(
     await meters.advance(
         datetime(2026, 11, 26, 13, 1, tzinfo=UTC), timedelta(minutes=5)
     )
-    assert coordinator.outbox.rejected_count == 1
+    assert pipeline.outbox.rejected_count == 1
 
     result = await _fix_flow(hass, issue_id)
     assert result["type"] is FlowResultType.MENU
     assert result["menu_options"] == ["retry", "discard"]
     result = await _choose(hass, result["flow_id"], "retry")
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert coordinator.outbox.rejected_count == 0
+    assert pipeline.outbox.rejected_count == 0
     assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
-    device = coordinator.data.meters[parked_key].device_ref
+    device = pipeline.coordinator.data.meters[parked_key].device_ref
     assert [r.read_at for r in sandbox.readings(device)][
         -1
     ] == "2026-11-26T12:15:00.000Z"
     assert len(sandbox.readings()) == 8
-    assert one in coordinator.data.meters
+    assert one in pipeline.coordinator.data.meters
 
 
 async def test_rejected_batch_can_be_discarded(
@@ -505,7 +506,7 @@ async def test_rejected_batch_can_be_discarded(
 ) -> None:
     """Discarding a rejected batch forgets it."""
     meters.add("one")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     sandbox.inject_fault(status=422, count=1)
     await meters.advance(
         datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1)
@@ -514,7 +515,7 @@ async def test_rejected_batch_can_be_discarded(
     result = await _fix_flow(hass, f"batch_rejected_{meters.entry.entry_id}_{key}")
     result = await _choose(hass, result["flow_id"], "discard")
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert coordinator.outbox.rejected_count == 0
+    assert pipeline.outbox.rejected_count == 0
     assert sandbox.readings() == []
 
 
@@ -534,7 +535,7 @@ async def test_lower_reading_is_held_until_the_user_decides(
 ) -> None:
     """A drop is held (with later lower ones) and raises a fixable issue."""
     one = meters.add("one")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     await meters.advance(
         datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1), grow=False
     )
@@ -547,7 +548,7 @@ async def test_lower_reading_is_held_until_the_user_decides(
         datetime(2026, 11, 26, 12, 46, tzinfo=UTC), timedelta(minutes=1), grow=False
     )
     assert [r.value for r in sandbox.readings()] == [1000.0]
-    assert coordinator.outbox.held_count == 2
+    assert pipeline.outbox.held_count == 2
     issue_id = f"reading_held_{meters.entry.entry_id}_{one}"
     issue = ir.async_get(hass).async_get_issue(DOMAIN, issue_id)
     assert issue is not None
@@ -562,14 +563,14 @@ async def test_lower_reading_is_held_until_the_user_decides(
     result = await _choose(hass, result["flow_id"], choice)
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
-    assert coordinator.outbox.held_count == 0
+    assert pipeline.outbox.held_count == 0
 
     meters.set(one, 1000.0 if choice == "replaced" else 1_000_250.0)
     await meters.advance(
         datetime(2026, 11, 26, 13, 1, tzinfo=UTC), timedelta(minutes=1), grow=False
     )
     assert [r.value for r in sandbox.readings()] == delivered
-    assert coordinator.outbox.held_count == 0
+    assert pipeline.outbox.held_count == 0
 
 
 async def test_less_precise_unit_is_not_a_drop(
@@ -577,7 +578,7 @@ async def test_less_precise_unit_is_not_a_drop(
 ) -> None:
     """Wh to kWh with one decimal: 1234.567 then 1234.5 is no drop; 1234.3 is."""
     one = meters.add("one", 1_234_567.0)
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     await meters.advance(
         datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1), grow=False
     )
@@ -589,7 +590,7 @@ async def test_less_precise_unit_is_not_a_drop(
         datetime(2026, 11, 26, 12, 31, tzinfo=UTC), timedelta(minutes=1), grow=False
     )
     assert [r.value for r in sandbox.readings()] == [1234.567, 1234.5]
-    assert coordinator.outbox.held_count == 0
+    assert pipeline.outbox.held_count == 0
 
     # More than one step of the coarser precision lower: a drop.
     hass.states.async_set(entity_id, "1234.3", attributes)
@@ -597,7 +598,7 @@ async def test_less_precise_unit_is_not_a_drop(
         datetime(2026, 11, 26, 12, 46, tzinfo=UTC), timedelta(minutes=1), grow=False
     )
     assert [r.value for r in sandbox.readings()] == [1234.567, 1234.5]
-    assert coordinator.outbox.held_count == 1
+    assert pipeline.outbox.held_count == 1
 
 
 async def test_outbox_bound_drops_oldest(
@@ -608,20 +609,20 @@ async def test_outbox_bound_drops_oldest(
 ) -> None:
     """With the outbox full the oldest readings go, with a warning and an issue."""
     meters.add("one")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     sandbox.inject_fault(status=503, count=100_000)
     with patch.object(outbox_policy, "OUTBOX_MAX_READINGS", 3):
         await meters.advance(
             datetime(2026, 11, 26, 13, 16, tzinfo=UTC), timedelta(minutes=1)
         )
-    assert coordinator.data.pending == 3
+    assert pipeline.coordinator.data.pending == 3
     assert "outbox is full" in caplog.text
     issue_id = f"outbox_overflow_{meters.entry.entry_id}"
     issue = ir.async_get(hass).async_get_issue(DOMAIN, issue_id)
     assert issue is not None
     assert issue.translation_placeholders == {"dropped": "2", "limit": "3"}
     sandbox.clear_faults()
-    await coordinator.async_send_now()
+    await pipeline.async_send_now()
     assert [r.read_at for r in sandbox.readings()] == [
         "2026-11-26T12:45:00.000Z",
         "2026-11-26T13:00:00.000Z",
@@ -647,17 +648,17 @@ async def test_removed_meter_and_entry_drop_their_readings(
     """Deleting a meter drops its pending readings; removing the entry the store."""
     one = meters.add("one")
     meters.add("two")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     sandbox.inject_fault(status=503, count=100_000)
     await meters.advance(
         datetime(2026, 11, 26, 12, 31, tzinfo=UTC), timedelta(minutes=1)
     )
-    assert coordinator.data.pending == 4
+    assert pipeline.coordinator.data.pending == 4
 
     assert hass.config_entries.async_remove_subentry(meters.entry, one)
     await hass.async_block_till_done()
-    assert coordinator.outbox.keys == [k for k in meters.entity_ids if k != one]
-    assert coordinator.data.pending == 2
+    assert pipeline.outbox.keys == [k for k in meters.entity_ids if k != one]
+    assert pipeline.coordinator.data.pending == 2
 
     key = f"{DOMAIN}.{meters.entry.entry_id}.outbox"
     assert key in hass_storage
@@ -675,7 +676,7 @@ async def test_expired_login_starts_reauth_and_keeps_collecting(
 ) -> None:
     """invalid_grant: reauth starts, readings wait, and go after a new login."""
     meters.add("one")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     sandbox.revoke_refresh_tokens()
     sandbox.expire_access_tokens()
     await meters.advance(
@@ -683,8 +684,8 @@ async def test_expired_login_starts_reauth_and_keeps_collecting(
     )
     flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
     assert [flow["context"]["source"] for flow in flows] == [SOURCE_REAUTH]
-    assert coordinator.data.pending == 3
-    assert coordinator.data.last_error == "authentication"
+    assert pipeline.coordinator.data.pending == 3
+    assert pipeline.coordinator.data.last_error == "authentication"
     assert sandbox.readings() == []
 
     # What the reauth flow does once the user has logged in again.
@@ -725,12 +726,12 @@ async def test_fix_flow_needs_a_loaded_entry(
     assert result["reason"] == "not_loaded"
 
     # Held readings survive the reload and the issue can then be fixed.
-    coordinator = await meters.setup()
-    assert coordinator.outbox.held_count == 1
+    pipeline = await meters.setup()
+    assert pipeline.outbox.held_count == 1
     result = await _fix_flow(hass, issue_id)
     result = await _choose(hass, result["flow_id"], "discard")
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert coordinator.outbox.held_count == 0
+    assert pipeline.outbox.held_count == 0
 
 
 async def test_unknown_issue_kind_has_no_fix_flow(hass: HomeAssistant) -> None:
@@ -745,20 +746,20 @@ async def test_upload_now_sends_at_once_despite_backoff(
     """upload_now ignores a pending retry timer and reports what it did."""
     meters.add("one")
     meters.add("two")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     sandbox.inject_fault(status=503, count=100_000)
     await meters.advance(
         datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1)
     )
-    assert coordinator.data.next_retry is not None
-    result = await coordinator.async_send_now()
+    assert pipeline.coordinator.data.next_retry is not None
+    result = await pipeline.async_send_now()
     assert (result.sent, result.pending) == (0, 2)
     assert result.error == "unreachable"
     sandbox.clear_faults()
-    result = await coordinator.async_send_now()
+    result = await pipeline.async_send_now()
     assert (result.sent, result.pending, result.held, result.rejected) == (2, 0, 0, 0)
     assert result.error is None
-    assert coordinator.data.next_retry is None
+    assert pipeline.coordinator.data.next_retry is None
     # A 403 is about one register: it is set aside, the other one delivers,
     # and the account stays connected (the message is kept for diagnostics).
     sandbox.inject_fault(status=403, count=1)
@@ -768,13 +769,13 @@ async def test_upload_now_sends_at_once_despite_backoff(
         timedelta(minutes=1),
         grow=False,
     )
-    assert coordinator.data.connected
-    assert coordinator.data.last_error is None
-    assert coordinator.data.pending == 1
-    assert coordinator.last_error_detail is not None
-    assert "403" in coordinator.last_error_detail[1]
+    assert pipeline.coordinator.data.connected
+    assert pipeline.coordinator.data.last_error is None
+    assert pipeline.coordinator.data.pending == 1
+    assert pipeline.last_error_detail is not None
+    assert "403" in pipeline.last_error_detail[1]
     await meters.advance(
         datetime(2026, 11, 26, 12, 46, tzinfo=UTC), timedelta(minutes=1), grow=False
     )
-    assert coordinator.data.pending == 0
+    assert pipeline.coordinator.data.pending == 0
     assert len(sandbox.readings()) == 6

@@ -28,7 +28,7 @@ from custom_components.zevvy.const import (
     DOMAIN,
     SUBENTRY_TYPE_METER,
 )
-from custom_components.zevvy.coordinator import ZevvyCoordinator
+from custom_components.zevvy.pipeline import ReadingPipeline
 from zevvy_sandbox import ZevvySandbox
 
 START = datetime(2026, 11, 26, 12, 5, tzinfo=UTC)
@@ -85,13 +85,13 @@ class Meter:
             {"unit_of_measurement": unit, "state_class": "total_increasing"},
         )
 
-    async def setup(self) -> ZevvyCoordinator:
-        """Set up the entry; return its coordinator."""
+    async def setup(self) -> ReadingPipeline:
+        """Set up the entry; return its pipeline."""
         assert await self.hass.config_entries.async_setup(self.entry.entry_id)
         await self.hass.async_block_till_done()
         assert self.entry.state is ConfigEntryState.LOADED
-        coordinator: ZevvyCoordinator = self.entry.runtime_data.coordinator
-        return coordinator
+        pipeline: ReadingPipeline = self.entry.runtime_data.pipeline
+        return pipeline
 
     async def tick(self, minute: int) -> None:
         """Move the clock to the quarter hour ``minute`` after 12:00 and tick."""
@@ -133,13 +133,13 @@ async def test_a_wh_sensor_never_goes_down(
 ) -> None:
     """1,235,000 Wh is no whole-kWh reading: any lower reading is held."""
     meter.show(str(first), "Wh")
-    coordinator = await meter.setup()
+    pipeline = await meter.setup()
     await meter.tick(15)
     meter.show(str(second), "Wh")
     await meter.tick(30)
 
     assert meter.delivered() == [first / 1000]
-    assert coordinator.outbox.held_count == 1
+    assert pipeline.outbox.held_count == 1
     issue = meter.held_issue()
     assert issue is not None
     assert (issue["previous"], issue["value"]) == (
@@ -153,13 +153,13 @@ async def test_a_kwh_sensor_of_the_same_precision_never_goes_down(
 ) -> None:
     """1234.567 kWh then 1234.5 kWh from the same sensor and unit: held."""
     meter.show("1234.567", "kWh")
-    coordinator = await meter.setup()
+    pipeline = await meter.setup()
     await meter.tick(15)
     meter.show("1234.5", "kWh")
     await meter.tick(30)
 
     assert meter.delivered() == [1234.567]
-    assert coordinator.outbox.held_count == 1
+    assert pipeline.outbox.held_count == 1
 
 
 async def test_a_coarser_display_precision_is_no_drop(
@@ -171,7 +171,7 @@ async def test_a_coarser_display_precision_is_no_drop(
     after it, the readings of one decimal may not go down at all.
     """
     meter.show("1234.567", "kWh", display_precision=3)
-    coordinator = await meter.setup()
+    pipeline = await meter.setup()
     await meter.tick(15)
     meter.show("1234.5", "kWh", display_precision=1)
     await meter.tick(30)
@@ -180,7 +180,7 @@ async def test_a_coarser_display_precision_is_no_drop(
     meter.show("1234.4", "kWh", display_precision=1)
     await meter.tick(45)
     assert meter.delivered() == [1234.567, 1234.5]
-    assert coordinator.outbox.held_count == 1
+    assert pipeline.outbox.held_count == 1
 
 
 async def test_a_typed_reading_beside_sensor_readings(
@@ -193,7 +193,7 @@ async def test_a_typed_reading_beside_sensor_readings(
     values of the same precision, are checked strictly.
     """
     meter.show("1234000", "Wh")
-    coordinator = await meter.setup()
+    pipeline = await meter.setup()
     await meter.tick(15)
     freezer.move_to(_quarter(31))  # the 12:30 tick not fired
 
@@ -222,4 +222,4 @@ async def test_a_typed_reading_beside_sensor_readings(
     # Typed readings of the same precision may not go down at all.
     assert await send(1233.8) == "held"
     assert meter.delivered() == [1234.0, 1233.9]
-    assert coordinator.outbox.held_count == 3
+    assert pipeline.outbox.held_count == 3

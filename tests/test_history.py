@@ -56,9 +56,9 @@ from custom_components.zevvy.const import (
     SOURCE_RUNNING_TOTAL,
     SUBENTRY_TYPE_METER,
 )
-from custom_components.zevvy.coordinator import ZevvyCoordinator
 from custom_components.zevvy.meters import meter_title, source_data
 from custom_components.zevvy.outbox import Destination
+from custom_components.zevvy.pipeline import ReadingPipeline
 from custom_components.zevvy.services import SERVICE_UPLOAD_HISTORY
 from zevvy_sandbox import ZevvySandbox
 
@@ -155,14 +155,14 @@ async def _import(
     await async_wait_recording_done(hass)
 
 
-async def _setup(hass: HomeAssistant, entry: MockConfigEntry) -> ZevvyCoordinator:
+async def _setup(hass: HomeAssistant, entry: MockConfigEntry) -> ReadingPipeline:
     if entry.entry_id not in {e.entry_id for e in hass.config_entries.async_entries()}:
         entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.LOADED
-    coordinator: ZevvyCoordinator = entry.runtime_data.coordinator
-    return coordinator
+    pipeline: ReadingPipeline = entry.runtime_data.pipeline
+    return pipeline
 
 
 async def _upload_history(hass: HomeAssistant, **data: Any) -> dict[str, Any]:
@@ -198,7 +198,7 @@ async def test_backfill_quarter_hours_then_hours(
         hourly=_rows(hour - timedelta(days=25), hour, timedelta(hours=1)),
         short=_rows(short_from, NOW.replace(minute=5), timedelta(minutes=5)),
     )
-    coordinator = await _setup(hass, mock_config_entry)
+    pipeline = await _setup(hass, mock_config_entry)
     start = hour - timedelta(days=20)
     await hass.config.async_set_time_zone("Europe/Zurich")
 
@@ -229,9 +229,9 @@ async def test_backfill_quarter_hours_then_hours(
     }
     assert response["queued"] == hours + quarters
     # The readings-waiting count shows the backlog.
-    assert coordinator.data.pending == hours + quarters
+    assert pipeline.coordinator.data.pending == hours + quarters
 
-    await coordinator.async_send()
+    await pipeline.async_send()
     readings = sandbox.readings("Device a", "Energy")
     expected = [start + timedelta(hours=i) for i in range(hours)] + [
         short_from + timedelta(minutes=15 * i) for i in range(1, quarters + 1)
@@ -239,7 +239,7 @@ async def test_backfill_quarter_hours_then_hours(
     assert [r.read_at for r in readings] == [_stamp(m) for m in expected]
     assert [r.value for r in readings] == [_value(m) for m in expected]
     assert expected[-1] == hour
-    assert coordinator.outbox.pending_count == 0
+    assert pipeline.outbox.pending_count == 0
 
 
 async def test_backfill_twice_stores_nothing_twice(
@@ -259,7 +259,7 @@ async def test_backfill_twice_stores_nothing_twice(
         entity_id,
         short=_rows(hour - timedelta(hours=2), hour, timedelta(minutes=5)),
     )
-    coordinator = await _setup(hass, mock_config_entry)
+    pipeline = await _setup(hass, mock_config_entry)
     start = hour - timedelta(hours=3)
 
     # zevvy is down: the readings wait in the outbox.
@@ -267,13 +267,13 @@ async def test_backfill_twice_stores_nothing_twice(
     first = await _upload_history(hass, start=start, meters=[entity_id])
     assert first["queued"] == 8
     await hass.async_block_till_done()
-    assert coordinator.outbox.pending_count == 8
+    assert pipeline.outbox.pending_count == 8
     # Already waiting in the outbox: not queued twice.
     again = await _upload_history(hass, start=start)
     assert again["queued"] == 0
     assert again["meters"][entity_id]["already_queued"] == 8
     sandbox.clear_faults()
-    await coordinator.async_send_now()
+    await pipeline.async_send_now()
     stored = sandbox.readings()
     assert len(stored) == 8
 
@@ -284,7 +284,7 @@ async def test_backfill_twice_stores_nothing_twice(
     assert third["queued"] == 7
     await hass.async_block_till_done()
     assert sandbox.readings() == stored
-    assert coordinator.outbox.pending_count == 0
+    assert pipeline.outbox.pending_count == 0
 
 
 async def _deliver_one_then_unload(
@@ -297,13 +297,13 @@ async def _deliver_one_then_unload(
     freezer.move_to(NOW)
     entry.add_to_hass(hass)
     entity_id, subentry_id = _add_meter(hass, entry, "a")
-    coordinator = await _setup(hass, entry)
+    pipeline = await _setup(hass, entry)
     delivered_at = NOW.replace(minute=0)
-    await coordinator.outbox.async_add(
+    await pipeline.outbox.async_add(
         Destination(subentry_id, "Device a", "Energy"),
         [Reading(delivered_at, _value(delivered_at))],
     )
-    await coordinator.async_send()
+    await pipeline.async_send()
     assert await hass.config_entries.async_unload(entry.entry_id)
     return entity_id, delivered_at
 
@@ -490,14 +490,14 @@ async def test_backfill_skips_an_hour_that_ends_after_the_stop(
             lambda m: _value(min(m, stopped) if m <= started else m),
         ),
     )
-    coordinator = await _setup(hass, mock_config_entry)
+    pipeline = await _setup(hass, mock_config_entry)
     await _upload_history(
         hass,
         config_entry_id=mock_config_entry.entry_id,
         start=day.replace(hour=12),
         end=day.replace(hour=17),
     )
-    await coordinator.async_send()
+    await pipeline.async_send()
     expected = [day.replace(hour=hour) for hour in (12, 13, 16, 17)]
     readings = sandbox.readings("Device a", "Energy")
     assert [r.read_at for r in readings] == [_stamp(m) for m in expected]
@@ -546,19 +546,19 @@ async def test_gap_fill_skips_queued_and_new_meters(
     mock_config_entry.add_to_hass(hass)
     entity_a, sub_a = _add_meter(hass, mock_config_entry, "a")
     entity_b, _ = _add_meter(hass, mock_config_entry, "b")
-    coordinator = await _setup(hass, mock_config_entry)
+    pipeline = await _setup(hass, mock_config_entry)
     t0 = NOW.replace(minute=0) - timedelta(hours=2)
-    await coordinator.outbox.async_add(
+    await pipeline.outbox.async_add(
         Destination(sub_a, "Device a", "Energy"), [Reading(t0, _value(t0))]
     )
-    await coordinator.async_send()
+    await pipeline.async_send()
     assert await hass.config_entries.async_unload(mock_config_entry.entry_id)
     # The collector's own reading of 11:00 (slightly different value) waits.
     sandbox.inject_fault(status=503, count=100)
-    coordinator = await _setup(hass, mock_config_entry)
+    pipeline = await _setup(hass, mock_config_entry)
     eleven = t0 + timedelta(hours=1)
     collected = _value(eleven) + 0.123
-    await coordinator.outbox.async_add(
+    await pipeline.outbox.async_add(
         Destination(sub_a, "Device a", "Energy"), [Reading(eleven, collected)]
     )
     assert await hass.config_entries.async_unload(mock_config_entry.entry_id)
@@ -570,7 +570,7 @@ async def test_gap_fill_skips_queued_and_new_meters(
             entity_id,
             short=_rows(t0, NOW.replace(minute=5), timedelta(minutes=5)),
         )
-    coordinator = await _setup(hass, mock_config_entry)
+    pipeline = await _setup(hass, mock_config_entry)
     await hass.async_block_till_done(wait_background_tasks=True)
 
     stamps = {r.read_at: r.value for r in sandbox.readings("Device a", "Energy")}
@@ -604,7 +604,7 @@ async def test_backfill_meter_reset_is_held(
         entity_id,
         short=_rows(hour - timedelta(hours=2), hour, timedelta(minutes=5), value),
     )
-    coordinator = await _setup(hass, mock_config_entry)
+    pipeline = await _setup(hass, mock_config_entry)
 
     response = await _upload_history(hass, start=hour - timedelta(hours=2))
 
@@ -614,9 +614,9 @@ async def test_backfill_meter_reset_is_held(
         DOMAIN, f"reading_held_{mock_config_entry.entry_id}_{subentry_id}"
     )
     assert issue is not None
-    await coordinator.async_send()
+    await pipeline.async_send()
     assert [r.read_at for r in sandbox.readings()][-1] == _stamp(reset)
-    assert coordinator.outbox.held_count == 4
+    assert pipeline.outbox.held_count == 4
 
 
 async def test_backfill_converts_wh_statistics(
@@ -638,10 +638,10 @@ async def test_backfill_converts_wh_statistics(
         short=[(hour - timedelta(minutes=5), 1_235_000.6)],
         unit="Wh",
     )
-    coordinator = await _setup(hass, mock_config_entry)
+    pipeline = await _setup(hass, mock_config_entry)
 
     await _upload_history(hass, start=hour - timedelta(hours=3))
-    await coordinator.async_send()
+    await pipeline.async_send()
 
     assert [(r.read_at, r.value) for r in sandbox.readings()] == [
         (_stamp(hour - timedelta(hours=2)), 1234.567),
@@ -793,7 +793,7 @@ async def test_backfill_after_live_delivery_holds_a_reset(
         str(value(hour)),
         {"unit_of_measurement": "kWh", "state_class": "total_increasing"},
     )
-    coordinator = await _setup(hass, mock_config_entry)
+    pipeline = await _setup(hass, mock_config_entry)
     freezer.move_to(hour)
     async_fire_time_changed(hass, hour)
     await hass.async_block_till_done()
@@ -819,11 +819,11 @@ async def test_backfill_after_live_delivery_holds_a_reset(
     first_held = hour - timedelta(minutes=105)
     assert issue.translation_placeholders["previous"] == f"{value(first_held):.3f}"
     assert issue.translation_placeholders["value"] == "0.125"
-    await coordinator.async_send()
+    await pipeline.async_send()
     stored = sorted((r.read_at, r.value) for r in sandbox.readings())
     after_reset = [reset + timedelta(minutes=15 * i) for i in range(1, 5)]
     assert stored == [(_stamp(m), value(m)) for m in after_reset]
-    assert coordinator.outbox.held_count == 4
+    assert pipeline.outbox.held_count == 4
 
 
 async def test_gap_fill_waits_for_statistics_compiled_late(

@@ -49,7 +49,7 @@ async def test_upload_history_counts_readings_the_bound_dropped(
         entity_id,
         short=_rows(start - timedelta(minutes=5), hour, timedelta(minutes=5)),
     )
-    coordinator = await _setup(hass, mock_config_entry)
+    pipeline = await _setup(hass, mock_config_entry)
     sandbox.inject_fault(status=503, count=1000)  # nothing leaves meanwhile
 
     with patch.object(outbox_policy, "OUTBOX_MAX_READINGS", 5):
@@ -61,10 +61,10 @@ async def test_upload_history_counts_readings_the_bound_dropped(
     assert meter["quarter_hour_readings"] == 9  # 10:00 .. 12:00
     assert (meter["queued"], meter["held"], meter.get("dropped")) == (5, 0, 4)
     assert (response["queued"], response["dropped"]) == (5, 4)
-    assert coordinator.outbox.pending_count == 5
+    assert pipeline.outbox.pending_count == 5
 
     sandbox.clear_faults()
-    await coordinator.async_send_now()
+    await pipeline.async_send_now()
     expected = [hour - timedelta(minutes=15 * i) for i in range(4, -1, -1)]
     assert [r.read_at for r in sandbox.readings("Device a", "Energy")] == [
         _stamp(moment) for moment in expected

@@ -47,9 +47,7 @@ async def test_setup_and_unload(
     assert runtime.tokens.account is not None
     assert runtime.tokens.account.sub == sandbox.config.sub
     assert runtime.tokens.account.title == "demo"
-    assert (
-        repr(runtime.coordinator.client) == f"ZevvyClient(api_url={sandbox.api_url!r})"
-    )
+    assert repr(runtime.pipeline.client) == f"ZevvyClient(api_url={sandbox.api_url!r})"
     # The sandbox rotates refresh tokens: the new one is on disk at once.
     assert runtime.tokens.refresh_token != first_token
     assert saved_token(hass_storage, mock_config_entry) == runtime.tokens.refresh_token
@@ -365,7 +363,7 @@ async def test_token_file_not_writable(
     entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
-    coordinator = entry.runtime_data.coordinator
+    pipeline = entry.runtime_data.pipeline
     tokens = entry.runtime_data.tokens
     login_key = f"{DOMAIN}.{entry.entry_id}.login"
 
@@ -391,13 +389,13 @@ async def test_token_file_not_writable(
 
         await move("2026-11-26T12:15:30+00:00")
         assert sandbox.readings() == []
-        assert coordinator.data.pending == 1
-        assert not coordinator.data.connected
-        assert coordinator.data.last_error == "unreachable"
-        assert coordinator.data.next_retry is not None
+        assert pipeline.coordinator.data.pending == 1
+        assert not pipeline.coordinator.data.connected
+        assert pipeline.coordinator.data.last_error == "unreachable"
+        assert pipeline.coordinator.data.next_retry is not None
         assert hass.states.get("binary_sensor.zevvy_connection").state == STATE_OFF  # type: ignore[union-attr]
-        assert coordinator.last_error_detail is not None
-        assert "cannot write the login" in coordinator.last_error_detail[1]
+        assert pipeline.last_error_detail is not None
+        assert "cannot write the login" in pipeline.last_error_detail[1]
         assert saved_token(hass_storage, entry) == on_disk
         # The new access token was never shown to the API.
         assert not [r for r in sandbox.requests if "_bulk_create" in r.path]
@@ -424,10 +422,10 @@ async def test_token_file_not_writable(
         disk_full = False
         await move("2026-11-26T13:30:30+00:00")
         await move("2026-11-26T13:50:30+00:00")
-        assert coordinator.data.pending == 0
+        assert pipeline.coordinator.data.pending == 0
         assert len(sandbox.readings()) == 7  # 12:15 ... 13:45
-        assert coordinator.data.connected
-        assert coordinator.data.last_error is None
+        assert pipeline.coordinator.data.connected
+        assert pipeline.coordinator.data.last_error is None
         assert hass.states.get("binary_sensor.zevvy_connection").state == STATE_ON  # type: ignore[union-attr]
         assert saved_token(hass_storage, entry) == tokens.refresh_token
         assert not any(grant.revoked for grant in sandbox.grants())

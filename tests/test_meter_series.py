@@ -81,12 +81,12 @@ async def test_a_new_series_on_a_new_register_keeps_the_old_series(
     running total's readings go to the new one and are not held as drops.
     """
     meter.show("1000000", "Wh")
-    coordinator = await meter.setup()
+    pipeline = await meter.setup()
     sandbox.inject_fault(status=503, count=OUTAGE)
     await meter.tick(15)
     meter.show("1000250", "Wh")
     await meter.tick(30)
-    assert coordinator.outbox.pending_count == 2
+    assert pipeline.outbox.pending_count == 2
 
     result = await _change_meter(
         hass,
@@ -124,8 +124,8 @@ async def test_a_new_series_on_a_new_register_keeps_the_old_series(
     assert [time for time, _ in _values(sandbox, "Energy total")] == ["12:45", "13:00"]
     assert total[0] == 0.0
     assert total[1] == 0.25  # 12:50 - 12:45: 1000.65 - 1000.4
-    assert coordinator.outbox.held_count == 0
-    assert coordinator.outbox.pending_count == 0
+    assert pipeline.outbox.held_count == 0
+    assert pipeline.outbox.pending_count == 0
 
 
 async def test_a_renamed_meter_sends_waiting_readings_to_its_new_names_at_once(
@@ -134,12 +134,12 @@ async def test_a_renamed_meter_sends_waiting_readings_to_its_new_names_at_once(
     """A plain rename (the same sensor, no new series): the readings waiting
     go to the new names, also when sent before the next quarter hour."""
     meter.show("1000000", "Wh")
-    coordinator = await meter.setup()
+    pipeline = await meter.setup()
     sandbox.inject_fault(status=503, count=OUTAGE)
     await meter.tick(15)
     meter.show("1000250", "Wh")
     await meter.tick(30)
-    assert coordinator.outbox.pending_count == 2
+    assert pipeline.outbox.pending_count == 2
 
     result = await _change_meter(
         hass, meter, {CONF_DEVICE_REF: "Dev", CONF_REGISTER_REF: "Main"}
@@ -151,7 +151,7 @@ async def test_a_renamed_meter_sends_waiting_readings_to_its_new_names_at_once(
 
     assert _values(sandbox, "Energy") == []
     assert _values(sandbox, "Main") == [("12:15", 1000.0), ("12:30", 1000.25)]
-    assert coordinator.outbox.pending_count == 0
+    assert pipeline.outbox.pending_count == 0
 
 
 @pytest.mark.parametrize("new_series", [False, True])
@@ -161,10 +161,10 @@ async def test_a_meter_changed_while_its_account_is_not_loaded(
     """Changed while the account was unloaded: when it loads, the waiting
     readings go where they belong before anything is sent (the send at start)."""
     meter.show("1000000", "Wh")
-    coordinator = await meter.setup()
+    pipeline = await meter.setup()
     sandbox.inject_fault(status=503, count=OUTAGE)
     await meter.tick(15)
-    assert coordinator.outbox.pending_count == 1
+    assert pipeline.outbox.pending_count == 1
     assert await hass.config_entries.async_unload(meter.entry.entry_id)
     await hass.async_block_till_done()
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
+import random
 from typing import Any
 from unittest.mock import patch
 
@@ -15,6 +17,7 @@ from pytest_homeassistant_custom_component.common import async_fire_time_changed
 
 from custom_components.zevvy.api import Reading
 from custom_components.zevvy.const import DOMAIN
+from custom_components.zevvy.issues import async_apply_outbox_report
 from custom_components.zevvy.outbox import (
     Destination,
     Outbox,
@@ -22,6 +25,7 @@ from custom_components.zevvy.outbox import (
     policy as outbox_policy,
     store as outbox_store,
 )
+from custom_components.zevvy.outbox.format import Queue
 
 ENTRY_ID = "entry1"
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -42,20 +46,27 @@ def _storage(hass_storage: dict[str, Any]) -> None:
 _STORAGE: dict[str, Any] = {}
 
 
+def _outbox(hass: HomeAssistant) -> Outbox:
+    """An outbox whose reports become repair issues, as the pipeline has them."""
+    box = Outbox(hass, ENTRY_ID)
+    box.async_add_reporter(partial(async_apply_outbox_report, hass, ENTRY_ID))
+    return box
+
+
 def _stored(hass: HomeAssistant) -> dict[str, Any]:
     data: dict[str, Any] = _STORAGE[f"{DOMAIN}.{ENTRY_ID}.outbox"]
     return data
 
 
 async def _reloaded(hass: HomeAssistant) -> Outbox:
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     await box.async_load()
     return box
 
 
 async def test_add_is_on_disk_when_async_add_returns(hass: HomeAssistant) -> None:
     """Readings are written before async_add returns and survive a reload."""
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     await box.async_load()
     result = await box.async_add(
         Destination("m1", "Dev", "Reg", step=1),
@@ -80,7 +91,7 @@ async def test_add_is_on_disk_when_async_add_returns(hass: HomeAssistant) -> Non
 
 async def test_duplicates_are_not_queued_twice(hass: HomeAssistant) -> None:
     """A (meter, readAt) already pending or delivered is skipped."""
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     await box.async_add(Destination("m1", "D", "R"), [Reading(_at(0), 1.0)])
     result = await box.async_add(
         Destination("m1", "D", "R"), [Reading(_at(0), 1.0), Reading(_at(1), 2.0)]
@@ -100,7 +111,7 @@ async def test_duplicates_are_not_queued_twice(hass: HomeAssistant) -> None:
 
 async def test_out_of_order_readings_are_sorted(hass: HomeAssistant) -> None:
     """Older readings (backfill) land at their place in time."""
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     box.add(
         Destination("m1", "D", "R"),
         [Reading(_at(2), 3.0), Reading(_at(0), 1.0), Reading(_at(1), 2.0)],
@@ -115,7 +126,7 @@ async def test_confirm_removes_and_sets_baseline(
     hass: HomeAssistant, freezer: FrozenDateTimeFactory
 ) -> None:
     """Confirmed readings leave; the delayed save writes that within a second."""
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     await box.async_add(
         Destination("m1", "D", "R"), [Reading(_at(i), float(i)) for i in range(5)]
     )
@@ -139,7 +150,7 @@ async def test_confirm_removes_and_sets_baseline(
 
 async def test_flush_writes_delayed_changes(hass: HomeAssistant) -> None:
     """async_flush (on unload) writes what the delayed save has not yet."""
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     await box.async_add(Destination("m1", "D", "R"), [Reading(_at(0), 1.0)])
     batch = box.next_batch("m1", 10)
     assert batch is not None
@@ -153,7 +164,7 @@ async def test_flush_writes_delayed_changes(hass: HomeAssistant) -> None:
 async def test_lower_reading_is_held_and_accepted(hass: HomeAssistant) -> None:
     """A drop is held with a repair issue; accepting queues every held reading."""
     issues = ir.async_get(hass)
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     await box.async_add(
         Destination("m1", "Dev", "Reg"),
         [Reading(_at(0), 100.0), Reading(_at(1), 100.0)],
@@ -194,7 +205,7 @@ async def test_drop_check_looks_both_ways_with_precision(
 
     The precision is the one the readings were made with, never their digits.
     """
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     await box.async_load()
     tenth = Destination("m1", "Dev", "Reg", step=100)  # kWh with one decimal
     wh = Destination("m1", "Dev", "Reg", step=1)  # a sensor in Wh
@@ -275,7 +286,7 @@ async def test_outbox_of_an_older_version_loads(
 
 async def test_held_readings_can_be_discarded(hass: HomeAssistant) -> None:
     """Discarding drops the held readings; a recovered meter queues normally."""
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     box.add(Destination("m1", "D", "R"), [Reading(_at(0), 10.0)])
     batch = box.next_batch("m1", 10)
     assert batch is not None
@@ -294,7 +305,7 @@ async def test_bound_drops_oldest_with_warning_and_issue(
     hass: HomeAssistant, caplog: pytest.LogCaptureFixture
 ) -> None:
     """At OUTBOX_MAX_READINGS the oldest readings of all meters go first."""
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     with patch.object(outbox_policy, "OUTBOX_MAX_READINGS", 5):
         box.add(
             Destination("a", "A", "R"), [Reading(_at(i), float(i)) for i in (0, 2, 4)]
@@ -324,7 +335,7 @@ async def test_bound_drops_oldest_with_warning_and_issue(
 async def test_park_retry_and_discard(hass: HomeAssistant) -> None:
     """Rejected batches are parked with an issue; retry or discard them."""
     issues = ir.async_get(hass)
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     box.add(
         Destination("m1", "Dev", "Reg"), [Reading(_at(i), float(i)) for i in range(3)]
     )
@@ -365,7 +376,7 @@ async def test_park_retry_and_discard(hass: HomeAssistant) -> None:
 
 async def test_remove_queue_and_store(hass: HomeAssistant) -> None:
     """A removed meter's readings go; removing the entry deletes the file."""
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     changes: list[int] = []
     unsub = box.async_add_listener(lambda: changes.append(1))
     await box.async_add(Destination("m1", "D", "R"), [Reading(_at(0), 1.0)])
@@ -401,7 +412,7 @@ async def test_delayed_save_is_written_when_home_assistant_stops(
     hass: HomeAssistant,
 ) -> None:
     """A confirmation waiting for the delayed save is written on final write."""
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     await box.async_add(Destination("m1", "D", "R"), [Reading(_at(0), 1.0)])
     batch = box.next_batch("m1", 10)
     assert batch is not None
@@ -421,7 +432,7 @@ async def test_a_batch_on_its_way_when_its_meter_changes(
 ) -> None:
     """A batch taken before its meter was changed, confirmed after: its readings
     leave the outbox, and the new register gets no baseline from the old one."""
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     await box.async_load()
     box.add(
         Destination("m1", "Dev", "Old", 1, "sensor"),
@@ -460,7 +471,7 @@ async def test_held_readings_stay_with_the_series_they_were_made_for(
 ) -> None:
     """A new series on new names: the old register's held readings and their
     repair go with its waiting readings; a plain rename renames the repair."""
-    box = Outbox(hass, ENTRY_ID)
+    box = _outbox(hass)
     await box.async_load()
     old = Destination("m1", "Dev", "Old", 1, "sensor")
     box.add(old, [Reading(_at(0), 10.0), Reading(_at(1), 5.0)])
@@ -481,3 +492,108 @@ async def test_held_readings_stay_with_the_series_they_were_made_for(
     assert moved.translation_placeholders is not None
     assert moved.translation_placeholders["register"] == "Renamed"
     assert (box.held_count, box.pending_count) == (1, 1)
+
+
+async def _assert_counts_as_loaded(hass: HomeAssistant, box: Outbox) -> None:
+    """The counts and views kept as the outbox changed are those of the same
+    outbox loaded anew (counted from scratch)."""
+    await box.async_save()
+    again = await _reloaded(hass)
+    assert box.views() == again.views()
+    assert list(box.views()) == list(again.views())  # in the queues' order
+    assert (box.pending_count, box.held_count, box.rejected_count) == (
+        again.pending_count,
+        again.held_count,
+        again.rejected_count,
+    )
+
+
+async def test_counts_and_views_follow_every_change(hass: HomeAssistant) -> None:
+    """Every way a queue changes shows in the counts and views at once."""
+    box = Outbox(hass, ENTRY_ID)
+    await box.async_load()
+    a, b = Destination("a", "A", "R", 1, "sensor"), Destination("b", "B", "R", 1)
+    assert (box.views(), box.pending_count) == ({}, 0)
+    # Queued, a drop held back, a duplicate.
+    box.add(a, [Reading(_at(i), 10.0 + i) for i in range(4)])
+    box.add(a, [Reading(_at(4), 5.0), Reading(_at(0), 10.0)])
+    box.add(b, [Reading(_at(i), 20.0 + i) for i in range(3)])
+    assert (box.pending_count, box.held_count) == (7, 1)
+    assert box.views()["a"].oldest_pending == _at(0)
+    await _assert_counts_as_loaded(hass, box)
+    # Confirmed: the baseline moves.
+    batch = box.next_batch("b", 2)
+    assert batch is not None
+    box.confirm(batch)
+    assert box.views()["b"].last_delivered_at == _at(1)
+    await _assert_counts_as_loaded(hass, box)
+    # Rejected, retried, rejected and discarded.
+    batch = box.next_batch("a", 2)
+    assert batch is not None
+    box.reject(batch, "bad")
+    assert (box.rejected_count, box.views()["a"].rejected_message) == (2, "bad")
+    await _assert_counts_as_loaded(hass, box)
+    assert await box.async_retry_rejected("a") == 2
+    await _assert_counts_as_loaded(hass, box)
+    batch = box.next_batch("a", 1)
+    assert batch is not None
+    box.reject(batch, "worse")
+    assert await box.async_discard_rejected("a") == 1
+    assert box.views()["a"].rejected_message is None
+    await _assert_counts_as_loaded(hass, box)
+    # The held drop accepted.
+    assert await box.async_accept_held("a") == 1
+    assert box.held_count == 0
+    await _assert_counts_as_loaded(hass, box)
+    # Renamed, then a new reading source: the readings move to the old names.
+    box.follow(Destination("a", "A2", "R", 1, "sensor"))
+    assert box.views()["a"].device_ref == "A2"
+    await _assert_counts_as_loaded(hass, box)
+    box.follow(Destination("a", "A3", "R", 1, "running_total@1"))
+    assert (box.views()["a"].pending, box.views()["ref:A2/R"].pending) == (0, 4)
+    await _assert_counts_as_loaded(hass, box)
+    # The bound drops the oldest readings, here a rejected one too.
+    batch = box.next_batch("b", 1)
+    assert batch is not None
+    box.reject(batch, "gone")
+    with patch.object(outbox_policy, "OUTBOX_MAX_READINGS", 4):
+        assert box.add(b, [Reading(_at(5), 30.0)]).dropped == 2
+    assert (box.pending_count, box.rejected_count) == (4, 0)
+    assert box.views()["b"].rejected_message is None
+    await _assert_counts_as_loaded(hass, box)
+    # A meter removed, and the outbox loaded again.
+    assert await box.async_remove_queue("b") == 1
+    assert "b" not in box.views()
+    await _assert_counts_as_loaded(hass, box)
+    await box.async_load()
+    await _assert_counts_as_loaded(hass, box)
+    assert box.pending_count == 3
+    await box.async_remove()
+    assert (box.views(), box.pending_count) == ({}, 0)
+
+
+def test_newest_reading_takes_the_short_way_to_the_same_answer() -> None:
+    """A reading after all a queue keeps (a tick's) is checked the short way:
+    the same neighbour and duplicate answers as the general check, for queues
+    of every shape (pending, held, rejected, last sent, at the same times)."""
+    rng = random.Random(20)  # noqa: S311 - a fixed seed, not a secret
+    for _ in range(2000):
+        queue = Queue("Dev", "Reg")
+        times = sorted(rng.sample(range(1, 40), rng.randint(0, 12)))
+        for when in times:
+            series = rng.choice((queue.pending, queue.pending, queue.held))
+            series.insert(when * 900, rng.uniform(0, 10), rng.choice((0, 1, 100)))
+        if rng.random() < 0.3:
+            queue.rejected.insert(rng.randint(1, 45) * 900, 1.0)
+        if rng.random() < 0.6:
+            queue.last_time = rng.randint(1, 45) * 900
+            queue.last_value = rng.uniform(0, 10)
+            queue.last_step = rng.choice((0, 1, 100))
+        for when in range(0, 50 * 900, 450):
+            if queue.is_newest(when):
+                assert not queue.contains(when)
+                before, after = queue.neighbours(when)
+                assert (queue.newest_neighbour(), after) == (before, None)
+            else:
+                kept = [*queue.pending.times, *queue.held.times, *queue.rejected.times]
+                assert any(when <= t for t in [*kept, queue.last_time or -1])

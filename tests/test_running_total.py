@@ -43,8 +43,8 @@ from custom_components.zevvy.const import (
     SOURCE_RUNNING_TOTAL,
     SUBENTRY_TYPE_METER,
 )
-from custom_components.zevvy.coordinator import ZevvyCoordinator
 from custom_components.zevvy.meters import meter_title, source_data
+from custom_components.zevvy.pipeline import ReadingPipeline
 from zevvy_sandbox import ZevvySandbox
 
 START = datetime(2026, 11, 26, 12, 7, tzinfo=UTC)
@@ -99,15 +99,15 @@ def add_running_meter(
     return subentry.subentry_id
 
 
-async def setup_entry(hass: HomeAssistant, entry: MockConfigEntry) -> ZevvyCoordinator:
-    """Set up (or reload) the entry; return its coordinator."""
+async def setup_entry(hass: HomeAssistant, entry: MockConfigEntry) -> ReadingPipeline:
+    """Set up (or reload) the entry; return its pipeline."""
     if entry.entry_id not in {e.entry_id for e in hass.config_entries.async_entries()}:
         entry.add_to_hass(hass)
     assert await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
     assert entry.state is ConfigEntryState.LOADED
-    coordinator: ZevvyCoordinator = entry.runtime_data.coordinator
-    return coordinator
+    pipeline: ReadingPipeline = entry.runtime_data.pipeline
+    return pipeline
 
 
 async def at(
@@ -148,7 +148,7 @@ async def test_wallbox_sessions_give_a_reading_that_only_goes_up(
     add_running_meter(
         hass, mock_config_entry, charger, device="Wallbox", start_value=100.0
     )
-    coordinator = await setup_entry(hass, mock_config_entry)
+    pipeline = await setup_entry(hass, mock_config_entry)
     script: list[tuple[datetime, str]] = [
         (minute(10), "4.0"),  # before the meter's start: not counted
         (minute(20), "6.0"),  # +2
@@ -169,7 +169,7 @@ async def test_wallbox_sessions_give_a_reading_that_only_goes_up(
     await at(hass, freezer, minute(5, 13))
     hass.states.async_set(charger.entity_id, "0.4", KWH_SESSION)
     await at(hass, freezer, minute(10, 13))
-    coordinator = await setup_entry(hass, mock_config_entry)
+    pipeline = await setup_entry(hass, mock_config_entry)
     await at(hass, freezer, minute(12, 13))
     hass.states.async_set(charger.entity_id, "1.0", KWH_SESSION)  # +0.6
     await at(hass, freezer, minute(15, 13))
@@ -181,7 +181,7 @@ async def test_wallbox_sessions_give_a_reading_that_only_goes_up(
         (_stamp(minute(0, 13)), 105.5),
         (_stamp(minute(15, 13)), 106.5),
     ]
-    assert coordinator.outbox.held_count == 0
+    assert pipeline.outbox.held_count == 0
     assert not [
         issue
         for (domain, _), issue in ir.async_get(hass).issues.items()
@@ -578,7 +578,7 @@ async def test_small_dip_is_held_like_home_assistant_counts_it(
     key = add_running_meter(
         hass, mock_config_entry, charger, device="Dip", start_value=50.125
     )
-    coordinator = await setup_entry(hass, mock_config_entry)
+    pipeline = await setup_entry(hass, mock_config_entry)
     await at(hass, freezer, minute(15))
     await at(hass, freezer, minute(20))
     hass.states.async_set(charger.entity_id, "-1.0", KWH_SESSION)  # ignored
@@ -586,7 +586,7 @@ async def test_small_dip_is_held_like_home_assistant_counts_it(
     hass.states.async_set(charger.entity_id, "9.5", KWH_SESSION)  # a dip: -0.5
     await at(hass, freezer, minute(30))
     assert readings(sandbox, "Dip") == [(_stamp(minute(15)), 50.125)]
-    assert coordinator.outbox.held_count == 1
+    assert pipeline.outbox.held_count == 1
     issue_id = f"reading_held_{mock_config_entry.entry_id}_{key}"
     issue = ir.async_get(hass).async_get_issue(DOMAIN, issue_id)
     assert issue is not None

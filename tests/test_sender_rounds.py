@@ -26,8 +26,8 @@ from pytest_homeassistant_custom_component.common import async_fire_time_changed
 
 from custom_components.zevvy.api import Reading
 from custom_components.zevvy.const import DOMAIN
-from custom_components.zevvy.coordinator import ZevvyCoordinator
 from custom_components.zevvy.outbox import Destination, policy as outbox_policy
+from custom_components.zevvy.pipeline import ReadingPipeline
 from zevvy_sandbox import ZevvySandbox
 
 from . import icu
@@ -51,12 +51,12 @@ def _api_requests(sandbox: ZevvySandbox) -> int:
 
 
 class Rounds:
-    """Count the rounds a coordinator's sender starts."""
+    """Count the rounds a pipeline's sender starts."""
 
-    def __init__(self, coordinator: ZevvyCoordinator) -> None:
+    def __init__(self, pipeline: ReadingPipeline) -> None:
         """Wrap the sender's ``async_send``."""
         self.count = 0
-        sender = coordinator.sender
+        sender = pipeline.sender
         original: Callable[[], Coroutine[Any, Any, int]] = sender.async_send
 
         async def counted() -> int:
@@ -83,20 +83,20 @@ async def test_deleted_refused_register_leaves_no_round_behind(
     """
     meters.add("one")
     gone = meters.add("gone")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     sandbox.inject_fault(404, count=10**6, device_ref="Device gone")
     await meters.advance(
         datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1)
     )
-    assert coordinator.data.meters[gone].pending == 1
+    assert pipeline.coordinator.data.meters[gone].pending == 1
     assert hass.config_entries.async_remove_subentry(meters.entry, gone)
     await hass.async_block_till_done()
-    assert gone not in coordinator.data.meters
+    assert gone not in pipeline.coordinator.data.meters
     await meters.advance(
         datetime(2026, 11, 26, 12, 30, 30, tzinfo=UTC), timedelta(minutes=1)
     )
 
-    rounds = Rounds(coordinator)
+    rounds = Rounds(pipeline)
     requests = _api_requests(sandbox)
     # Past the register's backoff (15 minutes), before the next quarter hour.
     meters.freezer.move_to(datetime(2026, 11, 26, 12, 32, tzinfo=UTC))
@@ -107,7 +107,7 @@ async def test_deleted_refused_register_leaves_no_round_behind(
     await _fire_again_and_again(hass)
     assert rounds.count == before
     assert _api_requests(sandbox) == requests
-    assert coordinator.data.pending == 0
+    assert pipeline.coordinator.data.pending == 0
 
 
 async def test_a_day_with_a_deleted_and_an_emptied_refused_register(
@@ -121,14 +121,14 @@ async def test_a_day_with_a_deleted_and_an_emptied_refused_register(
     meters.add("one")
     gone = meters.add("gone")
     emptied = meters.add("emptied")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     sandbox.inject_fault(404, count=10**6, device_ref="Device gone")
     sandbox.inject_fault(404, count=10**6, device_ref="Device emptied")
     await meters.advance(
         datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1)
     )
-    assert coordinator.data.meters[gone].pending == 1
-    assert coordinator.data.meters[emptied].pending == 1
+    assert pipeline.coordinator.data.meters[gone].pending == 1
+    assert pipeline.coordinator.data.meters[emptied].pending == 1
     assert hass.config_entries.async_remove_subentry(meters.entry, gone)
     await hass.async_block_till_done()
     # The emptied meter's sensor goes away; the bound drops its last reading.
@@ -139,9 +139,9 @@ async def test_a_day_with_a_deleted_and_an_emptied_refused_register(
             timedelta(minutes=1),
             grow=False,
         )
-    assert coordinator.data.meters[emptied].pending == 0
+    assert pipeline.coordinator.data.meters[emptied].pending == 0
 
-    rounds = Rounds(coordinator)
+    rounds = Rounds(pipeline)
     start = datetime(2026, 11, 26, 12, 30, 30, tzinfo=UTC)
     for minute in range(1, 24 * 60 + 1):
         meters.freezer.move_to(start + timedelta(minutes=minute))
@@ -154,7 +154,7 @@ async def test_a_day_with_a_deleted_and_an_emptied_refused_register(
     assert _read_at(datetime(2026, 11, 27, 12, 30, tzinfo=UTC)) in {
         r.read_at for r in sandbox.readings("Device one")
     }
-    assert coordinator.data.pending == 0
+    assert pipeline.coordinator.data.pending == 0
 
 
 def _connection(hass: HomeAssistant) -> str:
@@ -177,7 +177,7 @@ async def test_api_refusing_a_renewed_login_keeps_the_login(
     kept, and the issue goes when an upload succeeds.
     """
     meters.add("one")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     sandbox.inject_fault(401, count=10**6, target="api")
     issue_id = f"api_login_refused_{meters.entry.entry_id}"
     await meters.advance(
@@ -186,9 +186,9 @@ async def test_api_refusing_a_renewed_login_keeps_the_login(
     assert not hass.config_entries.flow.async_progress_by_handler(DOMAIN)
     assert meters.entry.state is ConfigEntryState.LOADED
     assert _connection(hass) == "off"
-    assert coordinator.data.last_error == "login_refused"
-    assert coordinator.data.next_retry is not None
-    assert coordinator.data.pending == 3
+    assert pipeline.coordinator.data.last_error == "login_refused"
+    assert pipeline.coordinator.data.next_retry is not None
+    assert pipeline.coordinator.data.pending == 3
     assert set(_token_statuses(sandbox)) == {200}
     assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
 
@@ -208,10 +208,10 @@ async def test_api_refusing_a_renewed_login_keeps_the_login(
 
     # zevvy takes the login again: the next attempt delivers everything.
     sandbox.clear_faults()
-    retry = coordinator.data.next_retry
+    retry = pipeline.coordinator.data.next_retry
     assert retry is not None
     await meters.advance(retry + timedelta(seconds=1), timedelta(minutes=1))
-    assert coordinator.data.pending == 0
+    assert pipeline.coordinator.data.pending == 0
     # Every quarter hour from 12:15 to the retry (13:46), once.
     assert [r.read_at for r in sandbox.readings()] == [
         _read_at(datetime(2026, 11, 26, 12, 15, tzinfo=UTC) + i * QUARTER)
@@ -227,7 +227,7 @@ async def test_invalid_grant_still_asks_for_a_new_login(
 ) -> None:
     """A login the token endpoint refuses (invalid_grant) starts reauth."""
     meters.add("one")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     sandbox.revoke_refresh_tokens()
     sandbox.expire_access_tokens()
     await meters.advance(
@@ -235,7 +235,7 @@ async def test_invalid_grant_still_asks_for_a_new_login(
     )
     flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
     assert [flow["context"]["source"] for flow in flows] == [SOURCE_REAUTH]
-    assert coordinator.data.last_error == "authentication"
+    assert pipeline.coordinator.data.last_error == "authentication"
     assert (
         ir.async_get(hass).async_get_issue(
             DOMAIN, f"api_login_refused_{meters.entry.entry_id}"
@@ -254,7 +254,7 @@ async def test_register_repair_while_zevvy_is_unreachable_says_when(
     """
     meters.add("one")
     bad = meters.add("bad")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     sandbox.inject_fault(404, count=1, device_ref="Device bad")
     await meters.advance(
         datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1)
@@ -262,8 +262,8 @@ async def test_register_repair_while_zevvy_is_unreachable_says_when(
     issue_id = f"register_refused_{meters.entry.entry_id}_{bad}"
     assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is not None
     sandbox.inject_fault(503, count=10**6)
-    await coordinator.async_send_now()  # zevvy down: a retry timer is armed
-    retry = coordinator.data.next_retry
+    await pipeline.async_send_now()  # zevvy down: a retry timer is armed
+    retry = pipeline.coordinator.data.next_retry
     assert retry is not None
 
     result = await _fix_flow(hass, issue_id)
@@ -294,7 +294,7 @@ async def test_every_register_refused_alike_is_one_account_issue(
     kept; its "try again" sends them once zevvy takes them, and it goes.
     """
     keys = [meters.add(name) for name in ("one", "two", "three")]
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     sandbox.inject_fault(404, count=10**6, body={"message": "Not Found"})
     await meters.advance(
         datetime(2026, 11, 26, 12, 31, tzinfo=UTC), timedelta(minutes=1)
@@ -314,8 +314,8 @@ async def test_every_register_refused_alike_is_one_account_issue(
         if domain == DOMAIN and issue_id.startswith("register_refused_")
     ]
     assert _connection(hass) == "off"
-    assert coordinator.data.last_error == "refused"
-    assert all(coordinator.data.meters[key].pending == 2 for key in keys)
+    assert pipeline.coordinator.data.last_error == "refused"
+    assert all(pipeline.coordinator.data.meters[key].pending == 2 for key in keys)
     # Tried on the registers' backoff, not at every quarter hour.
     assert _api_requests(sandbox) == 6
 
@@ -326,10 +326,10 @@ async def test_every_register_refused_alike_is_one_account_issue(
     result = await manager.async_configure(result["flow_id"], {})
     await hass.async_block_till_done()
     assert result["type"] is FlowResultType.CREATE_ENTRY
-    assert coordinator.data.pending == 0
+    assert pipeline.coordinator.data.pending == 0
     assert len(sandbox.readings()) == 6
     assert _connection(hass) == "on"
-    assert coordinator.data.last_error is None
+    assert pipeline.coordinator.data.last_error is None
     assert registry.async_get_issue(DOMAIN, f"registers_refused_{entry_id}") is None
 
 
@@ -344,15 +344,12 @@ def _readings(count: int, first: int = 0) -> list[Reading]:
     ]
 
 
-async def _queue(
-    coordinator: ZevvyCoordinator, key: str, readings: list[Reading]
-) -> None:
+async def _queue(pipeline: ReadingPipeline, key: str, readings: list[Reading]) -> None:
     destination = Destination(key, "Device one", "Energy")
-    async with coordinator.async_adding(send=False) as add:
-        add([(destination, readings)])
+    await pipeline.async_accept([(destination, readings)], send=False)
 
 
-async def _reload(hass: HomeAssistant, meters: Meters) -> ZevvyCoordinator:
+async def _reload(hass: HomeAssistant, meters: Meters) -> ReadingPipeline:
     assert await hass.config_entries.async_unload(meters.entry.entry_id)
     await hass.async_block_till_done()
     return await meters.setup()
@@ -387,9 +384,9 @@ async def test_set_aside_register_stays_aside_after_a_restart(
 
     meters.freezer.move_to(datetime(2026, 11, 26, 12, 20, tzinfo=UTC))
     attempts = len([r for r in sandbox.requests if "Device bad" in r.path])
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     assert len([r for r in sandbox.requests if "Device bad" in r.path]) == attempts
-    assert coordinator.data.meters[bad].pending == 1
+    assert pipeline.coordinator.data.meters[bad].pending == 1
     assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is not None
     # Refused at 12:15: due at 12:30, then 30 minutes later (13:00).
     await meters.advance(
@@ -398,7 +395,7 @@ async def test_set_aside_register_stays_aside_after_a_restart(
     assert len([r for r in sandbox.requests if "Device bad" in r.path]) == (
         attempts + 1
     )
-    assert coordinator.data.meters[bad].pending == 3
+    assert pipeline.coordinator.data.meters[bad].pending == 3
     await meters.advance(
         datetime(2026, 11, 26, 13, 0, 30, tzinfo=UTC), timedelta(minutes=1)
     )
@@ -413,15 +410,15 @@ async def test_learned_batch_size_survives_a_restart(
     """413 once: after a restart, batches keep within what zevvy took."""
     sandbox.configure(max_batch=100)
     one = meters.add("one")
-    coordinator = await meters.setup()
-    await _queue(coordinator, one, _readings(300))
-    assert (await coordinator.async_send_now()).pending == 0
+    pipeline = await meters.setup()
+    await _queue(pipeline, one, _readings(300))
+    assert (await pipeline.async_send_now()).pending == 0
     assert 413 in [r.status for r in sandbox.requests]
 
-    coordinator = await _reload(hass, meters)
+    pipeline = await _reload(hass, meters)
     sandbox.clear_requests()
-    await _queue(coordinator, one, _readings(300, first=300))
-    assert (await coordinator.async_send_now()).pending == 0
+    await _queue(pipeline, one, _readings(300, first=300))
+    assert (await pipeline.async_send_now()).pending == 0
     assert {r.status for r in sandbox.requests if "_bulk_create" in r.path} == {201}
 
 
@@ -454,9 +451,9 @@ async def test_outbox_with_unusable_sender_state_loads(
             },
         },
     }
-    coordinator = await meters.setup()
-    assert coordinator.data.pending == 0
-    assert coordinator.data.connected
+    pipeline = await meters.setup()
+    assert pipeline.coordinator.data.pending == 0
+    assert pipeline.coordinator.data.connected
     assert [r.read_at for r in sandbox.readings("Device one")] == [
         "2026-11-26T12:00:00.000Z"
     ]
@@ -514,7 +511,7 @@ async def test_account_refusal_goes_with_the_refused_meters(
 ) -> None:
     """Every refused meter deleted: the account issue goes, Connection is on."""
     keys = [meters.add(name) for name in ("one", "two")]
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     sandbox.inject_fault(404, count=10**6, body={"message": "Not Found"})
     await meters.advance(
         datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1)
@@ -530,7 +527,7 @@ async def test_account_refusal_goes_with_the_refused_meters(
     )
     assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
     assert _connection(hass) == "on"
-    assert coordinator.data.last_error is None
+    assert pipeline.coordinator.data.last_error is None
 
 
 def _upload_now_error(err: HomeAssistantError, key: str, language: str) -> str:

@@ -23,8 +23,8 @@ from pytest_homeassistant_custom_component.common import async_fire_time_changed
 
 from custom_components.zevvy.api import Reading
 from custom_components.zevvy.const import BACKOFF_MAX, DOMAIN
-from custom_components.zevvy.coordinator import ZevvyCoordinator
 from custom_components.zevvy.outbox import Destination, policy as outbox_policy
+from custom_components.zevvy.pipeline import ReadingPipeline
 from zevvy_sandbox import ZevvySandbox
 
 from .test_delivery import (  # noqa: F401  (meters: the fixture)
@@ -52,18 +52,15 @@ def _readings(count: int, first: int = 0, bad: int | None = None) -> list[Readin
     ]
 
 
-async def _queue(
-    coordinator: ZevvyCoordinator, key: str, readings: list[Reading]
-) -> None:
+async def _queue(pipeline: ReadingPipeline, key: str, readings: list[Reading]) -> None:
     """Queue readings of meter ``key`` the one way into the outbox (no send)."""
-    destination = Destination(key, f"Device {key_name(coordinator, key)}", "Energy")
-    async with coordinator.async_adding(send=False) as add:
-        add([(destination, readings)])
+    destination = Destination(key, f"Device {key_name(pipeline, key)}", "Energy")
+    await pipeline.async_accept([(destination, readings)], send=False)
 
 
-def key_name(coordinator: ZevvyCoordinator, key: str) -> str:
+def key_name(pipeline: ReadingPipeline, key: str) -> str:
     """Return the meter name of a subentry ("Device one - Energy" -> "one")."""
-    title = coordinator.config_entry.subentries[key].title
+    title = pipeline.config_entry.subentries[key].title
     return title.removeprefix("Device ").removesuffix(" - Energy")
 
 
@@ -88,7 +85,7 @@ async def test_one_refused_register_does_not_delay_the_others(
     """
     good = [meters.add(name) for name in ("one", "two", "three")]
     bad = meters.add("bad")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     sandbox.inject_fault(
         404,
         count=10**6,
@@ -101,11 +98,11 @@ async def test_one_refused_register_does_not_delay_the_others(
         # Every good meter has this quarter's reading one minute after it.
         for name in ("one", "two", "three"):
             assert _stored_times(sandbox, f"Device {name}")[-1] == _read_at(tick)
-        assert coordinator.data.connected
-        assert coordinator.data.last_error is None
-    assert coordinator.data.pending == 4  # the refused register's, kept
-    assert coordinator.data.meters[bad].pending == 4
-    assert all(coordinator.data.meters[key].pending == 0 for key in good)
+        assert pipeline.coordinator.data.connected
+        assert pipeline.coordinator.data.last_error is None
+    assert pipeline.coordinator.data.pending == 4  # the refused register's, kept
+    assert pipeline.coordinator.data.meters[bad].pending == 4
+    assert all(pipeline.coordinator.data.meters[key].pending == 0 for key in good)
     # Set aside for 15 minutes, then 30: not retried at every round.
     attempts = [r for r in sandbox.requests if "Device bad" in r.path]
     assert [r.status for r in attempts] == [404, 404, 404]
@@ -131,7 +128,7 @@ async def test_one_refused_register_does_not_delay_the_others(
         _read_at(datetime(2026, 11, 26, 12, 15, tzinfo=UTC) + i * QUARTER)
         for i in range(4)
     ]
-    assert coordinator.data.pending == 0
+    assert pipeline.coordinator.data.pending == 0
     assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
 
 
@@ -141,13 +138,13 @@ async def test_upload_now_sends_a_refused_register_again(
     """upload_now ignores a set-aside register's backoff; 403 is per register."""
     meters.add("one")
     bad = meters.add("bad")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     sandbox.inject_fault(403, count=1, device_ref="Device bad")
     await meters.advance(
         datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1)
     )
-    assert coordinator.data.meters[bad].pending == 1
-    assert coordinator.data.next_retry is None
+    assert pipeline.coordinator.data.meters[bad].pending == 1
+    assert pipeline.coordinator.data.next_retry is None
     response = await hass.services.async_call(
         DOMAIN, "upload_now", {}, blocking=True, return_response=True
     )
@@ -185,19 +182,19 @@ async def test_one_bad_reading_is_the_only_one_rejected(
     """A batch refused as a whole for one reading: only that one is set aside."""
     sandbox.configure(max_value=1e9, validation_status=status)
     one = meters.add("one")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     # The newest is bad (a bad one in the middle would make the ones after it
     # drops, held back by the outbox).
     readings = _readings(500, bad=499)
-    await _queue(coordinator, one, readings)
+    await _queue(pipeline, one, readings)
     sandbox.clear_requests()
 
-    result = await coordinator.async_send_now()
+    result = await pipeline.async_send_now()
     assert (result.sent, result.pending, result.rejected) == (499, 0, 1)
     assert _stored_times(sandbox, "Device one") == _times(readings[:499])
     # Halving down to the bad reading: about 2 log2(n) requests.
     assert _api_requests(sandbox) <= 2 * math.ceil(math.log2(500)) + 1
-    assert coordinator.data.connected
+    assert pipeline.coordinator.data.connected
     issue_id = f"batch_rejected_{meters.entry.entry_id}_{one}"
     issue = ir.async_get(hass).async_get_issue(DOMAIN, issue_id)
     assert issue is not None
@@ -218,9 +215,9 @@ async def test_register_refused_with_400_is_set_aside_not_rejected(
     """
     one = meters.add("one")
     meters.add("two")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     readings = _readings(500)
-    await _queue(coordinator, one, readings)
+    await _queue(pipeline, one, readings)
     sandbox.inject_fault(
         status,
         count=10**6,
@@ -229,11 +226,11 @@ async def test_register_refused_with_400_is_set_aside_not_rejected(
     )
     sandbox.clear_requests()
 
-    result = await coordinator.async_send_now()
+    result = await pipeline.async_send_now()
     assert (result.pending, result.rejected) == (500, 0)
     attempts = [r for r in sandbox.requests if "Device one" in r.path]
     assert len(attempts) <= math.ceil(math.log2(500)) + 2
-    assert coordinator.data.connected
+    assert pipeline.coordinator.data.connected
     entry_id = meters.entry.entry_id
     registry = ir.async_get(hass)
     assert registry.async_get_issue(DOMAIN, f"batch_rejected_{entry_id}_{one}") is None
@@ -245,7 +242,7 @@ async def test_register_refused_with_400_is_set_aside_not_rejected(
     )
 
     sandbox.clear_faults()
-    result = await coordinator.async_send_now()
+    result = await pipeline.async_send_now()
     assert (result.sent, result.pending, result.rejected) == (500, 0, 0)
     assert _stored_times(sandbox, "Device one") == _times(readings)
 
@@ -261,13 +258,13 @@ async def test_two_bad_readings_at_both_ends_are_readings_not_the_register(
     """
     sandbox.configure(validation_status=400)
     one = meters.add("one")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     readings = _readings(64)
     readings[0] = Reading(readings[0].read_at, -1.0)  # zevvy refuses negatives
-    await _queue(coordinator, one, readings)
+    await _queue(pipeline, one, readings)
     sandbox.clear_requests()
 
-    result = await coordinator.async_send_now()
+    result = await pipeline.async_send_now()
     assert (result.sent, result.pending, result.rejected) == (63, 0, 1)
     assert _stored_times(sandbox, "Device one") == _times(readings[1:])
     assert (
@@ -284,19 +281,19 @@ async def test_too_large_splits_and_learns_the_batch_size(
     """413: the batch is split, and later batches stay within what zevvy took."""
     sandbox.configure(max_batch=100)
     one = meters.add("one")
-    coordinator = await meters.setup()
-    await _queue(coordinator, one, _readings(500))
+    pipeline = await meters.setup()
+    await _queue(pipeline, one, _readings(500))
     sandbox.clear_requests()
 
-    result = await coordinator.async_send_now()
+    result = await pipeline.async_send_now()
     assert (result.sent, result.pending, result.error) == (500, 0, None)
     first = [r.status for r in sandbox.requests]
     assert first.count(413) <= 9
     assert _stored_times(sandbox, "Device one") == _times(_readings(500))
 
     sandbox.clear_requests()
-    await _queue(coordinator, one, _readings(500, first=500))
-    result = await coordinator.async_send_now()
+    await _queue(pipeline, one, _readings(500, first=500))
+    result = await pipeline.async_send_now()
     assert (result.sent, result.pending) == (500, 0)
     # Batches of the learned size: no more 413.
     statuses = [r.status for r in sandbox.requests]
@@ -310,20 +307,20 @@ async def test_too_large_for_a_single_reading_sets_the_register_aside(
 ) -> None:
     """A 413 to one reading is about the register: set aside, readings kept."""
     one = meters.add("one")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     sandbox.inject_fault(413, count=1)
     await meters.advance(
         datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1)
     )
-    assert coordinator.data.meters[one].pending == 1
-    assert coordinator.data.connected
-    assert coordinator.last_error_detail is not None
-    assert "413" in coordinator.last_error_detail[1]
+    assert pipeline.coordinator.data.meters[one].pending == 1
+    assert pipeline.coordinator.data.connected
+    assert pipeline.last_error_detail is not None
+    assert "413" in pipeline.last_error_detail[1]
     # Retried on its own after REGISTER_BACKOFF_INITIAL (15 min).
     await meters.advance(
         datetime(2026, 11, 26, 12, 31, 30, tzinfo=UTC), timedelta(minutes=1)
     )
-    assert coordinator.data.pending == 0
+    assert pipeline.coordinator.data.pending == 0
     assert len(sandbox.readings()) == 2
 
 
@@ -354,13 +351,13 @@ async def test_resending_what_zevvy_has(
     """
     sandbox.configure(conflict_mode=mode, conflict_details=details)
     one = meters.add("one")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     readings = _readings(N)
-    await coordinator.client.bulk_create("Device one", "Energy", readings[:stored])
-    await _queue(coordinator, one, readings)
+    await pipeline.client.bulk_create("Device one", "Energy", readings[:stored])
+    await _queue(pipeline, one, readings)
     sandbox.clear_requests()
 
-    result = await coordinator.async_send_now()
+    result = await pipeline.async_send_now()
     assert (result.sent, result.pending, result.error) == (N, 0, None)
     if details:
         # The 409 names what zevvy has: confirm it, send the rest once.
@@ -399,14 +396,14 @@ async def test_holes_are_never_confirmed_unsent(
     """Whatever zevvy has, every reading ends up stored once and confirmed."""
     sandbox.configure(conflict_mode=mode, conflict_details=details)
     one = meters.add("one")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     readings = _readings(N)
     have = [readings[i] for part in holes for i in part]
-    await coordinator.client.bulk_create("Device one", "Energy", have)
-    await _queue(coordinator, one, readings)
+    await pipeline.client.bulk_create("Device one", "Energy", have)
+    await _queue(pipeline, one, readings)
     sandbox.clear_requests()
 
-    result = await coordinator.async_send_now()
+    result = await pipeline.async_send_now()
     assert (result.sent, result.pending, result.error) == (N, 0, None)
     stored = [r.read_at for r in sandbox.readings("Device one")]
     assert sorted(stored) == _times(readings)  # each once
@@ -421,10 +418,10 @@ async def test_rate_limit_in_the_middle_resumes(
     """A 429 while resolving a 409 keeps what was confirmed; the retry goes on."""
     sandbox.configure(conflict_details=details)
     one = meters.add("one")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     readings = _readings(N)
-    await coordinator.client.bulk_create("Device one", "Energy", readings[: N // 2])
-    await _queue(coordinator, one, readings)
+    await pipeline.client.bulk_create("Device one", "Energy", readings[: N // 2])
+    await _queue(pipeline, one, readings)
     sandbox.clear_requests()
 
     answered = 0
@@ -435,19 +432,19 @@ async def test_rate_limit_in_the_middle_resumes(
         if answered == 1:  # after the first part zevvy answered
             sandbox.inject_fault(429, count=1, retry_after=60)
 
-    unsub = coordinator.outbox.async_add_listener(changed)
-    result = await coordinator.async_send_now()
+    unsub = pipeline.outbox.async_add_listener(changed)
+    result = await pipeline.async_send_now()
     unsub()
     assert result.error == "rate_limited"
     assert 0 < result.pending < N
     first_round = _api_requests(sandbox)
-    assert coordinator.data.next_retry is not None
+    assert pipeline.coordinator.data.next_retry is not None
 
-    meters.freezer.move_to(coordinator.data.next_retry + timedelta(seconds=1))
+    meters.freezer.move_to(pipeline.coordinator.data.next_retry + timedelta(seconds=1))
     async_fire_time_changed(hass)
     await hass.async_block_till_done()
-    assert coordinator.data.pending == 0
-    assert coordinator.data.connected
+    assert pipeline.coordinator.data.pending == 0
+    assert pipeline.coordinator.data.connected
     assert _stored_times(sandbox, "Device one") == _times(readings)
     # Resumed, not started over: both rounds together cost about one.
     most = 3 if details else N // 2 + 3
@@ -463,7 +460,7 @@ async def test_upload_now_during_a_failing_round_leaves_no_retry_timer(
 ) -> None:
     """upload_now succeeds right after a failed round: the next tick sends."""
     meters.add("one")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     sandbox.inject_fault(503, count=10**6)
     # An hour of outage: the backoff is at its maximum (30 minutes).
     await meters.advance(
@@ -473,27 +470,27 @@ async def test_upload_now_during_a_failing_round_leaves_no_retry_timer(
     # A round that fails slowly, and upload_now while it is under way.
     sandbox.inject_fault(503, count=1, delay=0.5)
     before = _api_requests(sandbox)
-    failing = hass.async_create_task(coordinator.async_send())
+    failing = hass.async_create_task(pipeline.async_send())
     for _ in range(10_000):
         if _api_requests(sandbox) > before:
             break
         await asyncio.sleep(0)
-    now = hass.async_create_task(coordinator.async_send_now())
+    now = hass.async_create_task(pipeline.async_send_now())
     for _ in range(10):
         await asyncio.sleep(0)
     meters.freezer.tick(timedelta(seconds=1))  # the slow answer comes
     result = await now
     await failing
     assert (result.pending, result.error) == (0, None)
-    assert coordinator.data.connected
-    assert coordinator.data.next_retry is None
+    assert pipeline.coordinator.data.connected
+    assert pipeline.coordinator.data.next_retry is None
 
     # The 13:15 reading goes at 13:15, not with a retry timer half an hour on.
     await meters.advance(
         datetime(2026, 11, 26, 13, 16, tzinfo=UTC), timedelta(minutes=1)
     )
     assert _stored_times(sandbox, "Device one")[-1] == "2026-11-26T13:15:00.000Z"
-    assert coordinator.data.pending == 0
+    assert pipeline.coordinator.data.pending == 0
     assert BACKOFF_MAX == 30 * 60
 
 
@@ -503,7 +500,7 @@ async def test_full_outbox_never_drops_fresh_readings_for_stuck_ones(
     """Held readings fill the bound: the oldest go, fresh readings still flow."""
     one = meters.add("one")
     meters.add("two")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     await meters.advance(
         datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1), grow=False
     )
@@ -519,7 +516,7 @@ async def test_full_outbox_never_drops_fresh_readings_for_stuck_ones(
     ]
     # Meter one: only the newest held readings are kept, within the bound
     # (two, and one fresh reading of meter two at each tick).
-    assert coordinator.outbox.held_count == 2
+    assert pipeline.outbox.held_count == 2
     issue = ir.async_get(hass).async_get_issue(
         DOMAIN, f"reading_held_{meters.entry.entry_id}_{one}"
     )
@@ -539,18 +536,18 @@ async def test_full_outbox_drops_rejected_readings_first_when_oldest(
 ) -> None:
     """Rejected readings count too; once all are dropped their issue goes."""
     one = meters.add("one")
-    coordinator = await meters.setup()
+    pipeline = await meters.setup()
     sandbox.inject_fault(400, count=2)
     await meters.advance(
         datetime(2026, 11, 26, 12, 31, tzinfo=UTC), timedelta(minutes=1)
     )
-    assert coordinator.outbox.rejected_count == 2
+    assert pipeline.outbox.rejected_count == 2
     issue_id = f"batch_rejected_{meters.entry.entry_id}_{one}"
     assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is not None
     with patch.object(outbox_policy, "OUTBOX_MAX_READINGS", 1):
         await meters.advance(
             datetime(2026, 11, 26, 12, 46, tzinfo=UTC), timedelta(minutes=1)
         )
-    assert coordinator.outbox.rejected_count == 0
+    assert pipeline.outbox.rejected_count == 0
     assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None
     assert _stored_times(sandbox, "Device one") == ["2026-11-26T12:45:00.000Z"]

@@ -24,12 +24,13 @@ from .const import (
     CONF_REFRESH_TOKEN,
     DOMAIN,
 )
-from .coordinator import ZevvyConfigEntry, ZevvyCoordinator, ZevvyRuntimeData
 from .entity import account_device_info
 from .gap_fill import async_start_gap_fill
 from .helpers import async_on_entry_updated
 from .issues import async_delete_entry_issues, async_setup_meter_issues
 from .outbox import Outbox
+from .pipeline import ReadingPipeline
+from .runtime import ZevvyConfigEntry, ZevvyRuntimeData
 from .services import async_setup_services
 from .token_store import RefreshTokenStore, ZevvyTokenStorageError
 from .translation_log import install as install_translation_log_filter
@@ -86,19 +87,21 @@ async def async_setup_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> boo
     # Delivery: the persisted outbox and the quarter-hour collector and sender.
     outbox = Outbox(hass, entry.entry_id)
     await outbox.async_load()
-    coordinator = ZevvyCoordinator(hass, entry, client, outbox)
+    pipeline = ReadingPipeline(hass, entry, client, outbox)
+    coordinator = pipeline.coordinator
     await coordinator.async_config_entry_first_refresh()
 
     entry.runtime_data = ZevvyRuntimeData(
-        tokens=tokens, outbox=outbox, coordinator=coordinator
+        tokens=tokens, outbox=outbox, pipeline=pipeline, coordinator=coordinator
     )
     # The account's service device; the meters' devices point to it.
     dr.async_get(hass).async_get_or_create(
         config_entry_id=entry.entry_id, **account_device_info(entry)
     )
-    coordinator.async_start()
+    pipeline.async_start()
+    entry.async_on_unload(pipeline.async_shutdown)
     # Meters removed as subentries: drop their readings (no reload).
-    async_on_entry_updated(hass, entry, coordinator.async_subentries_changed)
+    async_on_entry_updated(hass, entry, pipeline.async_subentries_changed)
 
     # Meters: repair issues for vanished or ineligible entities, now and
     # whenever the entity registry, the subentries or a meter's unit change.
@@ -116,7 +119,7 @@ async def async_unload_entry(hass: HomeAssistant, entry: ZevvyConfigEntry) -> bo
     unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
     if unloaded:
         # Stop ticks, retries and uploads; write the outbox.
-        await entry.runtime_data.coordinator.async_stop()
+        await entry.runtime_data.pipeline.async_stop()
     return unloaded
 
 

@@ -11,8 +11,8 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .compat import BinarySensorDeviceClass
-from .coordinator import ZevvyConfigEntry
 from .entity import ZevvyEntity
+from .runtime import ZevvyConfigEntry
 from .sender import SendError
 
 PARALLEL_UPDATES = 0

@@ -7,8 +7,8 @@ from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .coordinator import ZevvyConfigEntry
 from .entity import ZevvyEntity
+from .runtime import ZevvyConfigEntry
 from .services import async_send_now
 
 PARALLEL_UPDATES = 1
@@ -34,4 +34,4 @@ class ZevvyUploadButton(ZevvyEntity, ButtonEntity):
 
     async def async_press(self) -> None:
         """Upload now; a zevvy error becomes a translated error message."""
-        await async_send_now(self.coordinator.config_entry)
+        await async_send_now(self.entry)

@@ -36,10 +36,10 @@ from .const import (
     SOURCE_SENSOR,
     SUBENTRY_TYPE_METER,
 )
-from .coordinator import ZevvyConfigEntry
 from .issues import entry_issues
 from .meters import KINDS, entity_eligibility, round_kwh, stored_kind
 from .running_total import RunningState
+from .runtime import ZevvyConfigEntry
 
 TO_REDACT = {
     CONF_CLIENT_ID,
@@ -181,7 +181,7 @@ async def async_get_config_entry_diagnostics(
     runtime = entry.runtime_data
     coordinator = runtime.coordinator
     status = coordinator.data
-    detail = coordinator.last_error_detail
+    detail = runtime.pipeline.last_error_detail
     account = runtime.tokens.account
     return async_redact_data(
         {

@@ -18,8 +18,9 @@ from homeassistant.helpers.update_coordinator import CoordinatorEntity
 
 from .compat import async_get_device, via_device
 from .const import DOMAIN
-from .coordinator import ZevvyConfigEntry, ZevvyCoordinator
+from .coordinator import ZevvyCoordinator
 from .outbox import QueueView
+from .runtime import ZevvyConfigEntry
 
 MANUFACTURER = "zevvy"
 
@@ -73,6 +74,7 @@ class ZevvyEntity(CoordinatorEntity[ZevvyCoordinator]):
     def __init__(self, entry: ZevvyConfigEntry, description: EntityDescription) -> None:
         """Initialize from the entry and the entity description."""
         super().__init__(entry.runtime_data.coordinator)
+        self.entry = entry
         self.entity_description = description
         self._attr_unique_id = f"{entry.unique_id}_{description.key}"
         self._attr_device_info = account_device_info(entry)

@@ -32,10 +32,10 @@ from .const import (
     GAP_FILL_STARTUP_DELAY,
     LOGGER,
 )
-from .coordinator import ZevvyConfigEntry, quarter_floor
-from .history import MeterResult, async_fill_meter, log_result
+from .history import MeterResult, async_read_meter, log_result
 from .meters import resolve_meters
-from .quarters import recorder_loaded
+from .quarters import quarter_floor, recorder_loaded
+from .runtime import ZevvyConfigEntry
 
 
 @dataclass(slots=True)
@@ -110,19 +110,23 @@ async def async_gap_fill(
         todo = _gap_fill_from_outbox(hass, entry)
     last_quarter = quarter_floor(todo.until)
     results: list[MeterResult] = []
-    async with entry.runtime_data.coordinator.async_adding() as add:
-        for meter in resolve_meters(hass, entry):
-            if (after := todo.after.get(meter.subentry_id)) is None:
-                continue
-            result = await async_fill_meter(
-                hass, entry, meter, add, after, todo.until, hourly=False, after=after
-            )
-            results.append(result)
-            compiled = result.compiled_until
-            if compiled is not None and compiled >= last_quarter:
-                del todo.after[meter.subentry_id]
-            elif compiled is not None and compiled > after:
-                todo.after[meter.subentry_id] = compiled
+    for meter in resolve_meters(hass, entry):
+        if (after := todo.after.get(meter.subentry_id)) is None:
+            continue
+        result = await async_read_meter(
+            hass, entry, meter, after, todo.until, hourly=False, after=after
+        )
+        results.append(result)
+        compiled = result.compiled_until
+        if compiled is not None and compiled >= last_quarter:
+            del todo.after[meter.subentry_id]
+        elif compiled is not None and compiled > after:
+            todo.after[meter.subentry_id] = compiled
+    accepted = await entry.runtime_data.pipeline.async_accept(
+        [result.item() for result in results], per_queue=True
+    )
+    for result in results:
+        result.count(accepted.of(result.meter.subentry_id))
     if any(result.queued or result.held for result in results):
         log_result("Gap fill", results)
     if todo.after:

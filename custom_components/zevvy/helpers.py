@@ -1,20 +1,20 @@
 """Small Home Assistant helpers shared by the modules of the integration.
 
-Entry updates, and what every action needs: translated validation errors, local
-times from the UI, and finding the config entry an action is for.
+Entry updates, and what every action needs: translated validation errors and
+local times from the UI (finding the config entry an action is for:
+``runtime.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from homeassistant.config_entries import (
     SIGNAL_CONFIG_ENTRY_CHANGED,
     ConfigEntry,
     ConfigEntryChange,
-    ConfigEntryState,
 )
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import ServiceValidationError
@@ -22,9 +22,6 @@ from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.util import dt as dt_util
 
 from .const import DOMAIN
-
-if TYPE_CHECKING:
-    from .coordinator import ZevvyConfigEntry
 
 
 @callback
@@ -67,39 +64,3 @@ def aware(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=dt_util.get_default_time_zone())
     return value
-
-
-@callback
-def async_get_loaded_entry(hass: HomeAssistant, entry_id: str) -> ZevvyConfigEntry:
-    """Return a loaded zevvy config entry or raise a translated error."""
-    entry = hass.config_entries.async_get_entry(entry_id)
-    if entry is None or entry.domain != DOMAIN:
-        raise validation_error("entry_not_found", entry_id=entry_id)
-    if entry.state is not ConfigEntryState.LOADED:
-        raise validation_error("entry_not_loaded", account=entry.title)
-    zevvy_entry: ZevvyConfigEntry = entry
-    return zevvy_entry
-
-
-@callback
-def async_get_target_entries(
-    hass: HomeAssistant, entry_id: str | None
-) -> list[ZevvyConfigEntry]:
-    """Return the entry asked for, or every loaded zevvy entry (at least one)."""
-    if entry_id:
-        return [async_get_loaded_entry(hass, entry_id)]
-    entries: list[ZevvyConfigEntry] = hass.config_entries.async_loaded_entries(DOMAIN)
-    if not entries:
-        raise validation_error("no_loaded_entry")
-    return entries
-
-
-@callback
-def async_get_single_entry(
-    hass: HomeAssistant, entry_id: str | None
-) -> ZevvyConfigEntry:
-    """Return the entry asked for, or the only loaded one."""
-    entries = async_get_target_entries(hass, entry_id)
-    if len(entries) > 1:
-        raise validation_error("entry_required")
-    return entries[0]

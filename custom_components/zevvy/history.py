@@ -19,8 +19,9 @@ hour it ends on.
   new login), the quarter hours after each meter's last delivered reading that
   the collector missed are queued from the 5-minute statistics.
 
-A meter whose reading is a running total (``running_total.py``) reads the
-statistics' ``sum`` instead of their ``state``: its reading at Q is its start
+The meter's reading source (``reading_sources.py``) says which statistics give
+its readings. A running total (``running_total.py``) reads the statistics'
+``sum`` instead of their ``state``: its reading at Q is its start
 value + sum(Q) - sum(at its start), the same number the live tracker computes,
 and none before its start.
 
@@ -30,19 +31,20 @@ had, so they repeat the reading from before the stop. That includes a row that
 only began before the stop (its end, the time its reading would be filed
 under, lies in the gap).
 
-Both go into the outbox like live readings, through the coordinator: readings
+This module only reads: ``async_read_meter`` returns a meter's readings, and
+whoever asked hands them to the reading pipeline (``ReadingPipeline.async_accept``)
+like live readings, then counts what happened (``MeterResult.count``): readings
 already pending are not queued twice, and a drop against the readings beside it
 in time (pending or the last delivered one, before or after it) is held back
 with a repair issue (a meter reset inside the period) instead of being sent.
 
-Recorder queries run in the recorder's executor, one meter at a time, and the
-readings are added to the outbox in chunks so that a large backfill never
-blocks the event loop for long.
+Recorder queries run in the recorder's executor, one meter at a time; the
+pipeline adds the readings to the outbox in chunks so that a large backfill
+never blocks the event loop for long.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -61,15 +63,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
 from .api import Reading
-from .const import COLLECT_INTERVAL_MINUTES, LOGGER
-from .coordinator import AddFn, ZevvyConfigEntry
+from .const import LOGGER
 from .meters import KINDS, Meter, MeterKind, resolve_meters, to_reading
 from .outbox import AddResult, Destination
-from .quarters import recorder_loaded
+from .quarters import is_quarter_epoch, recorder_loaded
+from .runtime import ZevvyConfigEntry
 
 # Readings handed to the outbox between two yields to the event loop.
-ADD_CHUNK: Final = 1000
-QUARTER_SECONDS: Final = COLLECT_INTERVAL_MINUTES * 60
 SHORT_TERM_PERIOD: Final = timedelta(minutes=5)
 LONG_TERM_PERIOD: Final = timedelta(hours=1)
 
@@ -108,6 +108,25 @@ class MeterResult:
     already_delivered: int = 0
     held: int = 0
     compiled_until: datetime | None = None
+    # The readings to queue, and the last one zevvy had when they were read.
+    readings: list[Reading] = field(default_factory=list, repr=False)
+    last: Reading | None = field(default=None, repr=False)
+
+    def item(self) -> tuple[Destination, list[Reading]]:
+        """Return the readings to queue with their destination."""
+        return Destination.for_meter(self.meter), self.readings
+
+    def count(self, added: AddResult) -> None:
+        """Count what the outbox did with the readings (``AddResult``)."""
+        self.queued = added.queued
+        self.held = added.held
+        # The outbox counts the last delivered reading as a duplicate too.
+        last = self.last
+        delivered_again = sum(
+            1 for reading in self.readings if last and reading.read_at == last.read_at
+        )
+        self.already_delivered += delivered_again
+        self.already_queued = added.duplicates - delivered_again
 
     def as_dict(self) -> dict[str, Any]:
         """Return the action's answer for this meter."""
@@ -180,7 +199,7 @@ def _readings_from_rows(
     readings: list[Reading] = []
     for row in rows:
         end = int(row["end"])
-        if end < first or end > last or end % QUARTER_SECONDS:
+        if end < first or end > last or not is_quarter_epoch(end):
             continue
         if any(gap_start < end <= gap_end for gap_start, gap_end in gaps):
             continue
@@ -303,26 +322,24 @@ def read_statistics(
 # --- queueing -------------------------------------------------------------------
 
 
-async def async_fill_meter(
+async def async_read_meter(
     hass: HomeAssistant,
     entry: ZevvyConfigEntry,
     meter: Meter,
-    add: AddFn,
     start: datetime,
     end: datetime,
     *,
     hourly: bool,
     after: datetime | None = None,
 ) -> MeterResult:
-    """Queue one meter's readings in [start, end] from statistics with ``add``.
+    """Return one meter's readings in [start, end] from statistics.
 
-    Readings at or before ``after`` are counted as already delivered and not
-    queued (gap fill); the action passes None and sends them again. Readings
-    are added in chunks, yielding to the event loop between them.
+    Readings at or before ``after`` are counted as already delivered and left
+    out (gap fill); the action passes None and sends them again. Nothing is
+    queued here: hand ``result.item()`` to the pipeline, then ``count`` it.
     """
-    running = None
-    if meter.running_total and meter.start_at is not None:
-        running = (meter.start_at, meter.start_value)
+    # The meter's source says how the statistics give its readings.
+    running = entry.runtime_data.pipeline.sources.of(meter).statistics_base(meter)
     found = await get_instance(hass).async_add_executor_job(
         read_statistics,
         hass,
@@ -341,24 +358,12 @@ async def async_fill_meter(
         compiled_until=found.compiled_until,
     )
     readings = found.hours + found.quarter_hours
-    last = entry.runtime_data.outbox.last_delivered(meter.subentry_id)
+    result.last = entry.runtime_data.outbox.last_delivered(meter.subentry_id)
     if after is not None:
         kept = [reading for reading in readings if reading.read_at > after]
         result.already_delivered = len(readings) - len(kept)
         readings = kept
-    destination = Destination.for_meter(meter)
-    added = AddResult()
-    for pos in range(0, len(readings), ADD_CHUNK):
-        added.add(add([(destination, readings[pos : pos + ADD_CHUNK])]))
-        await asyncio.sleep(0)
-    result.queued = added.queued
-    result.held = added.held
-    # The outbox counts the last delivered reading as a duplicate too.
-    delivered_again = sum(
-        1 for reading in readings if last and reading.read_at == last.read_at
-    )
-    result.already_delivered += delivered_again
-    result.already_queued = added.duplicates - delivered_again
+    result.readings = readings
     return result
 
 
@@ -372,10 +377,10 @@ async def async_fill_since(
     meter = next((m for m in resolve_meters(hass, entry) if m.subentry_id == key), None)
     if meter is None or not recorder_loaded(hass):
         return
-    async with entry.runtime_data.coordinator.async_adding() as add:
-        result = await async_fill_meter(
-            hass, entry, meter, add, since, dt_util.utcnow(), hourly=False, after=since
-        )
+    result = await async_read_meter(
+        hass, entry, meter, since, dt_util.utcnow(), hourly=False, after=since
+    )
+    result.count(await entry.runtime_data.pipeline.async_accept([result.item()]))
     log_result("Running total since " + since.isoformat(), [result])
 
 

@@ -41,6 +41,7 @@ from homeassistant.helpers.event import async_track_state_change_event
 from .const import CONF_ENTITY_REGISTRY_ID, DOMAIN, LOGGER, SUBENTRY_TYPE_METER
 from .helpers import async_on_entry_updated
 from .meters import Meter, check_meters
+from .outbox import OutboxReport, ReportKind
 
 
 class IssueKind(StrEnum):
@@ -106,6 +107,36 @@ def async_delete_issue(
 ) -> None:
     """Delete an issue if it exists."""
     ir.async_delete_issue(hass, DOMAIN, issue_id(kind, entry_id, key))
+
+
+# What a report of the outbox is about, as an issue.
+_REPORTED: Final = {
+    ReportKind.HELD: IssueKind.READING_HELD,
+    ReportKind.REJECTED: IssueKind.BATCH_REJECTED,
+    ReportKind.OVERFLOW: IssueKind.OUTBOX_OVERFLOW,
+}
+# A queue removed with its meter: its issues go with it.
+_QUEUE_KINDS: Final = (
+    IssueKind.READING_HELD,
+    IssueKind.BATCH_REJECTED,
+    IssueKind.REGISTER_REFUSED,
+)
+
+
+@callback
+def async_apply_outbox_report(
+    hass: HomeAssistant, entry_id: str, report: OutboxReport
+) -> None:
+    """Raise, update or delete the issue an outbox report is about."""
+    if report.kind is ReportKind.REMOVED:
+        for kind in _QUEUE_KINDS:
+            async_delete_issue(hass, kind, entry_id, report.key)
+    elif report.placeholders is None:
+        async_delete_issue(hass, _REPORTED[report.kind], entry_id, report.key)
+    else:
+        async_create_issue(
+            hass, _REPORTED[report.kind], entry_id, report.key, report.placeholders
+        )
 
 
 def _belongs_to(issue_id_: str, entry_id: str, kinds: tuple[IssueKind, ...]) -> bool:

@@ -324,7 +324,7 @@ class MeterSelectionFlow(ConfigFlow):
                     self._meter_references = references
                     return await self.async_step_meter_start()
                 return await self._async_add_meter(
-                    entity_entry, references, source_data(SOURCE_SENSOR)
+                    entity_entry, references, source_from_input(user_input)
                 )
 
         position = self._meter_total - len(self._meter_queue) + 1
@@ -461,7 +461,9 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
                     self._new_references = (device_ref, register_ref)
                     return await self.async_step_start()
                 return self._async_create_meter(
-                    entity_entry, (device_ref, register_ref), source_data(SOURCE_SENSOR)
+                    entity_entry,
+                    (device_ref, register_ref),
+                    source_from_input(user_input),
                 )
 
         suggested, placeholders = await async_meter_form(
@@ -549,7 +551,7 @@ class MeterSubentryFlowHandler(ConfigSubentryFlow):
                     return self._async_update_meter({})
                 if new_source == SOURCE_RUNNING_TOTAL:
                     return await self.async_step_reconfigure_start()
-                return self._async_update_meter(source_data(SOURCE_SENSOR))
+                return self._async_update_meter(source_data(new_source))
             suggested: Mapping[str, Any] = user_input
         else:
             suggested = {**subentry.data, CONF_READING_SOURCE: source}

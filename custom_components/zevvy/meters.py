@@ -22,7 +22,9 @@ This module owns:
   of the sensor's unit and suggested display precision, or of the digits a
   person typed), recorded with the reading for the outbox's drop check;
 - ``check_meters`` and ``resolve_meters``: which meters are usable now (pure
-  lookups; ``issues.py`` raises the repair issues of the others).
+  lookups; ``issues.py`` raises the repair issues of the others);
+  ``MeterResolver`` keeps their answer for the quarter-hour ticks and checks
+  again only when something they depend on changed.
 """
 
 from __future__ import annotations
@@ -41,17 +43,26 @@ from homeassistant.components.sensor import (
     SensorStateClass,
 )
 from homeassistant.components.sensor.const import DEVICE_CLASS_UNITS
-from homeassistant.config_entries import ConfigEntry, ConfigSubentryData
+from homeassistant.config_entries import (
+    SIGNAL_CONFIG_ENTRY_CHANGED,
+    ConfigEntry,
+    ConfigEntryChange,
+    ConfigSubentryData,
+)
 from homeassistant.const import (
     ATTR_DEVICE_CLASS,
     ATTR_FRIENDLY_NAME,
     ATTR_UNIT_OF_MEASUREMENT,
+    EVENT_STATE_CHANGED,
     STATE_UNAVAILABLE,
     STATE_UNKNOWN,
     UnitOfEnergy,
     UnitOfVolume,
 )
 from homeassistant.core import (
+    CALLBACK_TYPE,
+    Event,
+    EventStateChangedData,
     HomeAssistant,
     State,
     callback,
@@ -60,6 +71,7 @@ from homeassistant.helpers import (
     device_registry as dr,
     entity_registry as er,
 )
+from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.translation import async_get_translations
 from homeassistant.util.unit_conversion import (
     BaseUnitConverter,
@@ -276,7 +288,7 @@ def source_data(
     """Return a meter's reading source as subentry data (all keys, for updates)."""
     running = reading_source == SOURCE_RUNNING_TOTAL
     return {
-        CONF_READING_SOURCE: SOURCE_RUNNING_TOTAL if running else SOURCE_SENSOR,
+        CONF_READING_SOURCE: reading_source,
         # Rounded to thousandths: Wh of kWh, litres of m³ (the same for every kind).
         CONF_START_VALUE: round_kwh(start_value) if running else None,
         CONF_START_AT: start_at if running else None,
@@ -606,7 +618,9 @@ def sensor_step(
 
 def round_kwh(value: float) -> float:
     """Return a reading in kWh at zevvy's resolution (Wh), never -0.0."""
-    return KINDS[MeterKind.ENERGY].round(value)
+    # KINDS[MeterKind.ENERGY].round, without its look-ups: every reading
+    # entering the outbox passes here.
+    return round(value, READING_DECIMALS) + 0.0
 
 
 def to_reading(value: float, unit: str | None, kind: MeterKind) -> float | None:
@@ -618,7 +632,10 @@ def to_reading(value: float, unit: str | None, kind: MeterKind) -> float | None:
     spec = KINDS[kind]
     if unit not in spec.units or not math.isfinite(value) or value < 0:
         return None
-    return spec.round(spec.converter.convert(value, unit, spec.billing_unit))
+    # spec.round(spec.converter.convert(...)) without two calls: every reading
+    # of every meter passes here each quarter hour.
+    billed = spec.converter.converter_factory(unit, spec.billing_unit)(value)
+    return round(billed, spec.decimals) + 0.0
 
 
 def to_kwh(value: float, unit: str | None) -> float | None:
@@ -708,3 +725,146 @@ def check_meters(hass: HomeAssistant, entry: ConfigEntry[Any]) -> list[MeterChec
 def resolve_meters(hass: HomeAssistant, entry: ConfigEntry[Any]) -> list[Meter]:
     """Return the entry's usable meters, with their current entity ids."""
     return [check.meter for check in check_meters(hass, entry) if check.meter]
+
+
+# The state attributes ``check_meters`` reads (``entity_kind``, ``sensor_step``).
+_CHECKED_ATTRIBUTES: Final = (
+    ATTR_UNIT_OF_MEASUREMENT,
+    ATTR_DEVICE_CLASS,
+    ATTR_STATE_CLASS,
+)
+
+
+class MeterResolver:
+    """The checked meters of one config entry, kept between quarter hours.
+
+    ``check_meters`` walks every subentry, the entity registry and the states;
+    a tick of 1000 meters must not repeat that each quarter hour. The answer is
+    kept until something it depends on changes, and then checked again on the
+    next call:
+
+    * the entity registry (an entity removed, renamed, re-added, its unit or
+      display precision changed), any entry of it;
+    * the entry's subentries (a meter added, removed or changed);
+    * the state of a meter's entity: it appears or goes, or its unit, device
+      class or state class changes (a filter on the state-changed event keeps
+      the other state changes cheap).
+
+    The listeners run when the change happens (Home Assistant calls event and
+    dispatcher callbacks at once), so the next call sees it. They are set up by
+    the first call and ended by ``async_stop``; after that every call checks
+    anew, as ``check_meters`` does.
+    """
+
+    def __init__(self, hass: HomeAssistant, entry: ConfigEntry[Any]) -> None:
+        """Keep nothing yet: the first call checks the meters."""
+        self._hass = hass
+        self._entry = entry
+        self._checks: list[MeterCheck] | None = None
+        self._meters: list[Meter] = []
+        # What the kept answer was checked with: the subentries, and the
+        # entities whose state changes may change it.
+        self._subentries: Mapping[str, Any] | None = None
+        self._entity_ids: frozenset[str] = frozenset()
+        self._unsubs: list[CALLBACK_TYPE] = []
+        self._stopped = False
+
+    @callback
+    def checks(self) -> list[MeterCheck]:
+        """Return every meter subentry checked (as ``check_meters``)."""
+        return list(self._async_checks())
+
+    @callback
+    def meters(self) -> list[Meter]:
+        """Return the usable meters (as ``resolve_meters``)."""
+        self._async_checks()
+        return list(self._meters)
+
+    @callback
+    def invalidate(self) -> None:
+        """Check the meters again on the next call."""
+        self._checks = None
+
+    @callback
+    def async_stop(self) -> None:
+        """End the listeners; from now on every call checks anew."""
+        self._stopped = True
+        self._async_unsubscribe()
+        self._checks = None
+
+    @callback
+    def _async_checks(self) -> list[MeterCheck]:
+        entry = self._entry
+        if self._checks is not None and entry.subentries is self._subentries:
+            return self._checks
+        checks = check_meters(self._hass, entry)
+        self._meters = [check.meter for check in checks if check.meter]
+        if self._stopped:
+            return checks
+        if not self._unsubs:
+            self._async_subscribe()
+        registry = er.async_get(self._hass)
+        self._entity_ids = frozenset(
+            entity_entry.entity_id
+            for subentry in entry.subentries.values()
+            if subentry.subentry_type == SUBENTRY_TYPE_METER
+            and (
+                entity_entry := registry.entities.get_entry(
+                    subentry.data[CONF_ENTITY_REGISTRY_ID]
+                )
+            )
+        )
+        self._subentries = entry.subentries
+        self._checks = checks
+        return checks
+
+    @callback
+    def _async_subscribe(self) -> None:
+        hass = self._hass
+
+        @callback
+        def _async_entry_changed(
+            change: ConfigEntryChange, changed: ConfigEntry[Any]
+        ) -> None:
+            if (
+                change is ConfigEntryChange.UPDATED
+                and changed.entry_id == self._entry.entry_id
+            ):
+                self.invalidate()
+
+        self._unsubs = [
+            hass.bus.async_listen(
+                er.EVENT_ENTITY_REGISTRY_UPDATED, self._async_invalidate_event
+            ),
+            hass.bus.async_listen(
+                EVENT_STATE_CHANGED,
+                self._async_invalidate_event,
+                event_filter=self._async_checked_state_changed,
+            ),
+            async_dispatcher_connect(
+                hass, SIGNAL_CONFIG_ENTRY_CHANGED, _async_entry_changed
+            ),
+        ]
+
+    @callback
+    def _async_unsubscribe(self) -> None:
+        for unsub in self._unsubs:
+            unsub()
+        self._unsubs = []
+
+    @callback
+    def _async_invalidate_event(self, _event: Event[Any]) -> None:
+        self.invalidate()
+
+    @callback
+    def _async_checked_state_changed(self, data: EventStateChangedData) -> bool:
+        """Return whether a state change may change a meter's check."""
+        if data["entity_id"] not in self._entity_ids:
+            return False
+        old, new = data["old_state"], data["new_state"]
+        if old is None or new is None:
+            return True
+        before, after = old.attributes, new.attributes
+        return before is not after and any(
+            before.get(name) != after.get(name) for name in _CHECKED_ATTRIBUTES
+        )

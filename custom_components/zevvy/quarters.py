@@ -1,4 +1,8 @@
-"""What a meter read at a quarter hour: its state, or the recorder's state history.
+"""Quarter hours: their arithmetic, and what a meter read at one.
+
+All quarter-hour arithmetic of the integration lives here (``quarter_floor``,
+``next_quarter``, ``quarters_through`` and their epoch twins). A meter's value
+at a quarter hour is its state, or the recorder's state history:
 
 A reading filed under quarter hour Q is the meter's value as of Q, never one read
 later. On time, that is the current state. A tick that fires late (Home Assistant
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from homeassistant.components.recorder.history import state_changes_during_period
 from homeassistant.core import HomeAssistant, State, callback
@@ -35,16 +39,75 @@ from .meters import Meter, MeterKind, state_reading
 
 RECORDER_DOMAIN: Final = "recorder"
 QUARTER: Final = timedelta(minutes=COLLECT_INTERVAL_MINUTES)
+QUARTER_SECONDS: Final = COLLECT_INTERVAL_MINUTES * 60
 # The recorder's start-time state is the last one strictly before the start of
 # a query, its changes strictly after: start a little before the first quarter
 # hour so that a change exactly on it is seen.
 _MARGIN: Final = timedelta(seconds=1)
+# No recorded readings (shared, never changed).
+_NOTHING: Final[Mapping[datetime, float]] = {}
+
+
+class SensorValueSource:
+    """The reading source ``sensor``: the sensor's value as of each quarter hour."""
+
+    def __init__(self, hass: HomeAssistant, entry: Any, outbox: Any) -> None:
+        """Read the states of ``hass`` (the entry and its outbox keep nothing)."""
+        self._hass = hass
+
+    @callback
+    def async_start(self) -> None:
+        """Nothing to follow: the states are read when asked."""
+
+    @callback
+    def async_stop(self) -> None:
+        """Nothing to stop."""
+
+    async def async_readings_at(
+        self, meters: Sequence[Meter], quarters: Sequence[datetime]
+    ) -> list[tuple[Meter, list[Reading]]]:
+        """Return each meter's value as of each quarter hour (``async_readings_at``)."""
+        return await async_readings_at(self._hass, meters, quarters)
+
+    def statistics_base(self, meter: Meter) -> tuple[int, float] | None:
+        """The statistics' ``state`` is the sensor's value."""
+        return None
 
 
 @callback
 def recorder_loaded(hass: HomeAssistant) -> bool:
     """Return whether the recorder is set up (it is optional)."""
     return RECORDER_DOMAIN in hass.config.components
+
+
+def quarter_floor(moment: datetime) -> datetime:
+    """Return the quarter hour (UTC) at or before ``moment``."""
+    moment = dt_util.as_utc(moment)
+    return moment.replace(
+        minute=moment.minute - moment.minute % COLLECT_INTERVAL_MINUTES,
+        second=0,
+        microsecond=0,
+    )
+
+
+def next_quarter(moment: datetime) -> datetime:
+    """Return the next quarter hour (UTC) strictly after ``moment``."""
+    return quarter_floor(moment) + QUARTER
+
+
+def quarter_floor_epoch(epoch: float) -> int:
+    """Return the quarter hour (epoch seconds) at or before ``epoch``."""
+    return int(epoch - epoch % QUARTER_SECONDS)
+
+
+def next_quarter_epoch(epoch: float) -> int:
+    """Return the next quarter hour (epoch seconds) strictly after ``epoch``."""
+    return quarter_floor_epoch(epoch) + QUARTER_SECONDS
+
+
+def is_quarter_epoch(epoch: float) -> bool:
+    """Return whether ``epoch`` (seconds) is a quarter hour."""
+    return not epoch % QUARTER_SECONDS
 
 
 def quarters_through(first: datetime, last: datetime) -> list[datetime]:
@@ -122,34 +185,53 @@ async def async_readings_at(
 ) -> list[tuple[Meter, list[Reading]]]:
     """Return each meter's readings at ``quarters`` (oldest first), where known."""
     now = dt_util.utcnow()
-    # When each meter's current value began to hold (None: no state).
-    current: dict[str, tuple[State, datetime] | None] = {}
+    first = min(quarters)
+    get_state = hass.states.get
+    result: list[tuple[Meter, list[Reading]]] = []
+    # Meters whose value changed after a quarter hour: their readings wait
+    # for the recorder's (with the state and since when its value holds).
+    later: list[tuple[Meter, State, datetime, list[Reading]]] = []
     wanted: dict[str, list[datetime]] = {}
     meter_list = list(meters)
     for meter in meter_list:
-        state = hass.states.get(meter.entity_id)
-        if state is None:
-            current[meter.entity_id] = None
+        readings: list[Reading] = []
+        result.append((meter, readings))
+        if (state := get_state(meter.entity_id)) is None:
+            LOGGER.debug("No state of %s: no reading", meter.entity_id)
             continue
         since = state.last_changed
         if since > now:
             # Stamped by a clock that was set back since: the recorder's
             # history has the same wrong times, the state is the best value.
             since = datetime.min.replace(tzinfo=UTC)
-        current[meter.entity_id] = (state, since)
-        if older := [quarter for quarter in quarters if since > quarter]:
-            wanted[meter.entity_id] = older
-    kinds = {meter.entity_id: meter.kind for meter in meter_list}
-    recorded = await _async_recorded_values(hass, wanted, kinds)
-    result: list[tuple[Meter, list[Reading]]] = []
-    for meter in meter_list:
-        readings: list[Reading] = []
-        result.append((meter, readings))
-        if (known := current[meter.entity_id]) is None:
-            LOGGER.debug("No state of %s: no reading", meter.entity_id)
+        if since > first:
+            wanted[meter.entity_id] = [q for q in quarters if since > q]
+            later.append((meter, state, since, readings))
             continue
-        state, since = known
-        past = recorded.get(meter.entity_id, {})
+        # On time (the common case): its value held at every quarter hour.
+        if (value := state_reading(state, meter.kind)) is None:
+            for quarter in quarters:
+                LOGGER.debug("No reading for %s at %s", meter.entity_id, quarter)
+            continue
+        # A list, not a generator: a tick of 1000 meters passes here each time.
+        readings.extend([Reading(quarter, value) for quarter in quarters])
+    if later:
+        recorded = await _async_recorded_values(
+            hass, wanted, {meter.entity_id: meter.kind for meter in meter_list}
+        )
+        _readings_later(later, quarters, recorded)
+    return result
+
+
+def _readings_later(
+    later: Iterable[tuple[Meter, State, datetime, list[Reading]]],
+    quarters: Sequence[datetime],
+    recorded: Mapping[str, Mapping[datetime, float]],
+) -> None:
+    """Add the readings of meters whose value changed after a quarter hour:
+    the state's from when it holds, the recorder's before."""
+    for meter, state, since, readings in later:
+        past = recorded.get(meter.entity_id, _NOTHING)
         for quarter in quarters:
             if since <= quarter:
                 value = state_reading(state, meter.kind)
@@ -167,4 +249,3 @@ async def async_readings_at(
                 LOGGER.debug("No reading for %s at %s", meter.entity_id, quarter)
                 continue
             readings.append(Reading(quarter, value))
-    return result

@@ -1,8 +1,8 @@
-"""Running-total meters' readings: the collector's hook.
+"""The reading source ``running_total`` (``reading_sources.py``).
 
 ``MeterReadings.async_readings_at(meters, quarters)`` gives the readings of the meters
-whose source is a running total (``running_total.py``) at quarter hours; meter
-registers are read by ``quarters.py``. It follows every state change of their
+whose source is a running total (``running_total.py``) at quarter hours; the
+sensor's value is read by ``quarters.py``. It follows every state change of their
 sensors (by entity registry id: through a rename of the entity id) and persists
 their ``RunningState`` with the outbox.
 """
@@ -270,6 +270,12 @@ class MeterReadings:
             return False
         running = self._states.setdefault(meter.subentry_id, RunningState())
         return running.apply(state.last_updated_timestamp, *found, live=live)
+
+    def statistics_base(self, meter: Meter) -> tuple[int, float] | None:
+        """The statistics' ``sum`` since the start, plus the start value."""
+        if meter.start_at is None:
+            return None
+        return meter.start_at, meter.start_value
 
     def _store(self, key: str, *, save: bool = True) -> None:
         if key in self._states:

@@ -40,14 +40,15 @@ from .const import (
     SOURCE_RUNNING_TOTAL,
     SOURCE_SENSOR,
 )
-from .coordinator import Decision, ZevvyCoordinator
 from .issues import METER_KINDS, IssueKind
 from .meters import state_reading, stored_kind
+from .pipeline import ReadingPipeline
 from .sources import (
     async_switch_held_to_running_total,
     local_time,
     restarts_from_zero,
 )
+from .status import Decision
 
 type IssueData = dict[str, str | int | float | None] | None
 
@@ -60,12 +61,12 @@ class _ZevvyRepairFlow(RepairsFlow):
         self._entry_id = str((data or {}).get("entry_id", ""))
         self._key = str((data or {}).get("key", ""))
 
-    def _coordinator(self) -> ZevvyCoordinator | None:
+    def _pipeline(self) -> ReadingPipeline | None:
         entry = self.hass.config_entries.async_get_entry(self._entry_id)
         if entry is None or entry.state is not ConfigEntryState.LOADED:
             return None
-        coordinator: ZevvyCoordinator = entry.runtime_data.coordinator
-        return coordinator
+        pipeline: ReadingPipeline = entry.runtime_data.pipeline
+        return pipeline
 
     def _placeholders(self) -> dict[str, str] | None:
         """Return the issue's placeholders; its time in local time, as read."""
@@ -113,12 +114,12 @@ class QueueRepairFlow(_ZevvyRepairFlow):
         self, user_input: dict[str, str] | None = None
     ) -> RepairsFlowResult:
         """Offer the choices (held readings of a meter register: three)."""
-        if (coordinator := self._coordinator()) is None:
+        if (pipeline := self._pipeline()) is None:
             return self.async_abort(reason="not_loaded")
         options = [self._release_option, "discard"]
         placeholders = self._placeholders() or {}
         offered = self._release is Decision.ACCEPT_HELD and self._sensor_dropped(
-            coordinator, placeholders.get("previous")
+            pipeline, placeholders.get("previous")
         )
         if offered:
             options.append(SOURCE_RUNNING_TOTAL)
@@ -132,9 +133,7 @@ class QueueRepairFlow(_ZevvyRepairFlow):
             },
         )
 
-    def _sensor_dropped(
-        self, coordinator: ZevvyCoordinator, previous: str | None
-    ) -> bool:
+    def _sensor_dropped(self, pipeline: ReadingPipeline, previous: str | None) -> bool:
         """Return whether the drop is the meter register's sensor restarting.
 
         Its sensor reads below the reading before the drop, or it is a sensor
@@ -143,7 +142,7 @@ class QueueRepairFlow(_ZevvyRepairFlow):
         lower by hand while an ordinary meter's sensor reads on is not: a
         running total would continue from it.
         """
-        subentry = coordinator.config_entry.subentries.get(self._key)
+        subentry = pipeline.config_entry.subentries.get(self._key)
         if (
             subentry is None
             or subentry.data.get(CONF_READING_SOURCE, SOURCE_SENSOR) != SOURCE_SENSOR
@@ -168,10 +167,10 @@ class QueueRepairFlow(_ZevvyRepairFlow):
         self, user_input: dict[str, str] | None = None
     ) -> RepairsFlowResult:
         """The sensor restarts from zero: continue as a running total."""
-        if (coordinator := self._coordinator()) is None:
+        if (pipeline := self._pipeline()) is None:
             return self.async_abort(reason="not_loaded")
         await async_switch_held_to_running_total(
-            self.hass, coordinator.config_entry, self._key
+            self.hass, pipeline.config_entry, self._key
         )
         return self.async_create_entry(data={})
 
@@ -192,10 +191,10 @@ class QueueRepairFlow(_ZevvyRepairFlow):
         return await self._async_decide(self._discard)
 
     async def _async_decide(self, decision: Decision) -> RepairsFlowResult:
-        """Apply the user's decision to the queue (the coordinator sends)."""
-        if (coordinator := self._coordinator()) is None:
+        """Apply the user's decision to the queue (the pipeline sends)."""
+        if (pipeline := self._pipeline()) is None:
             return self.async_abort(reason="not_loaded")
-        await coordinator.async_decide(self._key, decision)
+        await pipeline.async_decide(self._key, decision)
         return self.async_create_entry(data={})
 
 
@@ -208,8 +207,8 @@ class OverflowRepairFlow(_ZevvyRepairFlow):
         """Show what was lost; on confirm, reset the counter of dropped readings."""
         if user_input is None:
             return await super().async_step_confirm()
-        if (coordinator := self._coordinator()) is not None:
-            coordinator.outbox.acknowledge_overflow()
+        if (pipeline := self._pipeline()) is not None:
+            pipeline.outbox.acknowledge_overflow()
         return self.async_create_entry(data={})
 
 
@@ -220,11 +219,11 @@ class RegisterRepairFlow(_ZevvyRepairFlow):
         self, user_input: dict[str, str] | None = None
     ) -> RepairsFlowResult:
         """Show zevvy's answer; on confirm, send the register's readings now."""
-        if (coordinator := self._coordinator()) is None:
+        if (pipeline := self._pipeline()) is None:
             return self.async_abort(reason="not_loaded")
         if user_input is None:
             return await super().async_step_confirm()
-        sender = coordinator.sender
+        sender = pipeline.sender
         sender.async_retry_register(self._key)
         # While the account waits, the register goes with its next round.
         if sender.auth_failed:
@@ -246,11 +245,11 @@ class AccountRefusedRepairFlow(_ZevvyRepairFlow):
         self, user_input: dict[str, str] | None = None
     ) -> RepairsFlowResult:
         """Show zevvy's answer and what to check; on confirm, send again now."""
-        if (coordinator := self._coordinator()) is None:
+        if (pipeline := self._pipeline()) is None:
             return self.async_abort(reason="not_loaded")
         if user_input is None:
             return await super().async_step_confirm()
-        coordinator.sender.async_retry_account()
+        pipeline.sender.async_retry_account()
         return self.async_create_entry(data={})
 
 

@@ -52,10 +52,10 @@ from homeassistant.const import ATTR_UNIT_OF_MEASUREMENT
 from homeassistant.core import State
 from homeassistant.util import dt as dt_util
 
-from .const import COLLECT_INTERVAL_MINUTES, LOGGER
+from .const import LOGGER
 from .meters import KINDS, Meter, MeterKind, to_reading
+from .quarters import quarter_floor_epoch
 
-QUARTER: Final = COLLECT_INTERVAL_MINUTES * 60
 # Home Assistant's rule: a total_increasing value below this share of the one
 # before is a meter reset (``reset_detected`` in sensor/recorder.py).
 RESET_RATIO: Final = 0.9
@@ -179,7 +179,7 @@ class RunningState:
             return True
         if self.seen is None:
             self.known_from = when
-        elif (quarter := int(when - when % QUARTER)) > self.seen:
+        elif (quarter := quarter_floor_epoch(when)) > self.seen:
             # The counted amount at the newest quarter hour this state crosses.
             self.marks.append((quarter, self.counted))
         self.count(value, last_reset, state_class)

@@ -45,13 +45,16 @@ from .const import (
     SOURCE_SENSOR,
     SUBENTRY_TYPE_METER,
 )
-from .coordinator import ZevvyConfigEntry, ZevvyStatus
 from .entity import ZevvyEntity, ZevvyMeterEntity, meter_identifier
 from .helpers import async_on_entry_updated
 from .meters import KINDS, MeterKind, stored_kind
 from .outbox import QueueView
+from .reading_sources import SOURCES
+from .runtime import ZevvyConfigEntry
+from .status import ZevvyStatus
 
-# Coordinator entities: the coordinator does the work, entities only read.
+# Coordinator entities: the pipeline does the work, the coordinator publishes
+# its status, entities only read.
 PARALLEL_UPDATES = 0
 
 
@@ -118,7 +121,7 @@ READING_SOURCE = SensorEntityDescription(
     key="reading_source",
     translation_key="reading_source",
     device_class=SensorDeviceClass.ENUM,
-    options=[SOURCE_SENSOR, SOURCE_RUNNING_TOTAL],
+    options=list(SOURCES),
     entity_category=EntityCategory.DIAGNOSTIC,
 )
 
@@ -223,7 +226,7 @@ class ZevvyReadingSourceEntity(ZevvyMeterEntity, SensorEntity):
     """A meter's reading source; a running total's start value and start."""
 
     def _data(self) -> Mapping[str, Any]:
-        subentry = self.coordinator.config_entry.subentries.get(self.subentry_id)
+        subentry = self.entry.subentries.get(self.subentry_id)
         return subentry.data if subentry is not None else {}
 
     @property
@@ -253,7 +256,7 @@ class ZevvyReadingSourceEntity(ZevvyMeterEntity, SensorEntity):
         def _async_changed(change: ConfigEntryChange, entry: ConfigEntry[Any]) -> None:
             if (
                 change is ConfigEntryChange.UPDATED
-                and entry.entry_id == self.coordinator.config_entry.entry_id
+                and entry.entry_id == self.entry.entry_id
                 and self.subentry_id in entry.subentries
             ):
                 self.async_write_ha_state()

@@ -18,7 +18,6 @@ automations); times in error messages are local time as a person reads it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import replace
 from datetime import datetime
@@ -54,16 +53,12 @@ from .const import (
     MAX_READING_KWH,
     SUBENTRY_TYPE_METER,
 )
-from .coordinator import SendResult, ZevvyConfigEntry, quarter_floor
 from .entity import meter_identifier
 from .helpers import (
-    async_get_loaded_entry,
-    async_get_single_entry,
-    async_get_target_entries,
     aware,
     validation_error,
 )
-from .history import MeterResult, async_fill_meter, log_result
+from .history import MeterResult, async_read_meter, log_result
 from .meters import (
     KINDS,
     Meter,
@@ -74,9 +69,16 @@ from .meters import (
     to_reading,
     typed_decimals,
 )
-from .outbox import AddResult, Destination
-from .quarters import recorder_loaded
+from .outbox import Destination
+from .quarters import quarter_floor, recorder_loaded
+from .runtime import (
+    ZevvyConfigEntry,
+    async_get_loaded_entry,
+    async_get_single_entry,
+    async_get_target_entries,
+)
 from .sender import SendError
+from .status import SendResult
 
 SERVICE_UPLOAD_NOW: Final = "upload_now"
 SERVICE_SEND_READING: Final = "send_reading"
@@ -236,7 +238,7 @@ def _raise_for_send(result: SendResult, entry: ZevvyConfigEntry) -> None:
     placeholders = {"account": entry.title, "waiting": str(result.pending)}
     if result.error is SendError.REFUSED:
         # Every meter refused alike (a wrong API address, a missing scope).
-        answer = entry.runtime_data.coordinator.sender.refused_text
+        answer = entry.runtime_data.pipeline.sender.refused_text
         raise HomeAssistantError(
             translation_domain=DOMAIN,
             translation_key="upload_refused",
@@ -255,7 +257,7 @@ def _raise_for_send(result: SendResult, entry: ZevvyConfigEntry) -> None:
 
 async def async_send_now(entry: ZevvyConfigEntry) -> SendResult:
     """Send an entry's outbox now; raise a translated error if zevvy fails."""
-    result = await entry.runtime_data.coordinator.async_send_now()
+    result = await entry.runtime_data.pipeline.async_send_now()
     _raise_for_send(result, entry)
     return result
 
@@ -394,17 +396,18 @@ async def _async_send_reading(call: ServiceCall) -> ServiceResponse:
     # Made here, with the precision typed (the drop check compares it).
     destination = replace(destination, step=step)
 
-    coordinator = entry.runtime_data.coordinator
+    pipeline = entry.runtime_data.pipeline
     # Sent right below, whatever a retry timer says.
-    async with coordinator.async_adding(send=False) as add:
-        added = add([(destination, [Reading(read_at, value)])])
+    added = await pipeline.async_accept(
+        [(destination, [Reading(read_at, value)])], send=False
+    )
     # The reading is stored: a zevvy error now only delays it (the outbox keeps
     # it and the sender retries), so it is reported, not raised.
-    result = await coordinator.async_send_now()
+    result = await pipeline.async_send_now()
     if not call.return_response:
         return None
     status = "queued" if added.queued else ("held" if added.held else "duplicate")
-    delivered = status == "queued" and not coordinator.outbox.is_waiting(
+    delivered = status == "queued" and not pipeline.outbox.is_waiting(
         destination.key, read_at
     )
     response: dict[str, Any] = {
@@ -475,35 +478,33 @@ async def async_upload_history(call: ServiceCall) -> ServiceResponse:
     )
     results: list[MeterResult] = []
     outbox = entry.runtime_data.outbox
-    # Per queue: the quarter hours this action added that the outbox did not
+    for number, meter in enumerate(meters, 1):
+        results.append(
+            await async_read_meter(hass, entry, meter, start, end, hourly=True)
+        )
+        LOGGER.debug(
+            "History of %s (%s/%s): %s readings",
+            meter.entity_id,
+            number,
+            len(meters),
+            len(results[-1].readings),
+        )
+    # Per queue: the quarter hours this action adds that the outbox does not
     # keep yet (the bound may drop them again, within the action).
-    added: dict[str, list[datetime]] = {}
-
-    def add_new(items: Iterable[tuple[Destination, Iterable[Reading]]]) -> AddResult:
-        listed = [(destination, list(readings)) for destination, readings in items]
-        for destination, readings in listed:
-            added.setdefault(destination.key, []).extend(
-                reading.read_at
-                for reading in readings
-                if not outbox.contains(destination.key, reading.read_at)
-            )
-        return add(listed)
-
+    added: dict[str, list[datetime]] = {
+        result.meter.subentry_id: [
+            reading.read_at
+            for reading in result.readings
+            if not outbox.contains(result.meter.subentry_id, reading.read_at)
+        ]
+        for result in results
+    }
     with outbox.watch_bound() as bound:
-        async with entry.runtime_data.coordinator.async_adding() as add:
-            for number, meter in enumerate(meters, 1):
-                results.append(
-                    await async_fill_meter(
-                        hass, entry, meter, add_new, start, end, hourly=True
-                    )
-                )
-                LOGGER.debug(
-                    "History of %s (%s/%s): %s readings",
-                    meter.entity_id,
-                    number,
-                    len(meters),
-                    results[-1].queued,
-                )
+        accepted = await entry.runtime_data.pipeline.async_accept(
+            [result.item() for result in results], per_queue=True
+        )
+    for result in results:
+        result.count(accepted.of(result.meter.subentry_id))
     # Queued or held, then dropped by the outbox bound: not counted as queued.
     dropped: dict[str, int] = {}
     for result in results:

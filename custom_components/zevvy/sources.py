@@ -32,7 +32,6 @@ from homeassistant.util import dt as dt_util
 from .api import Reading
 from .compat import vol
 from .const import (
-    COLLECT_INTERVAL_MINUTES,
     CONF_DEVICE_REF,
     CONF_READING_SOURCE,
     CONF_REGISTER_REF,
@@ -43,7 +42,6 @@ from .const import (
     SOURCE_RUNNING_TOTAL,
     SOURCE_SENSOR,
 )
-from .coordinator import Decision, ZevvyConfigEntry
 from .history import async_fill_since
 from .meters import (
     KINDS,
@@ -56,8 +54,11 @@ from .meters import (
     state_reading,
     stored_kind,
 )
+from .quarters import next_quarter_epoch
+from .reading_sources import SOURCES
+from .runtime import ZevvyConfigEntry
+from .status import Decision
 
-QUARTER: Final = COLLECT_INTERVAL_MINUTES * 60
 # Shown where a value is not known.
 UNKNOWN: Final = "\u2013"  # en dash
 # Words in a sensor's translation key, entity id or name that say it restarts
@@ -75,7 +76,7 @@ _RESTARTING_PLATFORMS: Final[Mapping[str, frozenset[str] | None]] = {
 
 SOURCE_SELECTOR: Final = SelectSelector(
     SelectSelectorConfig(
-        options=[SOURCE_SENSOR, SOURCE_RUNNING_TOTAL],
+        options=list(SOURCES),
         translation_key=CONF_READING_SOURCE,
         mode=SelectSelectorMode.LIST,
     )
@@ -158,8 +159,7 @@ def suggested_source(
 
 def first_quarter(now: datetime | None = None) -> int:
     """Return the start of a new running total: the next quarter hour (epoch)."""
-    moment = int((now or dt_util.utcnow()).timestamp())
-    return moment - moment % QUARTER + QUARTER
+    return next_quarter_epoch(int((now or dt_util.utcnow()).timestamp()))
 
 
 def local_time(epoch: float) -> str:
@@ -320,7 +320,7 @@ async def async_continue_series[_T](
     same running total), and the quarter hours since are filled from the
     statistics. The repair's switch and Change meter do the same.
     """
-    await entry.runtime_data.coordinator.async_decide(key, Decision.DISCARD_HELD)
+    await entry.runtime_data.pipeline.async_decide(key, Decision.DISCARD_HELD)
     result = update()
     if baseline is not None:
         await async_fill_since(hass, entry, key, baseline.read_at)

@@ -3,11 +3,12 @@
 One outbox per config entry. ``format`` is the storage format (compact series
 per queue and their JSON), ``store`` the persistence, ``policy`` what the outbox
 accepts (duplicates, drop check, bound), ``core`` the ``Outbox`` itself with
-its small read API (counts, ``views``, ``last_delivered``, ``is_waiting``).
-Readings enter it through the coordinator (``ZevvyCoordinator.async_adding``).
+its small read API (counts, ``views``, ``last_delivered``, ``is_waiting``) and
+its reports (``OutboxReport``: held, rejected, dropped by the bound, removed).
+Readings enter it through the pipeline (``ReadingPipeline.async_accept``).
 """
 
-from .core import Batch, BoundWatch, Outbox, QueueView
+from .core import Batch, BoundWatch, Outbox, OutboxReport, QueueView, ReportKind
 from .format import Destination, Series, is_meter_key, manual_key, meter_series
 from .policy import AddResult
 from .store import store_kwargs
@@ -18,7 +19,9 @@ __all__ = [
     "BoundWatch",
     "Destination",
     "Outbox",
+    "OutboxReport",
     "QueueView",
+    "ReportKind",
     "Series",
     "is_meter_key",
     "manual_key",

@@ -3,6 +3,16 @@
 Readings leave a queue only when zevvy confirmed them. The rest of the
 integration reads the outbox through counts, ``views`` and ``last_delivered``,
 never through its series.
+
+The outbox stores and reports: what a user should hear about (readings held or
+rejected, readings the bound dropped, a queue removed) goes to its reporters as
+an ``OutboxReport``; the pipeline turns reports into repair issues
+(``issues.py``). The outbox imports no issue code.
+
+The counts and views are kept as the queues change: each change marks its
+queue (``_mark``), and the next read recounts only the marked queues, so that
+publishing the status after a tick of 1000 meters does not walk every queue
+again.
 """
 
 from __future__ import annotations
@@ -12,14 +22,15 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
+from functools import lru_cache
 import threading
-from typing import Any
+from typing import Any, NamedTuple
 
 from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 
 from ..api import Reading
 from ..const import LOGGER, READING_DECIMALS
-from ..issues import IssueKind, async_create_issue, async_delete_issue
 from ..meters import KINDS, MeterKind, stored_kind
 from . import policy
 from .format import (
@@ -37,9 +48,12 @@ from .policy import AddResult
 from .store import OutboxStore
 
 
-@dataclass(frozen=True, slots=True)
-class QueueView:
-    """What one queue holds, for the status, the entities and diagnostics."""
+class QueueView(NamedTuple):
+    """What one queue holds, for the status, the entities and diagnostics.
+
+    A named tuple (immutable, and built ten times faster than a frozen
+    dataclass: a tick rebuilds the view of every queue it changed).
+    """
 
     key: str
     device_ref: str
@@ -114,6 +128,25 @@ class BoundWatch:
         )
 
 
+class ReportKind(StrEnum):
+    """What an ``OutboxReport`` is about."""
+
+    HELD = "held"  # a queue's held readings (a drop)
+    REJECTED = "rejected"  # a queue's readings zevvy rejected
+    OVERFLOW = "overflow"  # the bound dropped readings (no key)
+    REMOVED = "removed"  # a queue was removed with its meter
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxReport:
+    """What a user should hear about: ``placeholders`` to show it, None when
+    it is over (nothing held or rejected any more, a queue removed)."""
+
+    kind: ReportKind
+    key: str | None
+    placeholders: dict[str, str] | None = None
+
+
 class Outbox:
     """The persisted queues of readings of one config entry."""
 
@@ -132,10 +165,16 @@ class Outbox:
             lambda: self.storage.async_mark_dirty(),
         )
         self._listeners: list[Callable[[], None]] = []
+        self._reporters: list[Callable[[OutboxReport], None]] = []
         # Queues renamed or moved while adding: their issues need an update.
         self._touched: set[str] = set()
         # Watching what the bound drops (``watch_bound``).
         self._watches: list[BoundWatch] = []
+        # What each queue holds (its view) and the totals over them, kept as the
+        # queues change: ``_mark`` a changed queue, ``_recount`` before reading.
+        self._views: dict[str, QueueView] = {}
+        self._marked: set[str] = set()
+        self._pending = self._held = self._rejected = 0
         # What the sender learned about zevvy (registers set aside, a lowered
         # batch size); replaced, never changed in place.
         self._sender_state: dict[str, Any] = {}
@@ -157,6 +196,7 @@ class Outbox:
         """Load the outbox from storage."""
         if data := await self.storage.async_load():
             self._queues, self._overflow_dropped = decode(data)
+            self._mark_all()
             self.meter_states.load(data)
             sender = data.get("sender")
             self._sender_state = dict(sender) if isinstance(sender, dict) else {}
@@ -195,6 +235,7 @@ class Outbox:
         with self._lock:
             self._queues.clear()
             self.meter_states.clear()
+        self._mark_all()
         await self.storage.async_remove()
 
     # --- listeners ----------------------------------------------------------
@@ -205,26 +246,93 @@ class Outbox:
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
 
+    @callback
+    def async_add_reporter(
+        self, reporter: Callable[[OutboxReport], None]
+    ) -> CALLBACK_TYPE:
+        """Hand every report (held, rejected, overflow, removed) to ``reporter``."""
+        self._reporters.append(reporter)
+        return lambda: self._reporters.remove(reporter)
+
+    def _report(self, report: OutboxReport) -> None:
+        for reporter in list(self._reporters):
+            reporter(report)
+
     def _changed(self) -> None:
         for listener in list(self._listeners):
             listener()
 
     # --- reading --------------------------------------------------------------
 
+    def _mark(self, key: str) -> None:
+        """A queue changed (or came or went): recount it on the next read."""
+        self._marked.add(key)
+
+    def _mark_all(self) -> None:
+        self._marked.update(self._views.keys() | self._queues.keys())
+
+    def _recount(self) -> None:
+        """Bring the views and totals of the marked queues up to date.
+
+        A tick marks every queue: the view is built here inline (a third faster
+        than through ``QueueView``'s own ``__new__``).
+        """
+        if not self._marked:
+            return
+        marked, self._marked = self._marked, set()
+        views, queues = self._views, self._queues
+        new_view = tuple.__new__
+        pending = held = rejected = 0
+        for key in marked:
+            old = views.get(key)
+            if (queue := queues.get(key)) is None:
+                if old is not None:
+                    del views[key]
+            else:
+                times = queue.pending.times
+                counts = (len(times), len(queue.held.times), len(queue.rejected.times))
+                last_time = queue.last_time
+                views[key] = new_view(
+                    QueueView,
+                    (
+                        key,
+                        queue.device_ref,
+                        queue.register_ref,
+                        *counts,
+                        _moment(times[0]) if times else None,
+                        queue.rejected_message,
+                        None if last_time is None else _moment(last_time),
+                        queue.last_value,
+                    ),
+                )
+                pending += counts[0]
+                held += counts[1]
+                rejected += counts[2]
+            if old is not None:
+                pending -= old.pending
+                held -= old.held
+                rejected -= old.rejected
+        self._pending += pending
+        self._held += held
+        self._rejected += rejected
+
     @property
     def pending_count(self) -> int:
         """Return the number of readings waiting to be sent."""
-        return sum(len(queue.pending) for queue in self._queues.values())
+        self._recount()
+        return self._pending
 
     @property
     def held_count(self) -> int:
         """Return the number of readings waiting for the user (drops)."""
-        return sum(len(queue.held) for queue in self._queues.values())
+        self._recount()
+        return self._held
 
     @property
     def rejected_count(self) -> int:
         """Return the number of readings zevvy rejected."""
-        return sum(len(queue.rejected) for queue in self._queues.values())
+        self._recount()
+        return self._rejected
 
     @property
     def keys(self) -> list[str]:
@@ -232,26 +340,11 @@ class Outbox:
         return list(self._queues.keys() | self.meter_states.keys())
 
     def views(self) -> dict[str, QueueView]:
-        """Return what each queue holds, by key."""
-        return {
-            key: QueueView(
-                key=key,
-                device_ref=queue.device_ref,
-                register_ref=queue.register_ref,
-                pending=len(queue.pending),
-                held=len(queue.held),
-                rejected=len(queue.rejected),
-                oldest_pending=from_epoch(queue.pending.times[0])
-                if queue.pending
-                else None,
-                rejected_message=queue.rejected_message,
-                last_delivered_at=None
-                if queue.last_time is None
-                else from_epoch(queue.last_time),
-                last_delivered_value=queue.last_value,
-            )
-            for key, queue in self._queues.items()
-        }
+        """Return what each queue holds, by key (a snapshot: a new dict), in the
+        order of the queues."""
+        self._recount()
+        views = self._views
+        return {key: views[key] for key in self._queues}
 
     def last_delivered(self, key: str) -> Reading | None:
         """Return the last reading zevvy confirmed for a queue."""
@@ -289,35 +382,46 @@ class Outbox:
         """
         key = destination.key
         queue = self._queues.get(key)
+        self._marked.add(key)
+        if (
+            queue is not None
+            and queue.device_ref == destination.device_ref
+            and queue.register_ref == destination.register_ref
+        ):
+            # The common case: the same names as before.
+            if destination.series is not None:
+                queue.series = destination.series
+            return queue
         refs = (destination.device_ref, destination.register_ref)
         if queue is None:
             queue = self._queues[key] = Queue(*refs, series=destination.series)
             return queue
+        # New names.
         old_refs = (queue.device_ref, queue.register_ref)
-        if old_refs != refs:
-            new_series = (
-                destination.series is not None
-                and queue.series is not None
-                and destination.series != queue.series
+        new_series = (
+            destination.series is not None
+            and queue.series is not None
+            and destination.series != queue.series
+        )
+        self._touched.add(key)
+        if new_series and len(queue):
+            old = manual_key(*old_refs)
+            self._queues[old] = _merged(self._queues.get(old), queue)
+            self._touched.add(old)
+            self._mark(old)
+            LOGGER.info(
+                "Meter %s / %s renamed to %s / %s with a new reading source: "
+                "its %s readings not yet delivered go to %s / %s",
+                *old_refs,
+                *refs,
+                len(queue),
+                *old_refs,
             )
-            self._touched.add(key)
-            if new_series and len(queue):
-                old = manual_key(*old_refs)
-                self._queues[old] = _merged(self._queues.get(old), queue)
-                self._touched.add(old)
-                LOGGER.info(
-                    "Meter %s / %s renamed to %s / %s with a new reading source: "
-                    "its %s readings not yet delivered go to %s / %s",
-                    *old_refs,
-                    *refs,
-                    len(queue),
-                    *old_refs,
-                )
-                queue = self._queues[key] = Queue(*refs)
-            else:
-                queue.device_ref, queue.register_ref = refs
-                queue.last_time = queue.last_value = None
-                queue.last_step = 0
+            queue = self._queues[key] = Queue(*refs)
+        else:
+            queue.device_ref, queue.register_ref = refs
+            queue.last_time = queue.last_value = None
+            queue.last_step = 0
         if destination.series is not None:
             queue.series = destination.series
         return queue
@@ -347,11 +451,11 @@ class Outbox:
         self._changed()
 
     def _async_update_touched(self) -> None:
-        """Update the held and rejected issues of queues whose names changed."""
+        """Report the held and rejected readings of queues whose names changed."""
         touched, self._touched = self._touched, set()
         for key in touched:
-            for kind in (IssueKind.READING_HELD, IssueKind.BATCH_REJECTED):
-                self._async_update_settle_issue(key, kind)
+            for kind in (ReportKind.HELD, ReportKind.REJECTED):
+                self._async_report_settle(key, kind)
 
     @callback
     def add(self, destination: Destination, readings: Iterable[Reading]) -> AddResult:
@@ -360,41 +464,53 @@ class Outbox:
 
     @callback
     def add_many(
-        self, items: Iterable[tuple[Destination, Iterable[Reading]]]
+        self,
+        items: Iterable[tuple[Destination, Iterable[Reading]]],
+        by_key: dict[str, AddResult] | None = None,
     ) -> AddResult:
         """Queue readings of many destinations at once; does not save.
 
         The bound is checked and listeners are told once, not per queue (a tick
-        of 1000 meters stays linear).
+        of 1000 meters stays linear). ``by_key``: also what happened per queue.
         """
         total = AddResult()
         newly_held: list[tuple[str, Queue]] = []  # (key, queue)
         with self._lock:
             for destination, readings in items:
                 queue = self._queue_for(destination)
-                result = policy.add_readings(queue, destination, readings)
-                if result.held:
+                held = total.held
+                if by_key is None:
+                    policy.add_readings(queue, destination, readings, total)
+                else:
+                    result = policy.add_readings(queue, destination, readings)
+                    total.add(result)
+                    by_key.setdefault(destination.key, AddResult()).add(result)
+                if total.held > held:
                     newly_held.append((destination.key, queue))
-                total.add(result)
-            overflow = policy.enforce_bound(self._queues)
+            self._recount()
+            overflow = policy.enforce_bound(
+                self._queues, self._pending + self._held + self._rejected
+            )
+            for key, _ in overflow.times:
+                self._mark(key)
         self._async_update_touched()
         held_keys = {key for key, _ in newly_held} | overflow.held_keys
         for key in held_keys:
-            self._async_update_settle_issue(key, IssueKind.READING_HELD)
+            self._async_report_settle(key, ReportKind.HELD)
         for key in overflow.rejected_keys:
-            self._async_update_settle_issue(key, IssueKind.BATCH_REJECTED)
+            self._async_report_settle(key, ReportKind.REJECTED)
         if dropped := overflow.dropped:
             total.dropped = dropped
             for watch in self._watches:
                 watch.record(overflow.times)
             policy.log_overflow(self._overflow_dropped, dropped, overflow.oldest)
             self._overflow_dropped += dropped
-            async_create_issue(
-                self.hass,
-                IssueKind.OUTBOX_OVERFLOW,
-                self.entry_id,
-                None,
-                policy.overflow_placeholders(self._overflow_dropped),
+            self._report(
+                OutboxReport(
+                    ReportKind.OVERFLOW,
+                    None,
+                    policy.overflow_placeholders(self._overflow_dropped),
+                )
             )
         if total.changed:
             self._changed()
@@ -462,9 +578,10 @@ class Outbox:
     @callback
     def confirm(self, batch: Batch) -> None:
         """Zevvy has these readings: remove them, move the baseline, save soon."""
-        _, queue = self._queue_of(batch)
+        key, queue = self._queue_of(batch)
         if queue is None or not batch:
             return
+        self._mark(key)
         destination = batch.destination
         same_register = (queue.device_ref, queue.register_ref) == (
             destination.device_ref,
@@ -485,10 +602,11 @@ class Outbox:
 
     @callback
     def reject(self, batch: Batch, message: str) -> None:
-        """Zevvy rejected a batch: keep it out of the retry loop, raise an issue."""
+        """Zevvy rejected a batch: keep it out of the retry loop, report it."""
         key, queue = self._queue_of(batch)
         if queue is None:
             return
+        self._mark(key)
         with self._lock:
             steps = [queue.pending.step_at(when) for when in batch.times]
             queue.pending.remove_times(batch.times)
@@ -496,38 +614,39 @@ class Outbox:
                 if queue.rejected.index(when) < 0:
                     queue.rejected.insert(when, value, step)
             queue.rejected_message = message
-        self._async_update_settle_issue(key, IssueKind.BATCH_REJECTED)
+        self._async_report_settle(key, ReportKind.REJECTED)
         self.async_schedule_save()
         self._changed()
 
     # --- decisions from repair issues ----------------------------------------
 
-    def _async_update_settle_issue(self, key: str, kind: IssueKind) -> None:
-        """Raise or update the held or rejected issue of a queue (delete it
-        when the outbox bound dropped all those readings)."""
+    def _async_report_settle(self, key: str, kind: ReportKind) -> None:
+        """Report a queue's held or rejected readings (that they are over when
+        the outbox bound dropped all of them)."""
         queue = self._queues[key]
-        series = queue.held if kind is IssueKind.READING_HELD else queue.rejected
+        series = queue.held if kind is ReportKind.HELD else queue.rejected
         if not series:
-            if kind is IssueKind.BATCH_REJECTED:
+            if kind is ReportKind.REJECTED:
                 queue.rejected_message = None
-            async_delete_issue(self.hass, kind, self.entry_id, key)
-        elif kind is IssueKind.READING_HELD:
-            self._async_raise_held_issue(key, queue)
+                self._mark(key)
+            self._report(OutboxReport(kind, key))
+        elif kind is ReportKind.HELD:
+            self._async_report_held(key, queue)
         else:
-            async_create_issue(
-                self.hass,
-                IssueKind.BATCH_REJECTED,
-                self.entry_id,
-                key,
-                {
-                    "device": queue.device_ref,
-                    "register": queue.register_ref,
-                    "message": queue.rejected_message or "",
-                    "count": str(len(queue.rejected)),
-                },
+            self._report(
+                OutboxReport(
+                    ReportKind.REJECTED,
+                    key,
+                    {
+                        "device": queue.device_ref,
+                        "register": queue.register_ref,
+                        "message": queue.rejected_message or "",
+                        "count": str(len(queue.rejected)),
+                    },
+                )
             )
 
-    def _async_raise_held_issue(self, key: str, queue: Queue) -> None:
+    def _async_report_held(self, key: str, queue: Queue) -> None:
         # From the higher to the lower value: the reading before the first held
         # one to the newest held one, or (held because higher than a reading
         # after it, e.g. a backfill across a reset) the first held one to that.
@@ -545,43 +664,45 @@ class Outbox:
         entry = self.hass.config_entries.async_get_entry(self.entry_id)
         subentry = entry.subentries.get(key) if entry is not None else None
         kind = stored_kind(subentry.data) if subentry else MeterKind.ENERGY
-        async_create_issue(
-            self.hass,
-            IssueKind.READING_HELD,
-            self.entry_id,
-            key,
-            {
-                "device": queue.device_ref,
-                "register": queue.register_ref,
-                "value": f"{lower:.{READING_DECIMALS}f}",
-                "previous": "?" if higher is None else f"{higher:.{READING_DECIMALS}f}",
-                "count": str(len(queue.held)),
-                "time": from_epoch(queue.held.times[0]).isoformat(),
-                "unit": KINDS[kind].billing_unit,
-            },
+        self._report(
+            OutboxReport(
+                ReportKind.HELD,
+                key,
+                {
+                    "device": queue.device_ref,
+                    "register": queue.register_ref,
+                    "value": f"{lower:.{READING_DECIMALS}f}",
+                    "previous": "?"
+                    if higher is None
+                    else f"{higher:.{READING_DECIMALS}f}",
+                    "count": str(len(queue.held)),
+                    "time": from_epoch(queue.held.times[0]).isoformat(),
+                    "unit": KINDS[kind].billing_unit,
+                },
+            )
         )
 
     async def async_accept_held(self, key: str) -> int:
         """The meter was replaced: queue the held readings (new baseline)."""
-        return await self._async_settle(key, IssueKind.READING_HELD, requeue=True)
+        return await self._async_settle(key, ReportKind.HELD, requeue=True)
 
     async def async_discard_held(self, key: str) -> int:
         """The held readings are wrong: drop them."""
-        return await self._async_settle(key, IssueKind.READING_HELD, requeue=False)
+        return await self._async_settle(key, ReportKind.HELD, requeue=False)
 
     async def async_retry_rejected(self, key: str) -> int:
         """Put rejected readings back into the pending queue."""
-        return await self._async_settle(key, IssueKind.BATCH_REJECTED, requeue=True)
+        return await self._async_settle(key, ReportKind.REJECTED, requeue=True)
 
     async def async_discard_rejected(self, key: str) -> int:
         """Forget rejected readings."""
-        return await self._async_settle(key, IssueKind.BATCH_REJECTED, requeue=False)
+        return await self._async_settle(key, ReportKind.REJECTED, requeue=False)
 
-    async def _async_settle(self, key: str, kind: IssueKind, *, requeue: bool) -> int:
+    async def _async_settle(self, key: str, kind: ReportKind, *, requeue: bool) -> int:
         """Empty a queue's held or rejected readings once the user decided.
 
-        ``kind`` names the repair issue and so the series: held readings for
-        ``READING_HELD``, rejected ones for ``BATCH_REJECTED``. With ``requeue``
+        ``kind`` names the series: held readings for ``HELD``, rejected ones
+        for ``REJECTED``; that it is over is reported. With ``requeue``
         they go back to pending (except quarter hours already pending) and the
         number requeued is returned; otherwise they are dropped and the number
         dropped is returned.
@@ -589,9 +710,8 @@ class Outbox:
         queue = self._queues.get(key)
         if queue is None:
             return 0
-        series: Series = (
-            queue.held if kind is IssueKind.READING_HELD else queue.rejected
-        )
+        self._mark(key)
+        series: Series = queue.held if kind is ReportKind.HELD else queue.rejected
         count = 0 if requeue else len(series)
         with self._lock:
             if requeue:
@@ -602,9 +722,9 @@ class Outbox:
                         queue.pending.insert(when, value, step)
                         count += 1
             series.clear()
-            if kind is IssueKind.BATCH_REJECTED:
+            if kind is ReportKind.REJECTED:
                 queue.rejected_message = None
-        async_delete_issue(self.hass, kind, self.entry_id, key)
+        self._report(OutboxReport(kind, key))
         await self.async_save()
         self._changed()
         return count
@@ -612,18 +732,14 @@ class Outbox:
     # --- meters going away ----------------------------------------------------
 
     async def async_remove_queue(self, key: str) -> int:
-        """A meter was removed: drop everything it still had (and its issues)."""
+        """A meter was removed: drop everything it still had (and report it)."""
         with self._lock:
             queue = self._queues.pop(key, None)
             self.meter_states.pop(key)
+        self._mark(key)
         if queue is None:
             return 0
-        for kind in (
-            IssueKind.READING_HELD,
-            IssueKind.BATCH_REJECTED,
-            IssueKind.REGISTER_REFUSED,
-        ):
-            async_delete_issue(self.hass, kind, self.entry_id, key)
+        self._report(OutboxReport(ReportKind.REMOVED, key))
         if dropped := len(queue):
             LOGGER.info(
                 "Meter %s / %s removed: %s readings not yet delivered are dropped",
@@ -634,6 +750,12 @@ class Outbox:
         await self.async_save()
         self._changed()
         return dropped
+
+
+@lru_cache(maxsize=256)
+def _moment(seconds: int) -> datetime:
+    """Return ``from_epoch(seconds)``, kept: the views of a tick share times."""
+    return from_epoch(seconds)
 
 
 def _merged(into: Queue | None, queue: Queue) -> Queue:

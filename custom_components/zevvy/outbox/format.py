@@ -36,6 +36,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import orjson
@@ -59,8 +60,12 @@ def is_meter_key(key: str) -> bool:
     return not key.startswith(MANUAL_KEY_PREFIX)
 
 
+@lru_cache(maxsize=1024)
 def to_epoch(moment: datetime) -> int:
-    """Return whole epoch seconds of an aware datetime."""
+    """Return whole epoch seconds of an aware datetime.
+
+    Kept for the last times asked: the readings of a tick share their time.
+    """
     return int(moment.timestamp())
 
 
@@ -138,8 +143,11 @@ class Series:
 
     def index(self, when: int) -> int:
         """Return the position of ``when`` or -1."""
-        pos = bisect_left(self.times, when)
-        return pos if pos < len(self.times) and self.times[pos] == when else -1
+        times = self.times
+        if not times or when > times[-1]:
+            return -1  # the common case: a reading newer than all
+        pos = bisect_left(times, when)
+        return pos if times[pos] == when else -1
 
     def step_at(self, when: int) -> int:
         """Return the precision of the reading at ``when`` (0 if none)."""
@@ -251,12 +259,44 @@ class Queue:
 
     def contains(self, when: int) -> bool:
         """Return whether a reading at ``when`` is kept or was the last sent."""
-        return (
-            when == self.last_time
-            or self.pending.index(when) >= 0
-            or self.held.index(when) >= 0
-            or self.rejected.index(when) >= 0
+        if when == self.last_time:
+            return True
+        for series in (self.pending, self.held, self.rejected):
+            times = series.times
+            # A reading newer than all of a series (the common case) is not in it.
+            if times and when <= times[-1] and series.index(when) >= 0:
+                return True
+        return False
+
+    def is_newest(self, when: int) -> bool:
+        """Return whether ``when`` is after every reading kept and the last sent."""
+        last = self.last_time
+        pending, held, rejected = (
+            self.pending.times,
+            self.held.times,
+            self.rejected.times,
         )
+        return (
+            (last is None or when > last)
+            and (not pending or when > pending[-1])
+            and (not held or when > held[-1])
+            and (not rejected or when > rejected[-1])
+        )
+
+    def newest_neighbour(self) -> tuple[float, int] | None:
+        """Return ``neighbours(when)[0]`` for a ``when`` that ``is_newest``.
+
+        The newest pending reading or the last delivered one, whichever is
+        newer (the pending one if at the same time).
+        """
+        pending = self.pending
+        times = pending.times
+        last, value = self.last_time, self.last_value
+        if times and (last is None or value is None or times[-1] >= last):
+            return pending.values[-1], pending.steps[-1]
+        if last is not None and value is not None:
+            return value, self.last_step
+        return None
 
     def neighbours(
         self, when: int

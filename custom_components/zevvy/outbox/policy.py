@@ -77,13 +77,17 @@ def drop_tolerance(first: int, second: int) -> int:
     return max(first, second)
 
 
-def _is_drop(higher: tuple[float, int], lower: tuple[float, int]) -> bool:
+def _is_drop(higher: float, higher_step: int, lower: float, lower_step: int) -> bool:
     """Return whether ``lower`` (the later reading) is a drop from ``higher``.
 
-    Both as (kWh, precision in Wh).
+    Both in kWh, with their precisions in Wh.
     """
-    first, second = round(higher[0] * 1000), round(lower[0] * 1000)
-    return second < first - drop_tolerance(higher[1], lower[1])
+    if lower >= higher:
+        return False  # the common case; never a drop (rounding keeps the order)
+    tolerance = (
+        0 if higher_step == lower_step else drop_tolerance(higher_step, lower_step)
+    )
+    return round(lower * 1000) < round(higher * 1000) - tolerance
 
 
 def drop_of(
@@ -96,27 +100,45 @@ def drop_of(
     ``step``: the reading's precision (Wh).
     """
     before, after = queue.neighbours(when)
-    reading = (value, step)
-    if before is not None and _is_drop(before, reading):
+    if before is not None and _is_drop(before[0], before[1], value, step):
         return before[0], value
-    if after is not None and _is_drop(reading, after):
+    if after is not None and _is_drop(value, step, after[0], after[1]):
         return value, after[0]
     return None
 
 
 def add_readings(
-    queue: Queue, destination: Destination, readings: Iterable[Reading]
+    queue: Queue,
+    destination: Destination,
+    readings: Iterable[Reading],
+    result: AddResult | None = None,
 ) -> AddResult:
-    """Queue readings in ``queue``: skip duplicates, hold drops back."""
-    result = AddResult()
+    """Queue readings in ``queue``: skip duplicates, hold drops back.
+
+    Return what happened, counted into ``result`` if given (a tick adds the
+    readings of every meter into one result).
+    """
+    if result is None:
+        result = AddResult()
     step = destination.step
     for reading in readings:
         when = to_epoch(reading.read_at)
         value = round_kwh(float(reading.value))
-        if queue.contains(when):
+        if queue.is_newest(when):
+            # The common case (a tick): no duplicate, and only the reading
+            # before it to compare with (drop_of, in short).
+            before = queue.newest_neighbour()
+            drop = (
+                (before[0], value)
+                if before is not None and _is_drop(before[0], before[1], value, step)
+                else None
+            )
+        elif queue.contains(when):
             result.duplicates += 1
             continue
-        if (drop := drop_of(queue, when, value, step)) is not None:
+        else:
+            drop = drop_of(queue, when, value, step)
+        if drop is not None:
             queue.held.insert(when, value, step)
             result.held += 1
             LOGGER.warning(
@@ -151,15 +173,18 @@ def _series(queue: Queue) -> tuple[Series, Series, Series]:
     return queue.pending, queue.held, queue.rejected
 
 
-def enforce_bound(queues: Mapping[str, Queue]) -> Overflow:
+def enforce_bound(queues: Mapping[str, Queue], total: int | None = None) -> Overflow:
     """Drop the oldest readings beyond OUTBOX_MAX_READINGS, of whatever kind.
 
     Pending, held and rejected readings all count and the oldest go first,
     whichever kind they are: readings stuck waiting for a decision never push
-    fresh ones out, and memory stays bounded.
+    fresh ones out, and memory stays bounded. ``total``: how many readings the
+    queues keep, if known (else counted).
     """
     overflow = Overflow()
-    excess = sum(len(queue) for queue in queues.values()) - OUTBOX_MAX_READINGS
+    if total is None:
+        total = sum(len(queue) for queue in queues.values())
+    excess = total - OUTBOX_MAX_READINGS
     if excess <= 0:
         return overflow
     # Walk the series' oldest readings in time order with a heap.
