@@ -21,6 +21,15 @@ Rules modelled:
   counts from zero; a ``total`` state with a new ``last_reset`` starts a new cycle
   (counts from zero); otherwise the difference counts. Unavailable states are
   skipped. The count starts from the state as of the meter's start.
+- Switching the reading source (*Change meter*, "Switching a meter's reading
+  source later"): the new source applies from the next quarter hour (a
+  ``Phase``). To the sensor's value with a new register name: a new series.
+  To a running total continuing zevvy's series: its start value is zevvy's last
+  reading, its start that reading's time; without the recorder only the
+  sensor's state at the switch is known, so what a cycle counted between that
+  reading and the switch is not added, and a cycle that began since (a later
+  ``last_reset``) counts in full. The held readings since that reading are
+  discarded (not owed).
 """
 
 from __future__ import annotations
@@ -48,6 +57,19 @@ class Observation:
     seen: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class Phase:
+    """A reading source in force from a quarter hour on (*Change meter*)."""
+
+    since: datetime  # the first quarter hour read with it
+    running: bool
+    start_value: float = 0.0
+    start_at: datetime | None = None
+    # Continuing zevvy's series without a recorder: only the sensor's state at
+    # this instant (the switch) is known of the time since ``start_at``.
+    switched_at: datetime | None = None
+
+
 @dataclass
 class MeterModel:
     """One meter: its sensor's timeline and how zevvy names its series."""
@@ -62,6 +84,26 @@ class MeterModel:
     registers: list[tuple[datetime, str, str]] = field(default_factory=list)
     added_at: datetime | None = None
     deleted_at: datetime | None = None
+    # Later reading sources, in time order (the first is the fields above).
+    phases: list[Phase] = field(default_factory=list)
+    # Quarter hours not owed (after, before): held readings a switch discarded.
+    excused: list[tuple[datetime, datetime]] = field(default_factory=list)
+
+    def phase_at(self, quarter: datetime) -> Phase:
+        """Return the reading source that reads ``quarter``."""
+        for phase in reversed(self.phases):
+            if phase.since <= quarter:
+                return phase
+        return Phase(
+            since=datetime.min.replace(tzinfo=quarter.tzinfo),
+            running=self.running,
+            start_value=self.start_value,
+            start_at=self.start_at,
+        )
+
+    def running_at(self, quarter: datetime) -> bool:
+        """Return whether ``quarter`` is read as a running total."""
+        return self.phase_at(quarter).running
 
     def observe(self, observation: Observation) -> None:
         """Record a state (in time order)."""
@@ -80,30 +122,48 @@ class MeterModel:
 
     def value_at(self, quarter: datetime) -> float | None:
         """Return what zevvy must hold for ``quarter`` (None: no reading)."""
-        if self.running:
-            return self._running_at(quarter)
+        phase = self.phase_at(quarter)
+        if phase.running:
+            return self._running_at(quarter, phase)
         observation = self.state_as_of(quarter)
         if observation is None or observation.state in NOT_NUMERIC:
             return None
         return round(float(observation.state) * UNIT_TO_KWH[observation.unit], 3)
 
-    def _running_at(self, quarter: datetime) -> float | None:
-        assert self.start_at is not None
-        if quarter < self.start_at:
+    def _running_at(self, quarter: datetime, phase: Phase) -> float | None:
+        start_at = phase.start_at
+        assert start_at is not None
+        if quarter < start_at:
             return None
         total = 0.0
         previous: Observation | None = None
+        switched = phase.switched_at
+        at_switch = self.state_as_of(switched) if switched is not None else None
         for observation in self.observations:
             if observation.at > quarter:
                 break
+            if switched is not None and observation.at <= switched:
+                # Continuing zevvy's series: its last reading's state, then
+                # the state at the switch; nothing else of the time between.
+                if observation.at <= start_at:
+                    if observation.state not in NOT_NUMERIC:
+                        previous = observation
+                    continue
+                if observation is not at_switch:
+                    continue
+                if previous is None or observation.state in NOT_NUMERIC:
+                    continue
+                total += self._counted(previous, observation)
+                previous = observation
+                continue
             if observation.state in NOT_NUMERIC or not observation.seen:
                 continue
-            if observation.at <= self.start_at or previous is None:
+            if observation.at <= start_at or previous is None:
                 previous = observation  # the baseline: the state as of the start
                 continue
             total += self._counted(previous, observation)
             previous = observation
-        return round(self.start_value + total, 3)
+        return round(phase.start_value + total, 3)
 
     def _counted(self, previous: Observation, current: Observation) -> float:
         old = float(previous.state) * UNIT_TO_KWH[previous.unit]
@@ -123,12 +183,17 @@ class MeterModel:
         "Meter reading went down"), not sent.
         """
         value = self.value_at(quarter)
-        if value is None or self.running:
+        phase = self.phase_at(quarter)
+        if value is None or phase.running:
             return False
+        # Readings of the same series: since the phase's first quarter hour.
+        first = self.state_as_of(phase.since)
         earlier = [
             v
             for o in self.observations
-            if o.at < quarter and (v := _kwh(o)) is not None
+            if o.at < quarter
+            and (first is None or o.at >= first.at)
+            and (v := _kwh(o)) is not None
         ]
         return bool(earlier) and value < max(earlier)
 
@@ -176,17 +241,20 @@ def expectation(
     there must still be the model's value.
     """
     value = meter.value_at(quarter)
+    running_total = meter.running_at(quarter)
     # A deleted meter's readings not yet delivered are dropped with it (README,
     # "Removing a meter"): none of its quarter hours is owed.
     alive = (
         meter.added_at is None or meter.added_at < quarter
     ) and meter.deleted_at is None
     required = running and alive and value is not None
-    if late and not meter.running:
+    if any(after < quarter < before for after, before in meter.excused):
+        required = False
+    if late and not running_total:
         # Read late (Home Assistant busy): the state as of the quarter hour comes
         # from the recorder when it changed since; without one it stays empty.
         required = False
-    if meter.running and value is not None:
+    if running_total and value is not None:
         # A running total at a quarter hour its sensor was unavailable: the
         # README does not promise a reading then.
         observation = meter.state_as_of(quarter)

@@ -65,7 +65,6 @@ async def test_seed(
         seed=seed,
         days=days,
         meters=meters,
-        open_defects=os.environ.get("ZEVVY_SIM_OPEN_DEFECTS") == "1",
     )
     try:
         run = await simulation.async_run()
