@@ -223,3 +223,59 @@ async def test_a_typed_reading_beside_sensor_readings(
     assert await send(1233.8) == "held"
     assert meter.delivered() == [1234.0, 1233.9]
     assert pipeline.outbox.held_count == 3
+
+
+async def test_a_typed_reading_in_an_old_gap_is_checked_against_zevvy(
+    hass: HomeAssistant, meter: Meter, freezer: FrozenDateTimeFactory
+) -> None:
+    """A reading typed into a gap older than the last delivered reading.
+
+    zevvy has 12:15 (1000 kWh), then nothing while the sensor was unavailable,
+    then 13:45 and 14:00. A value typed for a quarter hour of the gap below the
+    reading before the gap is a drop, also after a restart; one above the
+    reading after the gap is a drop too; one between them is delivered.
+    """
+    meter.show("1000", "kWh", 3)
+    await meter.setup()
+    await meter.tick(15)
+    meter.show("unavailable", "kWh")
+    for minute in (30, 45, 60, 75, 90):
+        await meter.tick(minute)
+    meter.show("1010", "kWh")
+    await meter.tick(105)
+    meter.show("1011", "kWh")
+    await meter.tick(120)
+    assert meter.delivered() == [1000.0, 1010.0, 1011.0]
+
+    def on_zevvy() -> list[float]:
+        readings = meter.sandbox.readings("Dev", "Energy")
+        return [r.value for r in sorted(readings, key=lambda r: r.read_at)]
+
+    async def send(value: str, minute: int) -> str:
+        response = await hass.services.async_call(
+            DOMAIN,
+            "send_reading",
+            {"meter": SENSOR, "value": value, "time": _quarter(minute).isoformat()},
+            blocking=True,
+            return_response=True,
+        )
+        assert response is not None
+        status: str = response["status"]
+        return status
+
+    # A typo: 999.5 for 12:45 is below zevvy's 1000 of 12:15.
+    assert await send("999.5", 45) == "held"
+    # Above zevvy's 1010 of 13:45: a drop against the reading after it.
+    assert await send("1012", 90) == "held"
+    # Between the two sides: delivered.
+    assert await send("1004", 30) == "queued"
+    await hass.async_block_till_done()
+    assert on_zevvy() == [1000.0, 1004.0, 1010.0, 1011.0]
+
+    # After a restart the outbox file still knows what zevvy has around the gap.
+    assert await hass.config_entries.async_reload(meter.entry.entry_id)
+    await hass.async_block_till_done()
+    assert await send("1003", 60) == "held"  # below 12:30's 1004
+    assert await send("1006", 75) == "queued"
+    await hass.async_block_till_done()
+    assert on_zevvy() == [1000.0, 1004.0, 1006.0, 1010.0, 1011.0]

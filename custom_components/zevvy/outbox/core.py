@@ -34,6 +34,7 @@ from ..const import LOGGER, READING_DECIMALS
 from ..meters import KINDS, MeterKind, stored_kind
 from . import policy
 from .format import (
+    Delivered,
     Destination,
     Queue,
     Series,
@@ -422,6 +423,7 @@ class Outbox:
             queue.device_ref, queue.register_ref = refs
             queue.last_time = queue.last_value = None
             queue.last_step = 0
+            queue.delivered = Delivered()
         if destination.series is not None:
             queue.series = destination.series
         return queue
@@ -589,14 +591,21 @@ class Outbox:
         )
         newest = len(batch) - 1
         with self._lock:
-            step = queue.pending.step_at(batch.times[newest])
-            queue.pending.remove_times(batch.times)
+            pending = queue.pending
+            steps = [pending.step_at(when) for when in batch.times]
+            pending.remove_times(batch.times)
+            if same_register:
+                delivered = queue.delivered
+                for when, value, step in zip(
+                    batch.times, batch.values, steps, strict=True
+                ):
+                    delivered.add(when, value, step)
             if same_register and (
                 queue.last_time is None or batch.times[newest] >= queue.last_time
             ):
                 queue.last_time = batch.times[newest]
                 queue.last_value = batch.values[newest]
-                queue.last_step = step
+                queue.last_step = steps[newest]
         self.async_schedule_save()
         self._changed()
 
@@ -783,4 +792,8 @@ def _merged(into: Queue | None, queue: Queue) -> Queue:
     ):
         into.last_time, into.last_value = queue.last_time, queue.last_value
         into.last_step = queue.last_step
+    # Each run by its two ends (a query inside it compares with both).
+    for run in (queue.delivered.firsts, queue.delivered.lasts):
+        for when, value, step in zip(run.times, run.values, run.steps, strict=True):
+            into.delivered.add(when, value, step)
     return into

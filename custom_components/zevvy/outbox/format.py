@@ -11,14 +11,17 @@ instead of about 120 for a list of tuples. Stored as JSON under
                           "last": [epoch, kWh] | null, "last_step": <int>,
                           "series": <str> | null,
                           "pending": {"t": [...], "v": [...], "p": [...]} | null,
-                          "held": ..., "parked": ..., "parked_message": ...}},
+                          "held": ..., "parked": ..., "parked_message": ...,
+                          "delivered": {"first": {...}, "last": {...}}}},
      "overflow_dropped": <int>,
      "meter_states": {"<key>": {...}},
      "sender": {...}}
 
-``p``, ``last_step`` and ``series`` came later: outboxes written without them
-load with precision 0 (unknown: such readings are compared strictly) and no
-series. ``series``: the meter's reading source the queue's readings were made
+``p``, ``last_step``, ``series`` and ``delivered`` came later: outboxes written
+without them load with precision 0 (unknown: such readings are compared
+strictly), no series and no delivered runs (only the last delivered reading is
+then a neighbour). ``delivered`` (optional): the runs of consecutive quarter
+hours zevvy confirmed, each by its first and last reading (``Delivered``). ``series``: the meter's reading source the queue's readings were made
 with (``Destination.series``).
 
 ``meter_states``: what meters' reading sources remember (``meter_states.py``).
@@ -230,6 +233,131 @@ class Series:
         )
 
 
+# Runs of delivered readings a queue remembers (the oldest go first).
+MAX_DELIVERED_RUNS = 100
+# Quarter-hour readings one quarter apart belong to one run.
+_QUARTER_SECONDS = 900
+
+
+@dataclass(slots=True)
+class Delivered:
+    """What zevvy confirmed of a queue, as runs of consecutive quarter hours.
+
+    Each run is kept by its first and its last reading (``firsts[i]`` and
+    ``lasts[i]``, sorted by time, never overlapping): enough to tell, for a
+    reading typed or backfilled into a gap, the delivered readings just before
+    and after the gap, however long ago they were delivered. At most
+    ``MAX_DELIVERED_RUNS`` runs (a gap each) are kept.
+    """
+
+    firsts: Series = field(default_factory=Series)
+    lasts: Series = field(default_factory=Series)
+
+    def __len__(self) -> int:
+        """Return the number of runs."""
+        return len(self.firsts)
+
+    def add(self, when: int, value: float, step: int = 0) -> None:
+        """Note a delivered reading (extends, joins or starts a run)."""
+        firsts, lasts = self.firsts, self.lasts
+        ends = lasts.times
+        count = len(ends)
+        if count and ends[-1] == when - _QUARTER_SECONDS:
+            # The common case: the next quarter hour after the newest run.
+            _put(lasts, count - 1, when, value, step)
+            return
+        pos = bisect_left(firsts.times, when)
+        if pos > 0 and ends[pos - 1] >= when:
+            return  # inside a run: delivered already
+        if pos < count and firsts.times[pos] == when:
+            return
+        joins_before = pos > 0 and ends[pos - 1] == when - _QUARTER_SECONDS
+        joins_after = pos < count and firsts.times[pos] == when + _QUARTER_SECONDS
+        if joins_before and joins_after:
+            _put(lasts, pos - 1, lasts.times[pos], lasts.values[pos], lasts.steps[pos])
+            _remove(firsts, pos)
+            _remove(lasts, pos)
+        elif joins_before:
+            _put(lasts, pos - 1, when, value, step)
+        elif joins_after:
+            _put(firsts, pos, when, value, step)
+        else:
+            firsts.insert(when, value, step)
+            lasts.insert(when, value, step)
+            if len(firsts) > MAX_DELIVERED_RUNS:
+                firsts.drop_first(1)
+                lasts.drop_first(1)
+
+    def neighbours(
+        self, when: int
+    ) -> tuple[tuple[int, float, int] | None, tuple[int, float, int] | None]:
+        """Return (time, value, precision) of the delivered readings around ``when``.
+
+        The newest delivered before ``when`` and the oldest after it, as far as
+        the runs tell (inside a run, its first and last reading).
+        """
+        firsts, lasts = self.firsts, self.lasts
+        count = len(firsts)
+        if not count:
+            return None, None
+        pos = bisect_left(firsts.times, when)
+        before: tuple[int, float, int] | None = None
+        after: tuple[int, float, int] | None = None
+        if pos > 0:
+            run = pos - 1
+            if lasts.times[run] < when:
+                before = _at(lasts, run)
+            else:
+                before = _at(firsts, run)
+                if lasts.times[run] > when:
+                    after = _at(lasts, run)
+        if after is None:
+            if pos < count and firsts.times[pos] > when:
+                after = _at(firsts, pos)
+            elif pos < count and lasts.times[pos] > when:
+                after = _at(lasts, pos)
+            elif pos + 1 < count:
+                after = _at(firsts, pos + 1)
+        return before, after
+
+    def copy(self) -> Delivered:
+        """Return a copy."""
+        return Delivered(self.firsts.copy(), self.lasts.copy())
+
+    def to_json(self) -> dict[str, Any] | None:
+        """Return the JSON form (None when nothing was delivered)."""
+        if not self.firsts:
+            return None
+        return {"first": self.firsts.to_json(), "last": self.lasts.to_json()}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> Delivered:
+        """Build the runs from their JSON form (None: none)."""
+        if not data:
+            return cls()
+        firsts = Series.from_json(data.get("first"))
+        lasts = Series.from_json(data.get("last"))
+        if len(firsts) != len(lasts):
+            return cls()  # not ours: forget it rather than guess
+        return cls(firsts, lasts)
+
+
+def _at(series: Series, pos: int) -> tuple[int, float, int]:
+    return series.times[pos], series.values[pos], series.steps[pos]
+
+
+def _put(series: Series, pos: int, when: int, value: float, step: int) -> None:
+    series.times[pos] = when
+    series.values[pos] = value
+    series.steps[pos] = step
+
+
+def _remove(series: Series, pos: int) -> None:
+    del series.times[pos]
+    del series.values[pos]
+    del series.steps[pos]
+
+
 @dataclass(slots=True)
 class Queue:
     """Everything the outbox keeps for one destination.
@@ -238,8 +366,10 @@ class Queue:
     beside it in time, waiting for the user's decision. ``rejected``: refused by zevvy
     (400/422), out of the retry loop until the user decides. ``last_*``: the
     last reading zevvy confirmed, a neighbour in the drop check and the start of
-    gap fill; ``last_step`` its precision. ``series``: the reading source the
-    readings were made with (``Destination.series``; None: not known).
+    gap fill; ``last_step`` its precision. ``delivered``: the runs of readings
+    zevvy confirmed, neighbours in the drop check of readings older than the
+    last one. ``series``: the reading source the readings were made with
+    (``Destination.series``; None: not known).
     """
 
     device_ref: str
@@ -252,6 +382,7 @@ class Queue:
     last_value: float | None = None
     last_step: int = 0
     series: str | None = None
+    delivered: Delivered = field(default_factory=Delivered)
 
     def __len__(self) -> int:
         """Return every reading the queue keeps."""
@@ -303,8 +434,10 @@ class Queue:
     ) -> tuple[tuple[float, int] | None, tuple[float, int] | None]:
         """Return (value, precision) of the readings just before and after ``when``.
 
-        Neighbours are pending readings and the last delivered one (held and
-        rejected readings are not trusted as neighbours); None where there is none.
+        Neighbours are pending readings and delivered ones: the last delivered
+        one, and for a reading older than it the delivered runs (held and
+        rejected readings are not trusted as neighbours); None where there is
+        none.
         """
         pending = self.pending
         times = pending.times
@@ -318,10 +451,21 @@ class Queue:
             after = (times[end], pending.values[end], pending.steps[end])
         last, value = self.last_time, self.last_value
         if last is not None and value is not None:
-            if last < when and (before is None or before[0] < last):
-                before = (last, value, self.last_step)
-            elif last > when and (after is None or after[0] > last):
-                after = (last, value, self.last_step)
+            if last < when:
+                if before is None or before[0] < last:
+                    before = (last, value, self.last_step)
+            elif last > when:
+                if after is None or after[0] > last:
+                    after = (last, value, self.last_step)
+                # Older than the last delivered reading: the delivered runs
+                # know the readings around it (a gap being filled).
+                sent_before, sent_after = self.delivered.neighbours(when)
+                if sent_before is not None and (
+                    before is None or before[0] < sent_before[0]
+                ):
+                    before = sent_before
+                if sent_after is not None and sent_after[0] < after[0]:
+                    after = sent_after
         return (
             None if before is None else (before[1], before[2]),
             None if after is None else (after[1], after[2]),
@@ -338,6 +482,7 @@ class _QueueData(TypedDict, total=False):
     held: Any
     parked: Any
     parked_message: str | None
+    delivered: Any
 
 
 type Snapshot = dict[str, Any]
@@ -370,6 +515,7 @@ def snapshot(
                 queue.rejected_message,
                 queue.last_step,
                 queue.series,
+                queue.delivered.copy(),
             )
             for key, queue in queues.items()
         },
@@ -387,7 +533,19 @@ def encode(data: Snapshot) -> dict[str, Any]:
 
     queues: dict[str, _QueueData] = {}
     for key, item in data["queues"].items():
-        device, register, last, pending, held, rejected, message, step, series = item
+        (
+            device,
+            register,
+            last,
+            pending,
+            held,
+            rejected,
+            message,
+            step,
+            series,
+            delivered,
+        ) = item
+        runs = delivered.to_json()
         queues[key] = {
             "device": device,
             "register": register,
@@ -399,6 +557,8 @@ def encode(data: Snapshot) -> dict[str, Any]:
             "parked": fragment(rejected),
             "parked_message": message,
         }
+        if runs is not None:
+            queues[key]["delivered"] = orjson.Fragment(orjson.dumps(runs))
     encoded: dict[str, Any] = {
         "queues": queues,
         "overflow_dropped": data["overflow_dropped"],
@@ -425,5 +585,6 @@ def decode(data: Mapping[str, Any]) -> tuple[dict[str, Queue], int]:
             last_value=float(last[1]) if last else None,
             last_step=int(raw.get("last_step") or 0) if last else 0,
             series=raw.get("series"),
+            delivered=Delivered.from_json(raw.get("delivered")),
         )
     return queues, int(data.get("overflow_dropped", 0))

@@ -4,10 +4,13 @@
   last one sent) is a duplicate and skipped.
 * A drop is held back: zevvy flags drops as anomalies; the user decides in a
   repair issue (meter replaced: queue them; or discard them). A reading is
-  checked against its neighbours in time, pending or the last delivered one,
-  before *and* after it, so that backfilled readings older than what was
-  delivered are checked too: lower than the reading before it, or higher than
-  the one after it, is a drop (``drop_of``). Every such reading is held while
+  checked against its neighbours in time, pending or delivered, before *and*
+  after it, so that backfilled readings older than what was delivered are
+  checked too: lower than the reading before it, or higher than the one after
+  it, is a drop (``drop_of``). Delivered neighbours are the last delivered
+  reading and, for older readings, the delivered runs (``Delivered``: the two
+  ends of each run of consecutive quarter hours zevvy confirmed), so a reading
+  typed or backfilled into an old gap meets zevvy's readings on both sides. Every such reading is held while
   the issue is open, so a replaced meter's readings are all kept.
 * Less precision is no drop: a sensor switched from Wh to kWh with one decimal
   turns 1234.567 into 1234.5. Each reading carries the precision it was made
