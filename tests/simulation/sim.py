@@ -248,6 +248,7 @@ class Simulation:
             logger.setLevel(old_level)
             await _watchdog(self._async_unload(), SETTLE_TIMEOUT)
             await self.sandbox.stop()
+            _join_watchdogs()
             loop.set_debug(debug)
         self.run.digest = self.digest()
         return self.run
@@ -1577,7 +1578,21 @@ async def _watchdog(coro: Coroutine[Any, Any, Any], seconds: float) -> tuple[boo
         return False, where[0]
     finally:
         timer.cancel()
+        _CANCELLED.append(timer)
+        if len(_CANCELLED) > 64:
+            _CANCELLED[:] = [t for t in _CANCELLED if t.is_alive()]
     return True, ""
+
+
+# Watchdog timers cancelled but maybe not yet ended: joined at the end of a run
+# (a thread still alive when the test ends fails the harness's cleanup check).
+_CANCELLED: list[threading.Timer] = []
+
+
+def _join_watchdogs() -> None:
+    for timer in _CANCELLED:
+        timer.join()
+    _CANCELLED.clear()
 
 
 def _waiting(task: asyncio.Future[Any]) -> str:
