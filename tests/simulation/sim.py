@@ -204,6 +204,9 @@ class Simulation:
         # Home Assistant busy until then: states change, no timer fires.
         self.busy_until: datetime | None = None
         self.late_quarters: set[datetime] = set()
+        # Readings typed with send_reading: (device, register, readAt) -> the
+        # precision (Wh) of the digits typed.
+        self.typed: dict[tuple[str, str, str], int] = {}
         # The last event that may hold every meter back (a fault, a restart).
         self.disturbed = START
         # Devices refused by zevvy: until when they may lag (window + backoff).
@@ -962,6 +965,7 @@ class Simulation:
                 f"{meter.index}: {type(err).__name__}"
             )
             return
+        self.typed[(device, register, _stamp(quarter))] = _typed_step(value)
         self.event(
             f"send_reading {value} kWh ({what}) at {quarter:%d %H:%M} for "
             f"meter {meter.index}"
@@ -1454,11 +1458,18 @@ class Simulation:
                         meter,
                     )
                 quarter += QUARTER
-        # 3: every series only goes up.
+        # 3: every series only goes up (README: between readings made with
+        # different precisions, one step of the coarser one lower is no drop).
         for names, series in sorted(held.items()):
             previous: tuple[str, float] | None = None
             for read_at, values in sorted(series.items()):
-                if previous is not None and values[0] < previous[1]:
+                if (
+                    previous is not None
+                    and values[0] < previous[1]
+                    and not self._within_precision(
+                        names, previous, (read_at, values[0])
+                    )
+                ):
                     quarter = datetime.strptime(
                         read_at, "%Y-%m-%dT%H:%M:%S.000Z"
                     ).replace(tzinfo=UTC)
@@ -1503,6 +1514,42 @@ class Simulation:
                     6, f"a secret in the log: {record.name}: {text[:80]}...", None
                 )
 
+    def _within_precision(
+        self,
+        names: tuple[str, str],
+        earlier: tuple[str, float],
+        later: tuple[str, float],
+    ) -> bool:
+        """Return whether a lower reading is within the README's tolerance.
+
+        Each reading's precision: the digits typed (send_reading), else its
+        sensor's unit (Wh: 1 Wh; kWh and MWh without a suggested display
+        precision: one unit, at most 1 kWh). Equal precisions: no tolerance.
+        """
+        first, second = (self._step(names, read_at) for read_at, _ in (earlier, later))
+        if first == second:
+            return False
+        return round(later[1] * 1000) >= round(earlier[1] * 1000) - max(first, second)
+
+    def _step(self, names: tuple[str, str], read_at: str) -> int:
+        typed = self.typed.get((*names, read_at))
+        if typed is not None:
+            return typed
+        owner = next(
+            (
+                m
+                for m in self.meters
+                for _s, *refs in m.model.registers
+                if tuple(refs) == names
+            ),
+            None,
+        )
+        quarter = datetime.strptime(read_at, "%Y-%m-%dT%H:%M:%S.000Z").replace(
+            tzinfo=UTC
+        )
+        seen = owner.model.state_as_of(quarter) if owner is not None else None
+        return 1 if seen is not None and seen.unit == "Wh" else 1000
+
     def _has_issue(self, meter: SimMeter) -> bool:
         return any(
             domain == DOMAIN and issue.active and issue_id.endswith(meter.subentry_id)
@@ -1534,6 +1581,13 @@ class _Collect(logging.Handler):
 def _names(meter: SimMeter) -> tuple[str, str]:
     _since, device, register = meter.model.registers[-1]
     return device, register
+
+
+def _typed_step(value: float) -> int:
+    """Return the precision (Wh) of a value typed in kWh: its decimals."""
+    text = repr(value)
+    decimals = 0 if value.is_integer() else len(text.partition(".")[2])
+    return 10 ** max(0, 3 - decimals)
 
 
 def _stamp(moment: datetime) -> str:
