@@ -220,7 +220,18 @@ class ReadingPipeline:
         chunk: list[tuple[Destination, Sequence[Reading]]] = []
         size = 0
         for destination, readings in items:
-            for pos in range(0, len(readings), ACCEPT_CHUNK):
+            count = len(readings)
+            if 0 < count <= ACCEPT_CHUNK:
+                # The common case (a tick: a reading or a few per meter): the
+                # readings in one part, as they are.
+                if size >= ACCEPT_CHUNK:
+                    self._add(chunk, total, per_queue)
+                    chunk, size = [], 0
+                    await asyncio.sleep(0)
+                chunk.append((destination, readings))
+                size += count
+                continue
+            for pos in range(0, count, ACCEPT_CHUNK):
                 if chunk and size >= ACCEPT_CHUNK:
                     self._add(chunk, total, per_queue)
                     chunk, size = [], 0

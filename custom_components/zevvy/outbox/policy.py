@@ -32,8 +32,7 @@ from dataclasses import dataclass, field
 import heapq
 
 from ..api import Reading
-from ..const import LOGGER, OUTBOX_MAX_READINGS
-from ..meters import round_kwh
+from ..const import LOGGER, OUTBOX_MAX_READINGS, READING_DECIMALS
 from .format import Destination, Queue, Series, from_epoch, to_epoch
 
 # Dropped readings (outbox full) between two warnings in the log.
@@ -123,14 +122,20 @@ def add_readings(
     step = destination.step
     for reading in readings:
         when = to_epoch(reading.read_at)
-        value = round_kwh(float(reading.value))
+        # round_kwh, inline: every reading entering the outbox passes here.
+        value = round(float(reading.value), READING_DECIMALS) + 0.0
         if queue.is_newest(when):
             # The common case (a tick): no duplicate, and only the reading
             # before it to compare with (drop_of, in short).
             before = queue.newest_neighbour()
+            if before is None or value >= before[0]:
+                # No drop (_is_drop's first test, without the call).
+                queue.pending.append(when, value, step)
+                result.queued += 1
+                continue
             drop = (
                 (before[0], value)
-                if before is not None and _is_drop(before[0], before[1], value, step)
+                if _is_drop(before[0], before[1], value, step)
                 else None
             )
         elif queue.contains(when):
