@@ -796,6 +796,9 @@ class MeterResolver:
         self._entity_ids: frozenset[str] = frozenset()
         self._unsubs: list[CALLBACK_TYPE] = []
         self._stopped = False
+        # How many times the meters were checked: what is made from the
+        # answer (the pipeline's destinations) is made again when it grows.
+        self.checked = 0
 
     @callback
     def checks(self) -> list[MeterCheck]:
@@ -827,6 +830,7 @@ class MeterResolver:
             return self._checks
         checks = check_meters(self._hass, entry)
         self._meters = [check.meter for check in checks if check.meter]
+        self.checked += 1
         if self._stopped:
             return checks
         if not self._unsubs:

@@ -196,10 +196,9 @@ async def async_readings_at(
     # The common case: one quarter hour (a tick on time).
     single = len(quarters) == 1
     for meter in meter_list:
-        readings: list[Reading] = []
-        result.append((meter, readings))
         if (state := get_state(meter.entity_id)) is None:
             LOGGER.debug("No state of %s: no reading", meter.entity_id)
+            result.append((meter, []))
             continue
         since = state.last_changed
         if since > now:
@@ -207,6 +206,8 @@ async def async_readings_at(
             # history has the same wrong times, the state is the best value.
             since = datetime.min.replace(tzinfo=UTC)
         if since > first:
+            readings: list[Reading] = []
+            result.append((meter, readings))
             wanted[meter.entity_id] = [q for q in quarters if since > q]
             later.append((meter, state, since, readings))
             continue
@@ -214,11 +215,16 @@ async def async_readings_at(
         if (value := state_reading(state, meter.kind)) is None:
             for quarter in quarters:
                 LOGGER.debug("No reading for %s at %s", meter.entity_id, quarter)
+            result.append((meter, []))
             continue
-        if single:
-            readings.append(Reading(first, value))
-        else:
-            readings.extend([Reading(quarter, value) for quarter in quarters])
+        result.append(
+            (
+                meter,
+                [Reading(first, value)]
+                if single
+                else [Reading(quarter, value) for quarter in quarters],
+            )
+        )
     if later:
         recorded = await _async_recorded_values(
             hass, wanted, {meter.entity_id: meter.kind for meter in meter_list}

@@ -320,9 +320,13 @@ class Outbox:
             pending -= old.pending
             held -= old.held
             rejected -= old.rejected
-        self._pending += pending
-        self._held += held
-        self._rejected += rejected
+        # Only the totals that changed (a tick changes the pending ones).
+        if pending:
+            self._pending += pending
+        if held:
+            self._held += held
+        if rejected:
+            self._rejected += rejected
 
     @property
     def pending_count(self) -> int:

@@ -37,7 +37,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, TypedDict
+import math
+from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 import orjson
 
@@ -154,12 +155,6 @@ class Series:
         pos = self.index(when)
         return self.steps[pos] if pos >= 0 else 0
 
-    def append(self, when: int, value: float, step: int) -> None:
-        """Add a reading newer than all (``insert``'s fast path, without its test)."""
-        self.times.append(when)
-        self.values.append(value)
-        self.steps.append(step)
-
     def insert(self, when: int, value: float, step: int = 0) -> None:
         """Insert a reading at its place in time (appending is the fast path)."""
         if not self.times or self.times[-1] < when:
@@ -236,6 +231,11 @@ class Series:
         )
 
 
+# What ``Queue.newest_neighbour_of`` returns for a time that is not the newest
+# (compared by identity).
+NOT_NEWEST: Final[tuple[float, int]] = (math.nan, -1)
+
+
 @dataclass(slots=True)
 class Queue:
     """Everything the outbox keeps for one destination.
@@ -288,6 +288,29 @@ class Queue:
             and (not held or when > held[-1])
             and (not rejected or when > rejected[-1])
         )
+
+    def newest_neighbour_of(self, when: int) -> tuple[float, int] | None:
+        """Return ``newest_neighbour()`` if ``is_newest(when)``, else ``NOT_NEWEST``.
+
+        Both in one call, for a tick's readings (one per queue, each newest).
+        """
+        last = self.last_time
+        pending = self.pending
+        times = pending.times
+        held, rejected = self.held.times, self.rejected.times
+        if (
+            (last is not None and when <= last)
+            or (times and when <= times[-1])
+            or (held and when <= held[-1])
+            or (rejected and when <= rejected[-1])
+        ):
+            return NOT_NEWEST
+        value = self.last_value
+        if times and (last is None or value is None or times[-1] >= last):
+            return pending.values[-1], pending.steps[-1]
+        if last is not None and value is not None:
+            return value, self.last_step
+        return None
 
     def newest_neighbour(self) -> tuple[float, int] | None:
         """Return ``neighbours(when)[0]`` for a ``when`` that ``is_newest``.

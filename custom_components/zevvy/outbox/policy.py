@@ -33,7 +33,7 @@ import heapq
 
 from ..api import Reading
 from ..const import LOGGER, OUTBOX_MAX_READINGS, READING_DECIMALS
-from .format import Destination, Queue, Series, from_epoch, to_epoch
+from .format import NOT_NEWEST, Destination, Queue, Series, from_epoch, to_epoch
 
 # Dropped readings (outbox full) between two warnings in the log.
 OVERFLOW_LOG_EVERY = 10_000
@@ -124,13 +124,16 @@ def add_readings(
         when = to_epoch(reading.read_at)
         # round_kwh, inline: every reading entering the outbox passes here.
         value = round(float(reading.value), READING_DECIMALS) + 0.0
-        if queue.is_newest(when):
+        before = queue.newest_neighbour_of(when)
+        if before is not NOT_NEWEST:
             # The common case (a tick): no duplicate, and only the reading
             # before it to compare with (drop_of, in short).
-            before = queue.newest_neighbour()
             if before is None or value >= before[0]:
                 # No drop (_is_drop's first test, without the call).
-                queue.pending.append(when, value, step)
+                pending = queue.pending
+                pending.times.append(when)
+                pending.values.append(value)
+                pending.steps.append(step)
                 result.queued += 1
                 continue
             drop = (
