@@ -274,25 +274,12 @@ class Queue:
                 return True
         return False
 
-    def is_newest(self, when: int) -> bool:
-        """Return whether ``when`` is after every reading kept and the last sent."""
-        last = self.last_time
-        pending, held, rejected = (
-            self.pending.times,
-            self.held.times,
-            self.rejected.times,
-        )
-        return (
-            (last is None or when > last)
-            and (not pending or when > pending[-1])
-            and (not held or when > held[-1])
-            and (not rejected or when > rejected[-1])
-        )
-
     def newest_neighbour_of(self, when: int) -> tuple[float, int] | None:
-        """Return ``newest_neighbour()`` if ``is_newest(when)``, else ``NOT_NEWEST``.
+        """Return ``neighbours(when)[0]`` if ``when`` is after every reading
+        kept and the last sent (a tick's reading), else ``NOT_NEWEST``.
 
-        Both in one call, for a tick's readings (one per queue, each newest).
+        That neighbour is the newest pending reading or the last delivered
+        one, whichever is newer (the pending one if at the same time).
         """
         last = self.last_time
         pending = self.pending
@@ -306,21 +293,6 @@ class Queue:
         ):
             return NOT_NEWEST
         value = self.last_value
-        if times and (last is None or value is None or times[-1] >= last):
-            return pending.values[-1], pending.steps[-1]
-        if last is not None and value is not None:
-            return value, self.last_step
-        return None
-
-    def newest_neighbour(self) -> tuple[float, int] | None:
-        """Return ``neighbours(when)[0]`` for a ``when`` that ``is_newest``.
-
-        The newest pending reading or the last delivered one, whichever is
-        newer (the pending one if at the same time).
-        """
-        pending = self.pending
-        times = pending.times
-        last, value = self.last_time, self.last_value
         if times and (last is None or value is None or times[-1] >= last):
             return pending.values[-1], pending.steps[-1]
         if last is not None and value is not None:
