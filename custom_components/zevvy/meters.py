@@ -673,19 +673,30 @@ def state_reading(
     Unknown, unavailable and non-numeric states give None, and so does what
     ``to_reading`` refuses.
     """
+    value = state_value(state, kind)
+    return None if value is None else KINDS[kind].round(value)
+
+
+def state_value(state: State | None, kind: MeterKind) -> float | None:
+    """Return ``state_reading`` not yet rounded to the billing unit's resolution.
+
+    For readings that go straight into the outbox, which rounds every reading
+    as it enters (``outbox.policy``): the quarter-hour tick does not round
+    each meter's reading twice.
+    """
     if state is None or (text := state.state) in (STATE_UNKNOWN, STATE_UNAVAILABLE):
         return None
     try:
         value = float(text)
     except ValueError:
         return None
-    # to_reading, inline (each meter's state passes here each quarter hour).
+    # to_reading without the rounding, inline (each meter's state passes here
+    # each quarter hour).
     unit = state.attributes.get(ATTR_UNIT_OF_MEASUREMENT)
     found = _CONVERTERS[kind].get(unit) or _converter(kind, unit)
     if found is None or not math.isfinite(value) or value < 0:
         return None
-    convert, decimals = found
-    return round(convert(value), decimals) + 0.0
+    return found[0](value)
 
 
 def state_to_kwh(state: State | None) -> float | None:

@@ -352,8 +352,8 @@ class ReadingPipeline:
         """Drop the queues of meters whose subentry was deleted."""
         subentries = self.config_entry.subentries
         removed = False
-        for key in self.outbox.keys:
-            if key not in subentries and is_meter_key(key):
+        for key in set(self.outbox.keys).difference(subentries):
+            if is_meter_key(key):
                 await self.outbox.async_remove_queue(key)
                 removed = True
         if removed:

@@ -35,7 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .api import Reading
 from .const import COLLECT_INTERVAL_MINUTES, LOGGER
-from .meters import Meter, MeterKind, state_reading
+from .meters import Meter, MeterKind, state_reading, state_value
 
 RECORDER_DOMAIN: Final = "recorder"
 QUARTER: Final = timedelta(minutes=COLLECT_INTERVAL_MINUTES)
@@ -211,8 +211,9 @@ async def async_readings_at(
             wanted[meter.entity_id] = [q for q in quarters if since > q]
             later.append((meter, state, since, readings))
             continue
-        # On time (the common case): its value held at every quarter hour.
-        if (value := state_reading(state, meter.kind)) is None:
+        # On time (the common case): its value held at every quarter hour
+        # (rounded by the outbox as it enters, not twice).
+        if (value := state_value(state, meter.kind)) is None:
             for quarter in quarters:
                 LOGGER.debug("No reading for %s at %s", meter.entity_id, quarter)
             result.append((meter, []))
