@@ -9,8 +9,9 @@ rejected, readings the bound dropped, a queue removed) goes to its reporters as
 an ``OutboxReport``; the pipeline turns reports into repair issues
 (``issues.py``). The outbox imports no issue code.
 
-The counts and views are kept as the queues change: each change marks its
-queue (``_mark``), and the next read recounts only the marked queues, so that
+The counts and views are kept as the queues change: adding readings counts
+each queue as it goes (``_count``), any other change marks its queue
+(``_mark``) and the next read recounts only the marked queues, so that
 publishing the status after a tick of 1000 meters does not walk every queue
 again.
 """
