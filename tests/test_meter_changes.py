@@ -231,3 +231,24 @@ def _add_water_meter(
     )
     hass.config_entries.async_add_subentry(meters.entry, subentry)
     return subentry.subentry_id
+
+
+async def test_a_tick_keeps_readings_at_the_billing_resolution(
+    hass: HomeAssistant, meters: Meters
+) -> None:
+    """A sensor's value finer than zevvy's resolution is kept as zevvy bills it:
+    in Wh and litres, as it waits in the outbox (read once, rounded once)."""
+    one = meters.add("one", 1_000_000.0)
+    water = _add_water_meter(hass, meters, {**_WATER, "unit_of_measurement": "L"})
+    coordinator = await meters.setup()
+    hass.states.async_set(meters.entity_ids[one], "1234567.8", WH)
+    hass.states.async_set(
+        "sensor.water", "2750.4", {**_WATER, "unit_of_measurement": "L"}
+    )
+    assert (await coordinator.async_collect(Q1)).queued == 2
+    kept = {}
+    for key in (one, water):
+        batch = coordinator.outbox.next_batch(key, 10)
+        assert batch is not None
+        kept[key] = list(batch.values)
+    assert kept == {one: [1234.568], water: [2.75]}

@@ -25,7 +25,7 @@ from custom_components.zevvy.outbox import (
     policy as outbox_policy,
     store as outbox_store,
 )
-from custom_components.zevvy.outbox.format import Queue
+from custom_components.zevvy.outbox.format import NOT_NEWEST, Queue
 
 ENTRY_ID = "entry1"
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
@@ -590,10 +590,11 @@ def test_newest_reading_takes_the_short_way_to_the_same_answer() -> None:
             queue.last_value = rng.uniform(0, 10)
             queue.last_step = rng.choice((0, 1, 100))
         for when in range(0, 50 * 900, 450):
-            if queue.is_newest(when):
+            newest_neighbour = queue.newest_neighbour_of(when)
+            if newest_neighbour is not NOT_NEWEST:
                 assert not queue.contains(when)
                 before, after = queue.neighbours(when)
-                assert (queue.newest_neighbour(), after) == (before, None)
+                assert (newest_neighbour, after) == (before, None)
             else:
                 kept = [*queue.pending.times, *queue.held.times, *queue.rejected.times]
                 assert any(when <= t for t in [*kept, queue.last_time or -1])

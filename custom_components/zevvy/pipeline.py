@@ -100,7 +100,10 @@ class ReadingPipeline:
         self.sources = ReadingSources(hass, config_entry, outbox)
         # The usable meters, checked again only when they may have changed.
         self.meters = MeterResolver(hass, config_entry)
-        self._destinations: dict[str, tuple[Meter, Destination]] = {}
+        # The meters' destinations by subentry id, and the meters' check
+        # (``MeterResolver.checked``) they were made for.
+        self._destinations: dict[str, Destination] = {}
+        self._destinations_checked = -1
         self._unsub_tick: CALLBACK_TYPE | None = None
         self._unsub_outbox: CALLBACK_TYPE | None = None
         self._unsub_publish: CALLBACK_TYPE | None = None
@@ -219,8 +222,20 @@ class ReadingPipeline:
         total = AcceptResult()
         chunk: list[tuple[Destination, Sequence[Reading]]] = []
         size = 0
-        for destination, readings in items:
-            for pos in range(0, len(readings), ACCEPT_CHUNK):
+        for item in items:
+            destination, readings = item
+            count = len(readings)
+            if 0 < count <= ACCEPT_CHUNK:
+                # The common case (a tick: a reading or a few per meter): the
+                # item in one part, as it is.
+                if size >= ACCEPT_CHUNK:
+                    self._add(chunk, total, per_queue)
+                    chunk, size = [], 0
+                    await asyncio.sleep(0)
+                chunk.append(item)
+                size += count
+                continue
+            for pos in range(0, count, ACCEPT_CHUNK):
                 if chunk and size >= ACCEPT_CHUNK:
                     self._add(chunk, total, per_queue)
                     chunk, size = [], 0
@@ -310,8 +325,11 @@ class ReadingPipeline:
             )
         owed = quarters_through(read_at, max(read_at, until or read_at))
         meters = self.meters.meters()
+        destinations = self._destinations_of(meters)
         found = await self.sources.async_readings_at(meters, owed)
-        items = [(self._destination(meter), rows) for meter, rows in found if rows]
+        items = [
+            (destinations[meter.subentry_id], rows) for meter, rows in found if rows
+        ]
         self._last_collect = owed[-1]
         # The tick sends right after (unless a retry or a new login is due).
         result = await self.async_accept(items, send=False)
@@ -319,22 +337,23 @@ class ReadingPipeline:
             self._async_publish()  # the time of the last collection
         return result
 
-    def _destination(self, meter: Meter) -> Destination:
-        """Return a meter's destination, the same while the meter is."""
-        kept = self._destinations.get(meter.subentry_id)
-        if kept is None or kept[0] is not meter:
-            kept = self._destinations[meter.subentry_id] = (
-                meter,
-                Destination.for_meter(meter),
-            )
-        return kept[1]
+    def _destinations_of(self, meters: list[Meter]) -> dict[str, Destination]:
+        """Return the destinations of ``meters`` (the resolver's last answer) by
+        subentry id, made again only when the meters were checked again."""
+        checked = self.meters.checked
+        if checked != self._destinations_checked:
+            self._destinations = {
+                meter.subentry_id: Destination.for_meter(meter) for meter in meters
+            }
+            self._destinations_checked = checked
+        return self._destinations
 
     async def _async_prune_removed_meters(self) -> None:
         """Drop the queues of meters whose subentry was deleted."""
         subentries = self.config_entry.subentries
         removed = False
-        for key in self.outbox.keys:
-            if is_meter_key(key) and key not in subentries:
+        for key in set(self.outbox.keys).difference(subentries):
+            if is_meter_key(key):
                 await self.outbox.async_remove_queue(key)
                 removed = True
         if removed:

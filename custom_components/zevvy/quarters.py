@@ -35,7 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .api import Reading
 from .const import COLLECT_INTERVAL_MINUTES, LOGGER
-from .meters import Meter, MeterKind, state_reading
+from .meters import Meter, MeterKind, state_reading, state_value
 
 RECORDER_DOMAIN: Final = "recorder"
 QUARTER: Final = timedelta(minutes=COLLECT_INTERVAL_MINUTES)
@@ -193,11 +193,12 @@ async def async_readings_at(
     later: list[tuple[Meter, State, datetime, list[Reading]]] = []
     wanted: dict[str, list[datetime]] = {}
     meter_list = list(meters)
+    # The common case: one quarter hour (a tick on time).
+    single = len(quarters) == 1
     for meter in meter_list:
-        readings: list[Reading] = []
-        result.append((meter, readings))
         if (state := get_state(meter.entity_id)) is None:
             LOGGER.debug("No state of %s: no reading", meter.entity_id)
+            result.append((meter, []))
             continue
         since = state.last_changed
         if since > now:
@@ -205,16 +206,26 @@ async def async_readings_at(
             # history has the same wrong times, the state is the best value.
             since = datetime.min.replace(tzinfo=UTC)
         if since > first:
+            readings: list[Reading] = []
+            result.append((meter, readings))
             wanted[meter.entity_id] = [q for q in quarters if since > q]
             later.append((meter, state, since, readings))
             continue
-        # On time (the common case): its value held at every quarter hour.
-        if (value := state_reading(state, meter.kind)) is None:
+        # On time (the common case): its value held at every quarter hour
+        # (rounded by the outbox as it enters, not twice).
+        if (value := state_value(state, meter.kind)) is None:
             for quarter in quarters:
                 LOGGER.debug("No reading for %s at %s", meter.entity_id, quarter)
+            result.append((meter, []))
             continue
-        # A list, not a generator: a tick of 1000 meters passes here each time.
-        readings.extend([Reading(quarter, value) for quarter in quarters])
+        result.append(
+            (
+                meter,
+                [Reading(first, value)]
+                if single
+                else [Reading(quarter, value) for quarter in quarters],
+            )
+        )
     if later:
         recorded = await _async_recorded_values(
             hass, wanted, {meter.entity_id: meter.kind for meter in meter_list}

@@ -101,10 +101,12 @@ class ReadingSources:
         self, meters: Sequence[Meter], quarters: Sequence[datetime]
     ) -> list[tuple[Meter, list[Reading]]]:
         """Return every meter's readings at ``quarters``, each from its source."""
-        groups: dict[int, list[Meter]] = {id(s): [] for s in self._by_key.values()}
+        # Grouped by source (as ``of`` chooses, without a call per meter).
+        groups: dict[str, list[Meter]] = {key: [] for key in self._by_key}
+        group_of, default = groups.get, next(iter(groups.values()))
         for meter in meters:
-            groups[id(self.of(meter))].append(meter)
+            group_of(meter.reading_source, default).append(meter)
         found: list[tuple[Meter, list[Reading]]] = []
-        for source in self._by_key.values():
-            found += await source.async_readings_at(groups[id(source)], quarters)
+        for key, source in self._by_key.items():
+            found += await source.async_readings_at(groups[key], quarters)
         return found

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,21 @@ class Account:
         return self.username or self.email or self.sub
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True, init=False)
 class Reading:
     """A cumulative meter reading at a point in time (aware datetime)."""
 
     read_at: datetime
     value: float
+
+    def __init__(self, read_at: datetime, value: float) -> None:
+        """Make a reading: its two slots set directly, without the frozen
+        ``__setattr__`` a dataclass' own ``__init__`` goes through (a tick
+        makes one per meter)."""
+        _set_read_at(self, read_at)
+        _set_value(self, value)
+
+
+# The slots' setters (a frozen class refuses its own ``__setattr__``).
+_set_read_at: Any = vars(Reading)["read_at"].__set__
+_set_value: Any = vars(Reading)["value"].__set__

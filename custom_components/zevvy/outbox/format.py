@@ -40,7 +40,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, TypedDict
+import math
+from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 import orjson
 
@@ -358,6 +359,11 @@ def _remove(series: Series, pos: int) -> None:
     del series.steps[pos]
 
 
+# What ``Queue.newest_neighbour_of`` returns for a time that is not the newest
+# (compared by identity).
+NOT_NEWEST: Final[tuple[float, int]] = (math.nan, -1)
+
+
 @dataclass(slots=True)
 class Queue:
     """Everything the outbox keeps for one destination.
@@ -399,30 +405,25 @@ class Queue:
                 return True
         return False
 
-    def is_newest(self, when: int) -> bool:
-        """Return whether ``when`` is after every reading kept and the last sent."""
-        last = self.last_time
-        pending, held, rejected = (
-            self.pending.times,
-            self.held.times,
-            self.rejected.times,
-        )
-        return (
-            (last is None or when > last)
-            and (not pending or when > pending[-1])
-            and (not held or when > held[-1])
-            and (not rejected or when > rejected[-1])
-        )
+    def newest_neighbour_of(self, when: int) -> tuple[float, int] | None:
+        """Return ``neighbours(when)[0]`` if ``when`` is after every reading
+        kept and the last sent (a tick's reading), else ``NOT_NEWEST``.
 
-    def newest_neighbour(self) -> tuple[float, int] | None:
-        """Return ``neighbours(when)[0]`` for a ``when`` that ``is_newest``.
-
-        The newest pending reading or the last delivered one, whichever is
-        newer (the pending one if at the same time).
+        That neighbour is the newest pending reading or the last delivered
+        one, whichever is newer (the pending one if at the same time).
         """
+        last = self.last_time
         pending = self.pending
         times = pending.times
-        last, value = self.last_time, self.last_value
+        held, rejected = self.held.times, self.rejected.times
+        if (
+            (last is not None and when <= last)
+            or (times and when <= times[-1])
+            or (held and when <= held[-1])
+            or (rejected and when <= rejected[-1])
+        ):
+            return NOT_NEWEST
+        value = self.last_value
         if times and (last is None or value is None or times[-1] >= last):
             return pending.values[-1], pending.steps[-1]
         if last is not None and value is not None:

@@ -35,9 +35,8 @@ from dataclasses import dataclass, field
 import heapq
 
 from ..api import Reading
-from ..const import LOGGER, OUTBOX_MAX_READINGS
-from ..meters import round_kwh
-from .format import Destination, Queue, Series, from_epoch, to_epoch
+from ..const import LOGGER, OUTBOX_MAX_READINGS, READING_DECIMALS
+from .format import NOT_NEWEST, Destination, Queue, Series, from_epoch, to_epoch
 
 # Dropped readings (outbox full) between two warnings in the log.
 OVERFLOW_LOG_EVERY = 10_000
@@ -126,14 +125,23 @@ def add_readings(
     step = destination.step
     for reading in readings:
         when = to_epoch(reading.read_at)
-        value = round_kwh(float(reading.value))
-        if queue.is_newest(when):
+        # round_kwh, inline: every reading entering the outbox passes here.
+        value = round(float(reading.value), READING_DECIMALS) + 0.0
+        before = queue.newest_neighbour_of(when)
+        if before is not NOT_NEWEST:
             # The common case (a tick): no duplicate, and only the reading
             # before it to compare with (drop_of, in short).
-            before = queue.newest_neighbour()
+            if before is None or value >= before[0]:
+                # No drop (_is_drop's first test, without the call).
+                pending = queue.pending
+                pending.times.append(when)
+                pending.values.append(value)
+                pending.steps.append(step)
+                result.queued += 1
+                continue
             drop = (
                 (before[0], value)
-                if before is not None and _is_drop(before[0], before[1], value, step)
+                if _is_drop(before[0], before[1], value, step)
                 else None
             )
         elif queue.contains(when):
