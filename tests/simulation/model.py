@@ -28,8 +28,10 @@ Rules modelled:
   reading, its start that reading's time; without the recorder only the
   sensor's state at the switch is known, so what a cycle counted between that
   reading and the switch is not added, and a cycle that began since (a later
-  ``last_reset``) counts in full. The held readings since that reading are
-  discarded (not owed).
+  ``last_reset``) counts in full; one whose ``last_reset`` is that reading's
+  very time counts in full only while the sensor reads below that reading
+  (else it is taken for the reading's cycle). The held readings since that
+  reading are discarded (not owed).
 """
 
 from __future__ import annotations
@@ -153,7 +155,10 @@ class MeterModel:
                     continue
                 if previous is None or observation.state in NOT_NUMERIC:
                     continue
-                total += self._counted(previous, observation)
+                if self._taken_for_the_start(previous, observation, phase):
+                    total += _kwh_raw(observation) - phase.start_value
+                else:
+                    total += self._counted(previous, observation)
                 previous = observation
                 continue
             if observation.state in NOT_NUMERIC or not observation.seen:
@@ -164,6 +169,20 @@ class MeterModel:
             total += self._counted(previous, observation)
             previous = observation
         return round(phase.start_value + total, 3)
+
+    def _taken_for_the_start(
+        self, previous: Observation, current: Observation, phase: Phase
+    ) -> bool:
+        """A new cycle whose ``last_reset`` is the start itself, at the switch
+        not below the start value: taken for the start's cycle (README, Known
+        limitations)."""
+        return (
+            self.state_class == "total"
+            and current.last_reset is not None
+            and current.last_reset != previous.last_reset
+            and datetime.fromisoformat(current.last_reset) == phase.start_at
+            and _kwh_raw(current) + 0.0005 >= phase.start_value
+        )
 
     def _counted(self, previous: Observation, current: Observation) -> float:
         old = float(previous.state) * UNIT_TO_KWH[previous.unit]
@@ -213,6 +232,10 @@ class MeterModel:
             if until is None or until > quarter:
                 names.add((device, register))
         return names
+
+
+def _kwh_raw(observation: Observation) -> float:
+    return float(observation.state) * UNIT_TO_KWH[observation.unit]
 
 
 def _kwh(observation: Observation) -> float | None:
