@@ -212,6 +212,15 @@ class Simulation:
         self._hour_mark = (0, 0)
         self._names = 0
         self.log_records: list[logging.LogRecord] = []
+        # User actions planned for later (when, name, action): the agenda of
+        # the quarter hour they fall in takes them.
+        self.planned: list[tuple[datetime, str, Callable[[], Awaitable[None]]]] = []
+        # Send rounds of the hour so far: all, and those that asked zevvy
+        # nothing (nothing was due); per hour with the events of the run.
+        self.rounds = [0, 0]
+        self._counted_sender: object | None = None
+        self.round_hours: list[tuple[datetime, int, int, int]] = []
+        self._trace_mark = 0
 
     # --- the run --------------------------------------------------------------
 
@@ -394,6 +403,29 @@ class Simulation:
             for meter in self.meters:
                 meter.model.started()
         self._was_loaded = loaded
+        if loaded:
+            self._count_rounds()
+
+    def _count_rounds(self) -> None:
+        """Count the sender's rounds (wrapped like tests/test_sender_rounds.py),
+        and those in which it asked zevvy nothing."""
+        assert self.entry is not None
+        sender = self.entry.runtime_data.pipeline.sender
+        if sender is self._counted_sender:
+            return
+        self._counted_sender = sender
+        original: Callable[[], Coroutine[Any, Any, int]] = sender.async_send
+        requests = self.sandbox._requests  # only its length is read
+
+        async def counted() -> int:
+            before = len(requests)
+            try:
+                return await original()
+            finally:
+                self.rounds[0] += 1
+                self.rounds[1] += len(requests) == before
+
+        sender.async_send = counted  # type: ignore[method-assign]
 
     def _loaded(self) -> bool:
         return (
@@ -475,6 +507,12 @@ class Simulation:
                 agenda.append((at, "unit change", self._unit_change))
             elif draw < 0.0805:
                 agenda.append((at, "register repair", self._retry_register))
+            elif draw < 0.0830:
+                agenda.append((at, "refused, then gone", self._refused_then_gone))
+        due = [item for item in self.planned if item[0] < quarter]
+        if due:
+            self.planned = [item for item in self.planned if item[0] >= quarter]
+            agenda.extend(due)
         if self.restart_soon and not quiet:
             self.restart_soon = False
             moment = max(self.now, base) + timedelta(seconds=40)
@@ -655,12 +693,7 @@ class Simulation:
             meter = self._pick()
             if meter is None:
                 return
-            device, _register = _names(meter)
-            fault = {"status": rng.choice([403, 404]), "device_ref": device}
-            self.refused_until[device] = max(
-                self.refused_until.get(device, START),
-                until + timedelta(hours=2, minutes=30),
-            )
+            fault = self._refusal(meter, rng.choice([403, 404]), until)
         elif kind == "token_down":
             fault = {"status": rng.choice([500, 503]), "target": "token"}
         else:
@@ -675,6 +708,71 @@ class Simulation:
         self.run.injected[kind] += 1
         self.event(f"fault starts: {name}")
         self._apply_windows()
+
+    def _refusal(self, meter: SimMeter, status: int, until: datetime) -> dict[str, Any]:
+        """The fault of zevvy refusing a meter's device until ``until``."""
+        device, _register = _names(meter)
+        self.refused_until[device] = max(
+            self.refused_until.get(device, START),
+            until + timedelta(hours=2, minutes=30),
+        )
+        return {"status": status, "device_ref": device}
+
+    async def _refused_then_gone(self) -> None:
+        """zevvy refuses one meter's register for hours; meanwhile the user
+        deletes the meter (and adds its sensor again as a new one a quarter
+        hour later) or renames its register, while it is set aside.
+
+        Draws from ``self.extra``: the other events' schedule stays as it was.
+        """
+        extra = self.extra
+        alive = [m for m in self.meters if not m.deleted]
+        if len(alive) < 2:
+            return
+        meter = extra.choice(alive)
+        until = min(
+            self.now + timedelta(minutes=extra.randrange(90, 4 * 60)), self.quiet_from
+        )
+        # After its register was refused at a quarter hour's round (set aside).
+        when = self.now + timedelta(minutes=extra.randrange(20, 80), seconds=11)
+        if when >= until:
+            return
+        fault = self._refusal(meter, extra.choice([403, 404]), until)
+        name = f"refused {json.dumps(fault, sort_keys=True)} until {until:%d %H:%M}"
+        self.windows.append(Window(name, until, fault))
+        self.run.injected["refused"] += 1
+        self.event(f"fault starts: {name}")
+        self._apply_windows()
+        delete = extra.random() < 0.7
+        self.planned.append(
+            (
+                when,
+                "gone while refused",
+                self._gone_while_refused(meter, delete=delete),
+            )
+        )
+
+    def _gone_while_refused(
+        self, meter: SimMeter, *, delete: bool
+    ) -> Callable[[], Awaitable[None]]:
+        async def gone() -> None:
+            if meter.deleted:
+                return
+            if not delete:
+                await self._rename(meter)
+                self.run.injected["renamed while refused"] += 1
+                return
+            if not await self._delete(meter):
+                return
+            self.run.injected["deleted while refused"] += 1
+            kind = meter.kind
+
+            async def again() -> None:
+                self._add_meter(kind, start_at=_next_quarter(self.now))
+
+            self.planned.append((self.now + QUARTER, "add meter", again))
+
+        return gone
 
     # --- Home Assistant --------------------------------------------------------------
 
@@ -815,17 +913,20 @@ class Simulation:
         except HomeAssistantError as err:
             self.event(f"upload_now: {type(err).__name__}")
 
-    async def _rename(self) -> None:
+    async def _rename(self, chosen: SimMeter | None = None) -> None:
         assert self.entry is not None
-        meter = self._pick()
-        refused = [
-            m
-            for m in self.meters
-            if not m.deleted and self.refused_until.get(_names(m)[0], START) > self.now
-        ]
-        if refused and self.extra.random() < 0.5:
-            # The user corrects the name zevvy refuses (README, Change meter).
-            meter = self.extra.choice(refused)
+        meter = chosen
+        if meter is None:
+            meter = self._pick()
+            refused = [
+                m
+                for m in self.meters
+                if not m.deleted
+                and self.refused_until.get(_names(m)[0], START) > self.now
+            ]
+            if refused and self.extra.random() < 0.5:
+                # The user corrects the name zevvy refuses (README, Change meter).
+                meter = self.extra.choice(refused)
         if meter is None:
             return
         self._names += 1
@@ -1204,13 +1305,20 @@ class Simulation:
         meter = next(
             (m for m in self.meters if not m.deleted and _names(m)[0] in refused), meter
         )
-        if meter is None or len([m for m in self.meters if not m.deleted]) < 2:
-            return
+        if meter is not None:
+            await self._delete(meter)
+
+    async def _delete(self, meter: SimMeter) -> bool:
+        """Delete a meter (not the last one); return whether it was deleted."""
+        assert self.entry is not None
+        if len([m for m in self.meters if not m.deleted]) < 2:
+            return False
         self.hass.config_entries.async_remove_subentry(self.entry, meter.subentry_id)
         meter.deleted = True
         meter.model.deleted_at = self.now
         self.run.injected["meter deleted"] += 1
         self.event(f"delete meter {meter.index}")
+        return True
 
     async def _add_later(self) -> None:
         kind = self.rng.choice(KINDS)
@@ -1302,6 +1410,10 @@ class Simulation:
                 failed[target] += 1
         self.hours.append((self.now, by_target, stored - stored_before, failed))
         self._hour_mark = (len(requests), stored)
+        events = len(self.run.trace) - self._trace_mark
+        self.round_hours.append((self.now, self.rounds[0], self.rounds[1], events))
+        self.rounds = [0, 0]
+        self._trace_mark = len(self.run.trace)
 
     def _fail(
         self,
@@ -1480,6 +1592,18 @@ class Simulation:
                     5,
                     f"{by_target['token']} token requests in the hour to {moment} "
                     f"(bound {token_bound})",
+                    moment,
+                )
+        # 5: no round without something due: a round that asks zevvy nothing
+        # comes from a quarter hour's tick or an event of the run (an action,
+        # a fault's end, a restart), never from a timer re-armed for nothing.
+        for moment, _rounds, empty, events in self.round_hours:
+            empty_bound = 6 + 2 * events
+            if empty > empty_bound:
+                self._fail(
+                    5,
+                    f"{empty} send rounds that asked zevvy nothing in the hour to "
+                    f"{moment} (bound {empty_bound}: {events} events)",
                     moment,
                 )
         # 6: no secret in the log.
