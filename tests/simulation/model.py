@@ -13,7 +13,9 @@ Rules modelled:
 - A sensor-value meter's reading at a quarter hour is the sensor's state as of
   that quarter hour (the last state set at or before it), converted to kWh
   (Wh / 1000, MWh * 1000) and rounded to 3 decimals. ``unknown``/``unavailable``
-  give no reading (never a 0).
+  give no reading (never a 0). States are taken in the order they were set:
+  one set after Home Assistant's clock was set back (stamped before the last
+  one, within the quarter hour) is the newer one and still counts.
 - A running total's reading is its start value plus what the sensor counted since
   the meter's start (the states the integration saw: the simulation has no
   recorder to replay the others), by Home Assistant's statistics ``sum`` rule: a
@@ -117,7 +119,11 @@ class MeterModel:
             self.observations[-1] = replace(self.observations[-1], seen=True)
 
     def state_as_of(self, moment: datetime) -> Observation | None:
-        """Return the last state set at or before ``moment``."""
+        """Return the last state set at or before ``moment``.
+
+        In the order set: the clock set back within a quarter hour keeps every
+        state of it after the ones of the quarter hours before.
+        """
         times = [o.at for o in self.observations]
         index = bisect_right(times, moment)
         return self.observations[index - 1] if index else None

@@ -221,6 +221,9 @@ class Simulation:
         self._counted_sender: object | None = None
         self.round_hours: list[tuple[datetime, int, int, int]] = []
         self._trace_mark = 0
+        # The clock was set back: until it shows this time again, states set
+        # now are stamped before ones set earlier.
+        self.clock_behind_until: datetime | None = None
 
     # --- the run --------------------------------------------------------------
 
@@ -509,6 +512,8 @@ class Simulation:
                 agenda.append((at, "register repair", self._retry_register))
             elif draw < 0.0830:
                 agenda.append((at, "refused, then gone", self._refused_then_gone))
+            elif draw < 0.0840:
+                agenda.append((at, "clock set back", self._clock_back))
         due = [item for item in self.planned if item[0] < quarter]
         if due:
             self.planned = [item for item in self.planned if item[0] >= quarter]
@@ -709,6 +714,22 @@ class Simulation:
         self.event(f"fault starts: {name}")
         self._apply_windows()
 
+    async def _clock_back(self) -> None:
+        """Home Assistant's clock is set back a few minutes (a time server's
+        correction), never past the quarter hour it is in: the states set
+        next are stamped before the last ones, and still count (README,
+        Chargers and counters that restart)."""
+        base = _next_quarter(self.now) - QUARTER
+        room = self.now - base - timedelta(seconds=30)
+        back = min(timedelta(minutes=self.extra.randrange(1, 6)), room)
+        if back < timedelta(seconds=30):
+            return
+        self.clock_behind_until = max(self.clock_behind_until or self.now, self.now)
+        self.now -= back
+        self.freezer.move_to(self.now)
+        self.run.injected["clock set back"] += 1
+        self.event(f"clock set back by {back.total_seconds():.0f} s")
+
     def _refusal(self, meter: SimMeter, status: int, until: datetime) -> dict[str, Any]:
         """The fault of zevvy refusing a meter's device until ``until``."""
         device, _register = _names(meter)
@@ -781,6 +802,11 @@ class Simulation:
     ) -> Callable[[], Awaitable[None]]:
         async def restart() -> None:
             assert self.entry is not None
+            # While the clock is behind, what a crash loses cannot be told by
+            # the running state's time (the last states are stamped before
+            # it): Home Assistant stops cleanly instead.
+            behind = self.clock_behind_until
+            crashed = crash and (behind is None or self.now >= behind)
             if after_refresh and self._loaded():
                 # One 401 while the login works makes the integration renew
                 # its login (a new refresh token) in the round upload_now runs.
@@ -789,7 +815,7 @@ class Simulation:
                 await self._settle()
             minutes = self.rng.choice([1, 3, 10, 40, 130])
             back = self.now + timedelta(minutes=minutes, seconds=7)
-            what = "crash" if crash else "restart"
+            what = "crash" if crashed else "restart"
             self.event(f"{what}; back at {back:%H:%M:%S}")
             self.run.injected[what] += 1
             for _ in range(10):
@@ -810,7 +836,7 @@ class Simulation:
             await self.hass.config_entries.async_unload(self.entry.entry_id)
             self._was_loaded = False
             await self._settle()
-            if crash:
+            if crashed:
                 for key in [k for k in self.storage if k.startswith(f"{DOMAIN}.")]:
                     del self.storage[key]
                 self.storage.update(on_disk)
