@@ -224,6 +224,7 @@ class Simulation:
         # The clock was set back: until it shows this time again, states set
         # now are stamped before ones set earlier.
         self.clock_behind_until: datetime | None = None
+        self.set_back: timedelta | None = None
 
     # --- the run --------------------------------------------------------------
 
@@ -524,7 +525,10 @@ class Simulation:
             if moment < quarter:
                 agenda.append((moment, "restart", self._restart(crash=False)))
         agenda.sort(key=lambda item: item[0])
-        for moment, name, action in agenda:
+        index = 0
+        while index < len(agenda):
+            moment, name, action = agenda[index]
+            index += 1
             if moment <= self.now:
                 continue  # passed by a stall or a restart
             if self.busy_until is not None and moment < self.busy_until:
@@ -547,6 +551,13 @@ class Simulation:
                     5, f"{name} did not end (something waits forever):{where}", moment
                 )
             await self._settle()
+            if self.set_back is not None:
+                # The clock shows the rest of the quarter hour this much earlier.
+                agenda[index:] = [
+                    (at - self.set_back, what, step)
+                    for at, what, step in agenda[index:]
+                ]
+                self.set_back = None
         if self.busy_until is not None and quarter < self.busy_until:
             # Busy: the quarter hour passes without its tick; owed later.
             if self._loaded():
@@ -716,19 +727,39 @@ class Simulation:
 
     async def _clock_back(self) -> None:
         """Home Assistant's clock is set back a few minutes (a time server's
-        correction), never past the quarter hour it is in: the states set
-        next are stamped before the last ones, and still count (README,
-        Chargers and counters that restart)."""
+        correction), never past the quarter hour it is in, right after a state
+        of a charger's session sensor: the states set next are stamped before
+        it, a short session among them, and still count (README, Chargers and
+        counters that restart). The rest of the quarter hour's events come as
+        much earlier by the clock."""
+        extra = self.extra
         base = _next_quarter(self.now) - QUARTER
         room = self.now - base - timedelta(seconds=30)
-        back = min(timedelta(minutes=self.extra.randrange(1, 6)), room)
+        back = min(timedelta(minutes=extra.randrange(1, 6)), room)
         if back < timedelta(seconds=30):
             return
-        self.clock_behind_until = max(self.clock_behind_until or self.now, self.now)
+        chargers = [m for m in self.meters if m.kind == "session" and not m.deleted]
+        meter = extra.choice(chargers) if chargers and not self.down else None
+        if meter is not None:
+            self._count(meter)
+            self._publish(meter)
+            await self._settle()
+        before = self.now
+        self.clock_behind_until = max(self.clock_behind_until or before, before)
         self.now -= back
         self.freezer.move_to(self.now)
         self.run.injected["clock set back"] += 1
         self.event(f"clock set back by {back.total_seconds():.0f} s")
+        if meter is not None:
+            step = back / 6
+            session = round(extra.uniform(0.5, 3.0), 3)
+            for value in (0.0, session, 0.0, round(extra.uniform(0.1, 1.0), 3)):
+                self.now += step
+                self.freezer.move_to(self.now)
+                meter.value = value
+                self._publish(meter)
+            self.event(f"meter {meter.index}: a {session} kWh session meanwhile")
+        self.set_back = before - self.now
 
     def _refusal(self, meter: SimMeter, status: int, until: datetime) -> dict[str, Any]:
         """The fault of zevvy refusing a meter's device until ``until``."""
