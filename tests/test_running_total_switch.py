@@ -316,3 +316,58 @@ class TestWithoutRecorder:
             if (found := states.get(offset)) is not None:
                 hass.states.async_set(counter.entity_id, found[0], _cycle(found[1]))
         assert readings(sandbox, "Counter")[-1] == (_stamp(minute(45)), expected)
+
+    @pytest.mark.parametrize(
+        ("early", "switch_at", "expected"),
+        [
+            # The old cycle ends at 5.0 (zevvy's last reading, 12:15); the new
+            # cycle, whose last_reset is 12:15, counts in full: 5.0 + 1.5.
+            pytest.param(False, 22, 6.5, id="new_cycle_after_the_reading"),
+            pytest.param(False, 33, 6.5, id="new_cycle_after_the_reading-held"),
+            # The device's clock runs ahead: the new cycle's first state
+            # (0.2) came before 12:15, so zevvy's 12:15 reading is that
+            # cycle's: it counts from 0.2 on (1.5 at 12:40).
+            pytest.param(True, 22, 1.5, id="new_cycle_before_the_reading"),
+        ],
+    )
+    async def test_switch_at_the_start_of_a_cycle(
+        self,
+        hass: HomeAssistant,
+        mock_config_entry: MockConfigEntry,
+        sandbox: ZevvySandbox,
+        freezer: FrozenDateTimeFactory,
+        early: bool,
+        switch_at: int,
+        expected: float,
+    ) -> None:
+        """zevvy's last reading is at the very quarter hour a new cycle's
+        ``last_reset`` names (midnight for a daily counter): the reading is
+        the cycle that was on the sensor then, the old one's end unless the new
+        cycle's first state came before it; the switch counts on from there,
+        the series never drops."""
+        cycle = minute(15).isoformat()
+        freezer.move_to(START)
+        counter = add_sensor(hass, "daily_counter", "4.0", _cycle(DAY), "template")
+        mock_config_entry.add_to_hass(hass)
+        key = _register_meter(hass, mock_config_entry, counter)
+        await setup_entry(hass, mock_config_entry)
+        entity_id = counter.entity_id
+        await at(hass, freezer, minute(10))
+        hass.states.async_set(entity_id, "5.0", _cycle(DAY))
+        if early:
+            await at(hass, freezer, minute(14) + timedelta(seconds=59))
+            hass.states.async_set(entity_id, "0.2", _cycle(cycle))
+        script = {17: "0.5", 28: "1.0", 40: "1.5"}
+        for offset in range(15, 46):
+            await at(hass, freezer, minute(offset))
+            if offset == switch_at:
+                await _switch(hass, mock_config_entry, key, "change")
+            if (value := script.get(offset)) is not None and (not early or offset > 17):
+                hass.states.async_set(entity_id, value, _cycle(cycle))
+        first = 0.2 if early else 5.0
+        series = readings(sandbox, "Counter")
+        assert series[0] == (_stamp(minute(15)), first)
+        assert series[-1] == (_stamp(minute(45)), expected)
+        assert [value for _at, value in series] == sorted(
+            value for _at, value in series
+        )

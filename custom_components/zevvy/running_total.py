@@ -61,6 +61,9 @@ from .quarters import quarter_floor_epoch
 RESET_RATIO: Final = 0.9
 # Seconds of quarter-hour marks kept: how late a tick may ask for a quarter hour.
 MARKS_KEPT: Final = 24 * 3600
+# Half the last digit of a reading (3 decimals): a sensor value this much below
+# the seed (a reading, rounded) may still be the very value it was read from.
+SEED_TOLERANCE: Final = 0.0005
 
 
 def _last_reset(value: Any) -> str | None:
@@ -104,7 +107,11 @@ class RunningState:
         the recorder (``recorded``) they are taken from its history when it is
         replayed (``anchor``); until then, and without it, the seed stands for
         the value, and the current state's ``last_reset`` tells the cycle: one
-        that began after ``start_at`` is a new cycle (counted in full).
+        that began after ``start_at`` is a new cycle (counted in full). One
+        that began at ``start_at`` itself (a daily counter's midnight) was on
+        the sensor at the start only if its first state came just before (the
+        device's clock ahead): then the seed is its value, and it has not
+        gone below it since; below the seed, the seed was the old cycle's end.
         Otherwise the counting goes on and the new start is looked up.
         """
         if meter.start_at is None or meter.start_seed is None:
@@ -123,7 +130,13 @@ class RunningState:
             found is not None
             and found[1] is not None
             and (began := dt_util.parse_datetime(found[1])) is not None
-            and began.timestamp() <= meter.start_at
+            and (
+                began.timestamp() < meter.start_at
+                or (
+                    began.timestamp() == meter.start_at
+                    and found[0] + SEED_TOLERANCE >= meter.start_seed
+                )
+            )
         ):
             # The cycle of the start goes on (a cycle that began later counts
             # from 0).

@@ -13,7 +13,9 @@ Rules modelled:
 - A sensor-value meter's reading at a quarter hour is the sensor's state as of
   that quarter hour (the last state set at or before it), converted to kWh
   (Wh / 1000, MWh * 1000) and rounded to 3 decimals. ``unknown``/``unavailable``
-  give no reading (never a 0).
+  give no reading (never a 0). States are taken in the order they were set:
+  one set after Home Assistant's clock was set back (stamped before the last
+  one, within the quarter hour) is the newer one and still counts.
 - A running total's reading is its start value plus what the sensor counted since
   the meter's start (the states the integration saw: the simulation has no
   recorder to replay the others), by Home Assistant's statistics ``sum`` rule: a
@@ -28,8 +30,10 @@ Rules modelled:
   reading, its start that reading's time; without the recorder only the
   sensor's state at the switch is known, so what a cycle counted between that
   reading and the switch is not added, and a cycle that began since (a later
-  ``last_reset``) counts in full. The held readings since that reading are
-  discarded (not owed).
+  ``last_reset``) counts in full; one whose ``last_reset`` is that reading's
+  very time counts in full only while the sensor reads below that reading
+  (else it is taken for the reading's cycle). The held readings since that
+  reading are discarded (not owed).
 """
 
 from __future__ import annotations
@@ -115,7 +119,11 @@ class MeterModel:
             self.observations[-1] = replace(self.observations[-1], seen=True)
 
     def state_as_of(self, moment: datetime) -> Observation | None:
-        """Return the last state set at or before ``moment``."""
+        """Return the last state set at or before ``moment``.
+
+        In the order set: the clock set back within a quarter hour keeps every
+        state of it after the ones of the quarter hours before.
+        """
         times = [o.at for o in self.observations]
         index = bisect_right(times, moment)
         return self.observations[index - 1] if index else None
@@ -153,7 +161,10 @@ class MeterModel:
                     continue
                 if previous is None or observation.state in NOT_NUMERIC:
                     continue
-                total += self._counted(previous, observation)
+                if self._taken_for_the_start(previous, observation, phase):
+                    total += _kwh_raw(observation) - phase.start_value
+                else:
+                    total += self._counted(previous, observation)
                 previous = observation
                 continue
             if observation.state in NOT_NUMERIC or not observation.seen:
@@ -164,6 +175,20 @@ class MeterModel:
             total += self._counted(previous, observation)
             previous = observation
         return round(phase.start_value + total, 3)
+
+    def _taken_for_the_start(
+        self, previous: Observation, current: Observation, phase: Phase
+    ) -> bool:
+        """A new cycle whose ``last_reset`` is the start itself, at the switch
+        not below the start value: taken for the start's cycle (README, Known
+        limitations)."""
+        return (
+            self.state_class == "total"
+            and current.last_reset is not None
+            and current.last_reset != previous.last_reset
+            and datetime.fromisoformat(current.last_reset) == phase.start_at
+            and _kwh_raw(current) + 0.0005 >= phase.start_value
+        )
 
     def _counted(self, previous: Observation, current: Observation) -> float:
         old = float(previous.state) * UNIT_TO_KWH[previous.unit]
@@ -213,6 +238,10 @@ class MeterModel:
             if until is None or until > quarter:
                 names.add((device, register))
         return names
+
+
+def _kwh_raw(observation: Observation) -> float:
+    return float(observation.state) * UNIT_TO_KWH[observation.unit]
 
 
 def _kwh(observation: Observation) -> float | None:

@@ -1,6 +1,7 @@
 """Seeded simulation runs, checked against the independent model.
 
-The fixed CI seeds below cover more than 60 simulated days. ``scripts/soak``
+The fixed CI seeds below cover more than 60 simulated days; the seeds that found
+a defect are kept as regular tests too (``FOUND_RUNS``). ``scripts/soak``
 runs other seeds through the same test with environment variables:
 ``ZEVVY_SIM_SEEDS`` ("7", "1,5" or "1-200"), ``ZEVVY_SIM_DAYS``,
 ``ZEVVY_SIM_METERS``, ``ZEVVY_SIM_OPEN_DEFECTS=1`` (also the events of
@@ -24,6 +25,11 @@ from .sim import Simulation
 CI_RUNS: list[tuple[int, float, int]] = [
     (seed, 5, 4 + seed % 3) for seed in range(1, 13)
 ]
+
+# Seeds that found a defect (sim.FIXED_DEFECTS), each run until a little after
+# the quarter hour it got wrong (the same events as its 5-day run up to then):
+# "switch back at a cycle's start" (seed 15 on day 3.05, seed 17 on day 2.25).
+FOUND_RUNS: list[tuple[int, float, int]] = [(15, 3.5, 5), (17, 2.75, 5)]
 
 
 def _runs() -> list[tuple[int, float, int]]:
@@ -58,6 +64,31 @@ async def test_seed(
     meters: int,
 ) -> None:
     """A seeded run keeps invariants 1-6 (see sim.Simulation.check)."""
+    await _run(hass, freezer, hass_storage, seed, days, meters)
+
+
+@pytest.mark.parametrize(("seed", "days", "meters"), FOUND_RUNS)
+async def test_found_seed(
+    hass: HomeAssistant,
+    freezer: FrozenDateTimeFactory,
+    hass_storage: dict[str, Any],
+    socket_enabled: None,
+    seed: int,
+    days: float,
+    meters: int,
+) -> None:
+    """A seed that once found a defect keeps invariants 1-6."""
+    await _run(hass, freezer, hass_storage, seed, days, meters)
+
+
+async def _run(
+    hass: HomeAssistant,
+    freezer: FrozenDateTimeFactory,
+    hass_storage: dict[str, Any],
+    seed: int,
+    days: float,
+    meters: int,
+) -> None:
     simulation = Simulation(
         hass,
         freezer,
