@@ -148,7 +148,9 @@ class MeterModel:
         switched = phase.switched_at
         at_switch = self.state_as_of(switched) if switched is not None else None
         for observation in self.observations:
-            if observation.at > quarter:
+            if observation.at >= quarter:
+                # A running total at Q counts the states before Q, like a
+                # statistics row ending at Q (a state stamped Q is Q's next).
                 break
             if switched is not None and observation.at <= switched:
                 # Continuing zevvy's series: its last reading's state, then

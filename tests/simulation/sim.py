@@ -1422,6 +1422,12 @@ class Simulation:
         one, also while zevvy refuses another meter's register.
         """
         quarter = moment - QUARTER
+        if any(
+            f.device_ref is None and f.register_ref is None for f in self.sandbox.faults
+        ):
+            # Answers still to be lost (a 504 after storing): each one is a
+            # failed round, and the backoff grows until the last is used up.
+            self.disturbed = moment
         if (
             moment - self.disturbed < timedelta(minutes=45)
             or any(not w.name.startswith("refused") for w in self.windows)
