@@ -10,8 +10,9 @@
   it, is a drop (``drop_of``). Delivered neighbours are the last delivered
   reading and, for older readings, the delivered runs (``Delivered``: the two
   ends of each run of consecutive quarter hours zevvy confirmed), so a reading
-  typed or backfilled into an old gap meets zevvy's readings on both sides. Every such reading is held while
-  the issue is open, so a replaced meter's readings are all kept.
+  typed or backfilled into an old gap meets zevvy's readings on both sides.
+  Every such reading is held while the issue is open, so a replaced meter's
+  readings are all kept.
 * Less precision is no drop: a sensor switched from Wh to kWh with one decimal
   turns 1234.567 into 1234.5. Each reading carries the precision it was made
   with (``Destination.step``: of the sensor's unit and suggested display
@@ -153,7 +154,8 @@ def add_readings(
             queue.held.insert(when, value, step)
             result.held += 1
             LOGGER.warning(
-                "Reading %s kWh of %s / %s at %s is a drop (%s kWh, then %s kWh); "
+                # In the meter's billing unit (kWh, or m³ for water and gas).
+                "Reading %s of %s / %s at %s is a drop (%s, then %s); "
                 "held back until you decide in Repairs",
                 value,
                 destination.device_ref,
