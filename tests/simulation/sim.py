@@ -204,6 +204,7 @@ class Simulation:
         # Home Assistant busy until then: states change, no timer fires.
         self.busy_until: datetime | None = None
         self.late_quarters: set[datetime] = set()
+        self.answers_lost = False  # injected lost answers pending at the last check
         # Readings typed with send_reading: (device, register, readAt) -> the
         # precision (Wh) of the digits typed.
         self.typed: dict[tuple[str, str, str], int] = {}
@@ -1422,12 +1423,15 @@ class Simulation:
         one, also while zevvy refuses another meter's register.
         """
         quarter = moment - QUARTER
-        if any(
+        lost = any(
             f.device_ref is None and f.register_ref is None for f in self.sandbox.faults
-        ):
-            # Answers still to be lost (a 504 after storing): each one is a
-            # failed round, and the backoff grows until the last is used up.
+        )
+        if lost or self.answers_lost:
+            # Answers still to be lost (a 504 after storing), or lost since the
+            # last quarter hour: each one was a failed round, and the backoff
+            # grew until the last was used up.
             self.disturbed = moment
+        self.answers_lost = lost
         if (
             moment - self.disturbed < timedelta(minutes=45)
             or any(not w.name.startswith("refused") for w in self.windows)
