@@ -21,8 +21,9 @@ instead of about 120 for a list of tuples. Stored as JSON under
 without them load with precision 0 (unknown: such readings are compared
 strictly), no series and no delivered runs (only the last delivered reading is
 then a neighbour). ``delivered`` (optional): the runs of consecutive quarter
-hours zevvy confirmed, each by its first and last reading (``Delivered``). ``series``: the meter's reading source the queue's readings were made
-with (``Destination.series``).
+hours zevvy confirmed, each by its first and last reading (``Delivered``).
+``series``: the meter's reading source the queue's readings were made with
+(``Destination.series``).
 
 ``meter_states``: what meters' reading sources remember (``meter_states.py``).
 ``sender`` (optional, written only when not empty): what the sender learned
@@ -44,6 +45,8 @@ import math
 from typing import TYPE_CHECKING, Any, Final, TypedDict
 
 import orjson
+
+from ..quarters import QUARTER_SECONDS
 
 if TYPE_CHECKING:
     from ..meters import Meter
@@ -170,6 +173,22 @@ class Series:
         self.values.insert(pos, value)
         self.steps.insert(pos, step)
 
+    def at(self, pos: int) -> tuple[int, float, int]:
+        """Return the reading at position ``pos``: time, value, precision."""
+        return self.times[pos], self.values[pos], self.steps[pos]
+
+    def put(self, pos: int, when: int, value: float, step: int) -> None:
+        """Replace the reading at position ``pos`` (the order must stay)."""
+        self.times[pos] = when
+        self.values[pos] = value
+        self.steps[pos] = step
+
+    def remove_at(self, pos: int) -> None:
+        """Remove the reading at position ``pos``."""
+        del self.times[pos]
+        del self.values[pos]
+        del self.steps[pos]
+
     def drop_first(self, count: int) -> None:
         """Remove the oldest ``count`` readings."""
         del self.times[:count]
@@ -236,8 +255,6 @@ class Series:
 
 # Runs of delivered readings a queue remembers (the oldest go first).
 MAX_DELIVERED_RUNS = 100
-# Quarter-hour readings one quarter apart belong to one run.
-_QUARTER_SECONDS = 900
 
 
 @dataclass(slots=True)
@@ -263,25 +280,25 @@ class Delivered:
         firsts, lasts = self.firsts, self.lasts
         ends = lasts.times
         count = len(ends)
-        if count and ends[-1] == when - _QUARTER_SECONDS:
+        if count and ends[-1] == when - QUARTER_SECONDS:
             # The common case: the next quarter hour after the newest run.
-            _put(lasts, count - 1, when, value, step)
+            lasts.put(count - 1, when, value, step)
             return
         pos = bisect_left(firsts.times, when)
         if pos > 0 and ends[pos - 1] >= when:
             return  # inside a run: delivered already
         if pos < count and firsts.times[pos] == when:
             return
-        joins_before = pos > 0 and ends[pos - 1] == when - _QUARTER_SECONDS
-        joins_after = pos < count and firsts.times[pos] == when + _QUARTER_SECONDS
+        joins_before = pos > 0 and ends[pos - 1] == when - QUARTER_SECONDS
+        joins_after = pos < count and firsts.times[pos] == when + QUARTER_SECONDS
         if joins_before and joins_after:
-            _put(lasts, pos - 1, lasts.times[pos], lasts.values[pos], lasts.steps[pos])
-            _remove(firsts, pos)
-            _remove(lasts, pos)
+            lasts.put(pos - 1, *lasts.at(pos))
+            firsts.remove_at(pos)
+            lasts.remove_at(pos)
         elif joins_before:
-            _put(lasts, pos - 1, when, value, step)
+            lasts.put(pos - 1, when, value, step)
         elif joins_after:
-            _put(firsts, pos, when, value, step)
+            firsts.put(pos, when, value, step)
         else:
             firsts.insert(when, value, step)
             lasts.insert(when, value, step)
@@ -307,18 +324,18 @@ class Delivered:
         if pos > 0:
             run = pos - 1
             if lasts.times[run] < when:
-                before = _at(lasts, run)
+                before = lasts.at(run)
             else:
-                before = _at(firsts, run)
+                before = firsts.at(run)
                 if lasts.times[run] > when:
-                    after = _at(lasts, run)
+                    after = lasts.at(run)
         if after is None:
             if pos < count and firsts.times[pos] > when:
-                after = _at(firsts, pos)
+                after = firsts.at(pos)
             elif pos < count and lasts.times[pos] > when:
-                after = _at(lasts, pos)
+                after = lasts.at(pos)
             elif pos + 1 < count:
-                after = _at(firsts, pos + 1)
+                after = firsts.at(pos + 1)
         return before, after
 
     def copy(self) -> Delivered:
@@ -341,22 +358,6 @@ class Delivered:
         if len(firsts) != len(lasts):
             return cls()  # not ours: forget it rather than guess
         return cls(firsts, lasts)
-
-
-def _at(series: Series, pos: int) -> tuple[int, float, int]:
-    return series.times[pos], series.values[pos], series.steps[pos]
-
-
-def _put(series: Series, pos: int, when: int, value: float, step: int) -> None:
-    series.times[pos] = when
-    series.values[pos] = value
-    series.steps[pos] = step
-
-
-def _remove(series: Series, pos: int) -> None:
-    del series.times[pos]
-    del series.values[pos]
-    del series.steps[pos]
 
 
 # What ``Queue.newest_neighbour_of`` returns for a time that is not the newest
