@@ -318,16 +318,22 @@ class TestWithoutRecorder:
         assert readings(sandbox, "Counter")[-1] == (_stamp(minute(45)), expected)
 
     @pytest.mark.parametrize(
-        ("early", "switch_at", "expected"),
+        ("early", "switch_at", "expected", "reset_at"),
         [
             # The old cycle ends at 5.0 (zevvy's last reading, 12:15); the new
             # cycle, whose last_reset is 12:15, counts in full: 5.0 + 1.5.
-            pytest.param(False, 22, 6.5, id="new_cycle_after_the_reading"),
-            pytest.param(False, 33, 6.5, id="new_cycle_after_the_reading-held"),
+            pytest.param(False, 22, 6.5, 15, id="new_cycle_after_the_reading"),
+            pytest.param(False, 33, 6.5, 15, id="new_cycle_after_the_reading-held"),
             # The device's clock runs ahead: the new cycle's first state
             # (0.2) came before 12:15, so zevvy's 12:15 reading is that
             # cycle's: it counts from 0.2 on (1.5 at 12:40).
-            pytest.param(True, 22, 1.5, id="new_cycle_before_the_reading"),
+            pytest.param(True, 22, 1.5, 15, id="new_cycle_before_the_reading"),
+            # The device reports its reset late (soak seed 1843): the new
+            # cycle's last_reset (12:10) is before zevvy's 12:15 reading,
+            # which still had the old cycle's 5.0; the new cycle reads far
+            # below it, so it began after that reading: 5.0 + 1.5.
+            pytest.param(False, 22, 6.5, 10, id="reset_reported_late"),
+            pytest.param(False, 33, 6.5, 10, id="reset_reported_late-held"),
         ],
     )
     async def test_switch_at_the_start_of_a_cycle(
@@ -339,13 +345,14 @@ class TestWithoutRecorder:
         early: bool,
         switch_at: int,
         expected: float,
+        reset_at: int,
     ) -> None:
-        """zevvy's last reading is at the very quarter hour a new cycle's
-        ``last_reset`` names (midnight for a daily counter): the reading is
-        the cycle that was on the sensor then, the old one's end unless the new
-        cycle's first state came before it; the switch counts on from there,
-        the series never drops."""
-        cycle = minute(15).isoformat()
+        """zevvy's last reading is at (or just after) the quarter hour a new
+        cycle's ``last_reset`` names (midnight for a daily counter): the
+        reading is the cycle that was on the sensor then, the old one's end
+        unless the new cycle's first state came before it; the switch counts
+        on from there, the series never drops."""
+        cycle = minute(reset_at).isoformat()
         freezer.move_to(START)
         counter = add_sensor(hass, "daily_counter", "4.0", _cycle(DAY), "template")
         mock_config_entry.add_to_hass(hass)

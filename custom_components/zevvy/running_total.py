@@ -112,6 +112,9 @@ class RunningState:
         the sensor at the start only if its first state came just before (the
         device's clock ahead): then the seed is its value, and it has not
         gone below it since; below the seed, the seed was the old cycle's end.
+        One that began before ``start_at`` but reads below 90 % of the seed
+        (Home Assistant's reset ratio) was reported late: the seed was still
+        the old cycle's end, and the new cycle counts in full.
         Otherwise the counting goes on and the new start is looked up.
         """
         if meter.start_at is None or meter.start_seed is None:
@@ -131,7 +134,10 @@ class RunningState:
             and found[1] is not None
             and (began := dt_util.parse_datetime(found[1])) is not None
             and (
-                began.timestamp() < meter.start_at
+                (
+                    began.timestamp() < meter.start_at
+                    and found[0] >= RESET_RATIO * meter.start_seed
+                )
                 or (
                     began.timestamp() == meter.start_at
                     and found[0] + SEED_TOLERANCE >= meter.start_seed

@@ -103,6 +103,10 @@ FIXED_DEFECTS = {
     "whose last reading (the old cycle's end) is at the new cycle's last_reset "
     "(midnight): without the recorder the new cycle was taken for the old one "
     "and the running total dropped",
+    "switch back after a late reset": "found by the soak (seeds 1318, 1354, "
+    "1827, 1843, 1860): the same, when zevvy's last reading (00:15, 00:30) "
+    "still had the old cycle's end because the device reported its midnight "
+    "reset late",
 }
 
 
