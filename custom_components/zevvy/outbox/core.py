@@ -19,7 +19,7 @@ again.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -610,7 +610,12 @@ class Outbox:
         newest = len(batch) - 1
         with self._lock:
             pending = queue.pending
-            steps = [pending.step_at(when) for when in batch.times]
+            count = newest + 1
+            if pending.times[:count] == batch.times:
+                # The common case: the batch is still the oldest readings.
+                steps: Sequence[int] = pending.steps[:count]
+            else:
+                steps = [pending.step_at(when) for when in batch.times]
             pending.remove_times(batch.times)
             if same_register:
                 delivered = queue.delivered
