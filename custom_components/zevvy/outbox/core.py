@@ -392,11 +392,10 @@ class Outbox:
         belong to the old register and stay with it, in the queue of those
         references without a meter (``manual_key``); the meter's queue starts
         empty. Runs under the lock; the keys whose issues need an update are
-        collected in ``_touched``.
+        collected in ``_touched``. The caller marks (or counts) the queue.
         """
         key = destination.key
         queue = self._queues.get(key)
-        self._marked.add(key)
         if (
             queue is not None
             and queue.device_ref == destination.device_ref
@@ -461,6 +460,7 @@ class Outbox:
             if queue.series is None:
                 queue.series = previous_series
             self._queue_for(destination)
+            self._mark(destination.key)
         self._async_update_touched()
         self.async_schedule_save()
         self._changed()
