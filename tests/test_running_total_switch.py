@@ -62,6 +62,11 @@ FIVE = timedelta(minutes=5)
 DAY = "2026-11-26T00:00:00+00:00"
 NEW_CYCLE = "2026-11-26T12:25:00+00:00"
 
+# A new cycle's values after zevvy's 12:15 reading of 5.0: far below it, or
+# almost as far (above 90 % of it).
+LOW = ("0.5", "1.0", "1.5")
+HIGH = ("4.6", "4.7", "4.8")
+
 # (minute after 12:00, value, last_reset): 5.0 at 12:15 (zevvy's last reading
 # before the switch), 6.0, then (``new_cycle``) a new cycle at 12:25.
 Script = list[tuple[int, str, str]]
@@ -318,22 +323,36 @@ class TestWithoutRecorder:
         assert readings(sandbox, "Counter")[-1] == (_stamp(minute(45)), expected)
 
     @pytest.mark.parametrize(
-        ("early", "switch_at", "expected", "reset_at"),
+        ("early", "switch_at", "reset_at", "values", "last"),
         [
             # The old cycle ends at 5.0 (zevvy's last reading, 12:15); the new
             # cycle, whose last_reset is 12:15, counts in full: 5.0 + 1.5.
-            pytest.param(False, 22, 6.5, 15, id="new_cycle_after_the_reading"),
-            pytest.param(False, 33, 6.5, 15, id="new_cycle_after_the_reading-held"),
+            pytest.param(
+                False, 22, 15, LOW, (45, 6.5), id="new_cycle_after_the_reading"
+            ),
+            pytest.param(
+                False, 33, 15, LOW, (45, 6.5), id="new_cycle_after_the_reading-held"
+            ),
             # The device's clock runs ahead: the new cycle's first state
             # (0.2) came before 12:15, so zevvy's 12:15 reading is that
             # cycle's: it counts from 0.2 on (1.5 at 12:40).
-            pytest.param(True, 22, 1.5, 15, id="new_cycle_before_the_reading"),
-            # The device reports its reset late (soak seed 1843): the new
-            # cycle's last_reset (12:10) is before zevvy's 12:15 reading,
-            # which still had the old cycle's 5.0; the new cycle reads far
-            # below it, so it began after that reading: 5.0 + 1.5.
-            pytest.param(False, 22, 6.5, 10, id="reset_reported_late"),
-            pytest.param(False, 33, 6.5, 10, id="reset_reported_late-held"),
+            pytest.param(
+                True, 22, 15, LOW, (45, 1.5), id="new_cycle_before_the_reading"
+            ),
+            # The device reports its reset late (soak seeds 1843, 1100): the
+            # new cycle's last_reset (12:10) is before zevvy's 12:15 reading,
+            # which still had the old cycle's 5.0; the new cycle reads below
+            # it, so it began after that reading: 5.0 + 1.5, or 5.0 + 4.8
+            # when it had counted almost as far by the switch.
+            pytest.param(False, 22, 10, LOW, (45, 6.5), id="reset_reported_late"),
+            pytest.param(False, 33, 10, LOW, (45, 6.5), id="reset_reported_late-held"),
+            pytest.param(
+                False, 22, 10, HIGH, (45, 9.8), id="reset_reported_late-counted_far"
+            ),
+            # A last_reset more than an hour before zevvy's reading: that
+            # reading was of this cycle, which went down since (a decrease,
+            # held back like any drop; nothing counted twice).
+            pytest.param(False, 22, -120, LOW, (15, 5.0), id="cycle_long_before"),
         ],
     )
     async def test_switch_at_the_start_of_a_cycle(
@@ -344,15 +363,16 @@ class TestWithoutRecorder:
         freezer: FrozenDateTimeFactory,
         early: bool,
         switch_at: int,
-        expected: float,
         reset_at: int,
+        values: tuple[str, str, str],
+        last: tuple[int, float],
     ) -> None:
-        """zevvy's last reading is at (or just after) the quarter hour a new
-        cycle's ``last_reset`` names (midnight for a daily counter): the
-        reading is the cycle that was on the sensor then, the old one's end
-        unless the new cycle's first state came before it; the switch counts
-        on from there, the series never drops."""
-        cycle = minute(reset_at).isoformat()
+        """zevvy's last reading is at (or within the hour after) the quarter
+        hour a new cycle's ``last_reset`` names (midnight for a daily
+        counter): the reading is the cycle that was on the sensor then, the
+        old one's end unless the new cycle's first state came before it; the
+        switch counts on from there, the series never drops."""
+        cycle = (minute(0) + timedelta(minutes=reset_at)).isoformat()
         freezer.move_to(START)
         counter = add_sensor(hass, "daily_counter", "4.0", _cycle(DAY), "template")
         mock_config_entry.add_to_hass(hass)
@@ -364,7 +384,7 @@ class TestWithoutRecorder:
         if early:
             await at(hass, freezer, minute(14) + timedelta(seconds=59))
             hass.states.async_set(entity_id, "0.2", _cycle(cycle))
-        script = {17: "0.5", 28: "1.0", 40: "1.5"}
+        script = dict(zip((17, 28, 40), values, strict=True))
         for offset in range(15, 46):
             await at(hass, freezer, minute(offset))
             if offset == switch_at:
@@ -374,7 +394,7 @@ class TestWithoutRecorder:
         first = 0.2 if early else 5.0
         series = readings(sandbox, "Counter")
         assert series[0] == (_stamp(minute(15)), first)
-        assert series[-1] == (_stamp(minute(45)), expected)
+        assert series[-1] == (_stamp(minute(last[0])), last[1])
         assert [value for _at, value in series] == sorted(
             value for _at, value in series
         )

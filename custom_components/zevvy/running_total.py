@@ -61,6 +61,10 @@ from .quarters import quarter_floor_epoch
 RESET_RATIO: Final = 0.9
 # Seconds of quarter-hour marks kept: how late a tick may ask for a quarter hour.
 MARKS_KEPT: Final = 24 * 3600
+# How late a device may report a new cycle (a daily counter polled every half
+# hour shows the old day's value until then): zevvy's last reading within this
+# time after a cycle's last_reset may still be of the cycle before.
+LATE_RESET: Final = 3600
 # Half the last digit of a reading (3 decimals): a sensor value this much below
 # the seed (a reading, rounded) may still be the very value it was read from.
 SEED_TOLERANCE: Final = 0.0005
@@ -112,9 +116,9 @@ class RunningState:
         the sensor at the start only if its first state came just before (the
         device's clock ahead): then the seed is its value, and it has not
         gone below it since; below the seed, the seed was the old cycle's end.
-        One that began before ``start_at`` but reads below 90 % of the seed
-        (Home Assistant's reset ratio) was reported late: the seed was still
-        the old cycle's end, and the new cycle counts in full.
+        The same within ``LATE_RESET`` before ``start_at``: a device that
+        reports its reset late (polled) still showed the old cycle then. A
+        cycle that began longer before is the seed's own cycle.
         Otherwise the counting goes on and the new start is looked up.
         """
         if meter.start_at is None or meter.start_seed is None:
@@ -134,12 +138,9 @@ class RunningState:
             and found[1] is not None
             and (began := dt_util.parse_datetime(found[1])) is not None
             and (
-                (
-                    began.timestamp() < meter.start_at
-                    and found[0] >= RESET_RATIO * meter.start_seed
-                )
+                began.timestamp() < meter.start_at - LATE_RESET
                 or (
-                    began.timestamp() == meter.start_at
+                    began.timestamp() <= meter.start_at
                     and found[0] + SEED_TOLERANCE >= meter.start_seed
                 )
             )

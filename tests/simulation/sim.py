@@ -104,9 +104,10 @@ FIXED_DEFECTS = {
     "(midnight): without the recorder the new cycle was taken for the old one "
     "and the running total dropped",
     "switch back after a late reset": "found by the soak (seeds 1318, 1354, "
-    "1827, 1843, 1860): the same, when zevvy's last reading (00:15, 00:30) "
-    "still had the old cycle's end because the device reported its midnight "
-    "reset late",
+    "1827, 1843, 1860, and 1100 once the new cycle had counted past 90 % of "
+    "the old end): the same, when zevvy's last reading (00:15, 00:30) still "
+    "had the old cycle's end because the device reported its midnight reset "
+    "late",
 }
 
 

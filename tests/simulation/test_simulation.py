@@ -29,11 +29,13 @@ CI_RUNS: list[tuple[int, float, int]] = [
 # Seeds that found a defect (sim.FIXED_DEFECTS), each run until a little after
 # the quarter hour it got wrong (the same events as its 5-day run up to then):
 # "switch back at a cycle's start" (seed 15 on day 3.05, seed 17 on day 2.25),
-# "switch back after a late reset" (soak seed 1843 on day 1.41).
+# "switch back after a late reset" (soak seed 1843 on day 1.41, seed 1100 on
+# day 6.79).
 FOUND_RUNS: list[tuple[int, float, int]] = [
     (15, 3.5, 5),
     (17, 2.75, 5),
     (1843, 1.75, 5),
+    (1100, 7, 5),
 ]
 
 
