@@ -1210,7 +1210,7 @@ class Simulation:
         quarter = _next_quarter(self.now)
         status = extra.choice([400, 422])
         delay = timedelta(minutes=extra.randrange(15, 6 * 60))
-        # Answered before the quiet period is half over (the resent reading
+        # Answered early in the quiet period at the latest (the resent reading
         # then has time to go).
         latest = max(self.quiet_from, quarter) + timedelta(minutes=20)
         bad = BadReading(
@@ -1248,6 +1248,7 @@ class Simulation:
             self.sandbox.accept_reading(bad.device, bad.register, stamp)
             self.bad = None
             bad.outcome = "no issue"
+            self.run.injected["bad reading: not refused (no issue)"] += 1
             self.event(
                 f"meter {meter.index}: zevvy takes its reading of "
                 f"{bad.quarter:%d %H:%M} again (nothing set aside)"
@@ -1279,10 +1280,13 @@ class Simulation:
         if not bad.send_again:
             # The user discarded what the repair showed: not owed any more.
             held = self.holdings()
+            names = [
+                (device, register) for _s, device, register in meter.model.registers
+            ]
             for earlier in self.bad_readings:
-                names = (earlier.device, earlier.register)
-                if earlier.meter is meter and _stamp(earlier.quarter) not in held.get(
-                    names, {}
+                read_at = _stamp(earlier.quarter)
+                if earlier.meter is meter and not any(
+                    read_at in held.get(n, {}) for n in names
                 ):
                     second = timedelta(seconds=1)
                     meter.model.excused.append(
