@@ -846,6 +846,56 @@ async def test_bulk_create_value_limit_and_validation_status(
     assert status == 201
 
 
+async def test_one_reading_refused_as_invalid(
+    sandbox: ZevvySandbox, session: aiohttp.ClientSession
+) -> None:
+    """A reading marked invalid refuses every batch holding it, like any invalid
+    reading (400 or 422, its index and readAt named), until the mark is lifted;
+    other registers and times are not affected."""
+    token = sandbox.issue_tokens().access_token
+    url = bulk_url(sandbox, "Car", "Energy")
+    bad = "2026-11-26T14:15:00.000Z"
+    sandbox.refuse_reading("Car", "Energy", bad)
+    sandbox.refuse_reading("Car", "Energy", "2026-11-26T15:00:00.000Z", status=422)
+    assert sandbox.refused_readings == {
+        ("Car", "Energy", bad): 400,
+        ("Car", "Energy", "2026-11-26T15:00:00.000Z"): 422,
+    }
+    status, body = await bulk_create(session, url, token, READINGS)
+    assert status == 400
+    assert body["message"] == f"[1] is not a valid measurement (readAt {bad})"
+    assert sandbox.readings() == []
+    # Alone, and at another index: the same refusal, naming its index.
+    status, body = await bulk_create(session, url, token, READINGS[1:])
+    assert (status, body["message"]) == (
+        400,
+        f"[0] is not a valid measurement (readAt {bad})",
+    )
+    # The other readings, another register, the other mark's own status.
+    status, _ = await bulk_create(session, url, token, READINGS[:1])
+    assert status == 201
+    status, _ = await bulk_create(
+        session, bulk_url(sandbox, "Car", "Solar"), token, READINGS[1:]
+    )
+    assert status == 201
+    status, body = await bulk_create(
+        session, url, token, [{"readAt": "2026-11-26T15:00:00.000Z", "value": 3}]
+    )
+    assert status == 422
+    # Lifted: taken.
+    sandbox.accept_reading("Car", "Energy", bad)
+    status, _ = await bulk_create(session, url, token, READINGS[1:])
+    assert status == 201
+    assert [r.read_at for r in sandbox.readings("Car", "Energy")] == [
+        READINGS[0]["readAt"],
+        bad,
+    ]
+    with pytest.raises(ValueError, match="status"):
+        sandbox.refuse_reading("Car", "Energy", bad, status=200)
+    sandbox.reset()
+    assert sandbox.refused_readings == {}
+
+
 # ---------------------------------------------------------------- faults
 
 

@@ -252,6 +252,8 @@ class ZevvySandbox:
         # "api", "token", ... and "METHOD /path" -> requests (never truncated).
         self._request_counts: Counter[str] = Counter()
         self._faults: list[Fault] = []
+        # (device ref, register ref, readAt) -> the status refusing it.
+        self._refused_readings: dict[tuple[str, str, str], int] = {}
         self._device_codes: dict[str, DeviceCode] = {}
         self._user_codes: dict[str, DeviceCode] = {}
         self._grants: dict[str, Grant] = {}
@@ -461,6 +463,35 @@ class ZevvySandbox:
         """Remove every injected fault."""
         self._faults.clear()
 
+    def refuse_reading(
+        self,
+        device_ref: str,
+        register_ref: str,
+        read_at: str,
+        status: int | None = None,
+    ) -> None:
+        """Refuse one reading as invalid until accept_reading().
+
+        A bulk create holding the reading of `device_ref` / `register_ref` at
+        `read_at` (as sent, e.g. "2026-11-26T14:15:00.000Z") is refused as a
+        whole like a batch with any invalid reading: `status` (None: the
+        config's validation_status), the message naming its index and readAt.
+        """
+        if status is None:
+            status = self.config.validation_status
+        if not 400 <= status <= 599:
+            raise ValueError("status must be an HTTP error status (400-599)")
+        self._refused_readings[(device_ref, register_ref, read_at)] = status
+
+    def accept_reading(self, device_ref: str, register_ref: str, read_at: str) -> None:
+        """Lift refuse_reading() for one reading (nothing if not refused)."""
+        self._refused_readings.pop((device_ref, register_ref, read_at), None)
+
+    @property
+    def refused_readings(self) -> dict[tuple[str, str, str], int]:
+        """Readings refused as invalid: (device, register, readAt) -> status."""
+        return dict(self._refused_readings)
+
     @property
     def faults(self) -> list[Fault]:
         """Faults still waiting for requests."""
@@ -521,10 +552,12 @@ class ZevvySandbox:
         self._request_counts.clear()
 
     def reset(self) -> None:
-        """Forget readings, devices, tokens, codes, faults and requests."""
+        """Forget readings, devices, tokens, codes, faults (refused readings
+        too) and requests."""
         self._requests.clear()
         self._request_counts.clear()
         self._faults.clear()
+        self._refused_readings.clear()
         self._device_codes.clear()
         self._user_codes.clear()
         self._grants.clear()
@@ -1240,6 +1273,13 @@ class ZevvySandbox:
         if not device_ref.strip() or not register_ref.strip():
             raise _ApiError(400, "deviceRef and registerRef must not be blank")
         batch = await self._read_batch(request)
+        for index, (read_at, _value) in enumerate(batch):
+            status = self._refused_readings.get((device_ref, register_ref, read_at))
+            if status is not None:
+                raise _ApiError(
+                    status,
+                    f"[{index}] is not a valid measurement (readAt {read_at})",
+                )
         device = self._devices.get(device_ref)
         register = device.registers.get(register_ref) if device is not None else None
         existing = register.read_ats if register is not None else set()

@@ -34,6 +34,9 @@ Rules modelled:
   very time counts in full only while the sensor reads below that reading
   (else it is taken for the reading's cycle). The held readings since that
   reading are discarded (not owed).
+- A reading zevvy refuses as invalid (400/422) is set aside with a repair
+  issue ("zevvy rejected readings"): sent again, it must be there with its
+  value; discarded, it is not owed (``excused``).
 """
 
 from __future__ import annotations
@@ -90,7 +93,8 @@ class MeterModel:
     deleted_at: datetime | None = None
     # Later reading sources, in time order (the first is the fields above).
     phases: list[Phase] = field(default_factory=list)
-    # Quarter hours not owed (after, before): held readings a switch discarded.
+    # Quarter hours not owed (after, before): held readings a switch or a
+    # repair discarded, rejected readings the user discarded.
     excused: list[tuple[datetime, datetime]] = field(default_factory=list)
 
     def phase_at(self, quarter: datetime) -> Phase:

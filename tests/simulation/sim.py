@@ -144,6 +144,20 @@ class SimMeter:
 
 
 @dataclass
+class BadReading:
+    """One reading zevvy refuses as invalid (400/422) until the user's repair."""
+
+    meter: SimMeter
+    device: str
+    register: str
+    quarter: datetime
+    status: int
+    resolve_at: datetime  # when the user answers the repair
+    send_again: bool  # else: discard
+    outcome: str | None = None
+
+
+@dataclass
 class Window:
     """A fault that lasts from one instant to another."""
 
@@ -217,6 +231,9 @@ class Simulation:
         self.disturbed = START
         # Devices refused by zevvy: until when they may lag (window + backoff).
         self.refused_until: dict[str, datetime] = {}
+        # Readings zevvy refuses as invalid; the one not yet resolved.
+        self.bad_readings: list[BadReading] = []
+        self.bad: BadReading | None = None
         self.hours: list[tuple[datetime, Counter[str], int, Counter[str]]] = []
         self._hour_mark = (0, 0)
         self._names = 0
@@ -525,6 +542,13 @@ class Simulation:
                 agenda.append((at, "refused, then gone", self._refused_then_gone))
             elif draw < 0.0840:
                 agenda.append((at, "clock set back", self._clock_back))
+            elif draw < 0.0880:
+                agenda.append((at, "bad reading", self._bad_reading))
+        if self.bad is not None and self.bad.resolve_at < quarter:
+            # Due (or overdue: passed by a restart, a stall, Home Assistant busy
+            # or not loaded): the user answers the repair in this quarter hour.
+            moment = max(self.bad.resolve_at, base + timedelta(seconds=400))
+            agenda.append((moment, "bad reading repair", self._resolve_bad))
         due = [item for item in self.planned if item[0] < quarter]
         if due:
             self.planned = [item for item in self.planned if item[0] >= quarter]
@@ -1170,6 +1194,136 @@ class Simulation:
         self.run.injected["register repair: send again"] += 1
         self.event(f"register repair confirmed: {result.get('reason', 'sent')}")
 
+    async def _bad_reading(self) -> None:
+        """zevvy refuses a meter's next reading as invalid (400 or 422): the
+        others are delivered, that one is set aside (*zevvy rejected
+        readings*); later the user sends it again (zevvy takes it by then) or
+        discards it in the repair (``_resolve_bad``).
+
+        Draws from ``self.extra``: the other events' schedule stays as it was.
+        """
+        extra = self.extra
+        alive = [m for m in self.meters if not m.deleted]
+        if self.bad is not None or not alive:
+            return
+        meter = extra.choice(alive)
+        device, register = _names(meter)
+        quarter = _next_quarter(self.now)
+        status = extra.choice([400, 422])
+        delay = timedelta(minutes=extra.randrange(15, 6 * 60))
+        # Answered early in the quiet period at the latest (the resent reading
+        # then has time to go).
+        latest = max(self.quiet_from, quarter) + timedelta(minutes=20)
+        bad = BadReading(
+            meter=meter,
+            device=device,
+            register=register,
+            quarter=quarter,
+            status=status,
+            resolve_at=min(quarter + delay, latest),
+            send_again=extra.random() < 0.5,
+        )
+        self.sandbox.refuse_reading(device, register, _stamp(quarter), status=status)
+        self.bad = bad
+        self.bad_readings.append(bad)
+        self.run.injected[f"bad reading ({status})"] += 1
+        # "meter ...": one reading; the other meters must go on (_check_in_time).
+        self.event(
+            f"meter {meter.index}: zevvy refuses its reading of "
+            f"{quarter:%d %H:%M} as invalid ({status}); the user answers "
+            f"the repair from {bad.resolve_at:%d %H:%M}"
+        )
+
+    async def _resolve_bad(self) -> None:
+        """The user answers the rejected-readings repair: *Send them again*
+        (zevvy takes the reading by now) or *Discard them*. Without an issue
+        (the reading not made, not sent yet, or its meter gone) zevvy just
+        takes it from now on."""
+        bad = self.bad
+        if bad is None or self.now < bad.resolve_at:
+            return
+        meter = bad.meter
+        issue_id = self._rejected_issue(meter)
+        stamp = _stamp(bad.quarter)
+        if issue_id is None or meter.deleted:
+            self.sandbox.accept_reading(bad.device, bad.register, stamp)
+            self.bad = None
+            bad.outcome = "no issue"
+            self.run.injected["bad reading: not refused (no issue)"] += 1
+            self.event(
+                f"meter {meter.index}: zevvy takes its reading of "
+                f"{bad.quarter:%d %H:%M} again (nothing set aside)"
+            )
+            return
+        if not self._loaded():
+            return  # the next quarter hour
+        step = "retry" if bad.send_again else "discard"
+        if bad.send_again:
+            self.sandbox.accept_reading(bad.device, bad.register, stamp)
+        assert await async_setup_component(self.hass, "repairs", {})
+        manager = repairs_flow_manager(self.hass)
+        assert manager is not None
+        result = await manager.async_init(DOMAIN, data={"issue_id": issue_id})
+        if result.get("type") == "menu":
+            result = await manager.async_configure(
+                result["flow_id"], {"next_step_id": step}
+            )
+        await self._settle()
+        if result.get("type") != "create_entry":
+            self.event(
+                f"meter {meter.index}: rejected-readings repair: "
+                f"{result.get('reason', result.get('type'))}"
+            )
+            return  # again in the next quarter hour
+        self.sandbox.accept_reading(bad.device, bad.register, stamp)
+        self.bad = None
+        bad.outcome = step
+        if not bad.send_again:
+            # The user discarded what the repair showed: not owed any more.
+            held = self.holdings()
+            names = [
+                (device, register) for _s, device, register in meter.model.registers
+            ]
+            for earlier in self.bad_readings:
+                read_at = _stamp(earlier.quarter)
+                if earlier.meter is meter and not any(
+                    read_at in held.get(n, {}) for n in names
+                ):
+                    second = timedelta(seconds=1)
+                    meter.model.excused.append(
+                        (earlier.quarter - second, earlier.quarter + second)
+                    )
+        what = "send again" if bad.send_again else "discard"
+        self.run.injected[f"rejected repair: {what}"] += 1
+        self.event(
+            f"meter {meter.index}: rejected-readings repair ({bad.quarter:%d %H:%M}):"
+            f" {what}"
+        )
+
+    def _rejected_issue(self, meter: SimMeter) -> str | None:
+        """Return the id of the active rejected-readings issue of a meter."""
+        names = {(device, register) for _s, device, register in meter.model.registers}
+        for (domain, issue_id), issue in sorted(ir.async_get(self.hass).issues.items()):
+            if (
+                domain != DOMAIN
+                or not issue.active
+                or not issue_id.startswith("batch_rejected")
+            ):
+                continue
+            placeholders = issue.translation_placeholders or {}
+            named = (placeholders.get("device"), placeholders.get("register"))
+            if issue_id.endswith(meter.subentry_id) or named in names:
+                return issue_id
+        return None
+
+    def _set_aside(self, meter: SimMeter, quarter: datetime) -> bool:
+        """Return whether ``quarter`` of ``meter`` is a reading zevvy refused as
+        invalid and its rejected-readings issue is there (invariant 2 excuses
+        it, and only it)."""
+        return any(
+            bad.meter is meter and bad.quarter == quarter for bad in self.bad_readings
+        ) and (self._rejected_issue(meter) is not None)
+
     async def _unit_change(self) -> None:
         """A Wh sensor starts reporting kWh (3 decimals, the same energy)."""
         meters = [
@@ -1457,6 +1611,7 @@ class Simulation:
                 or meter.model.registers[-1][0] > quarter - QUARTER
                 or meter.model.below_earlier(quarter)
                 or not expectation(meter.model, quarter, running=True).required
+                or self._set_aside(meter, quarter)
             ):
                 continue
             record = devices.get(device)
@@ -1624,6 +1779,7 @@ class Simulation:
                     and not (
                         meter.model.below_earlier(quarter) and self._has_issue(meter)
                     )
+                    and not self._set_aside(meter, quarter)
                 ):
                     self._fail(
                         2,
