@@ -31,8 +31,9 @@ Rules modelled:
   sensor's state at the switch is known, so what a cycle counted between that
   reading and the switch is not added, and a cycle that began since (a later
   ``last_reset``) counts in full; one whose ``last_reset`` is that reading's
-  very time counts in full only while the sensor reads below that reading
-  (else it is taken for the reading's cycle). The held readings since that
+  very time, or up to an hour before it (reported late), counts in full only
+  while the sensor reads below that reading (else it is taken for the
+  reading's cycle). The held readings since that
   reading are discarded (not owed).
 - A reading zevvy refuses as invalid (400/422) is set aside with a repair
   issue ("zevvy rejected readings"): sent again, it must be there with its
@@ -185,14 +186,18 @@ class MeterModel:
     def _taken_for_the_start(
         self, previous: Observation, current: Observation, phase: Phase
     ) -> bool:
-        """A new cycle whose ``last_reset`` is the start itself, at the switch
-        not below the start value: taken for the start's cycle (README, Known
-        limitations)."""
+        """A new cycle whose ``last_reset`` is the start itself or up to an
+        hour before it (a reset reported late), at the switch not below the
+        start value: taken for the start's cycle (README, Known limitations)."""
+        if (
+            self.state_class != "total"
+            or current.last_reset is None
+            or current.last_reset == previous.last_reset
+        ):
+            return False
+        began = datetime.fromisoformat(current.last_reset)
         return (
-            self.state_class == "total"
-            and current.last_reset is not None
-            and current.last_reset != previous.last_reset
-            and datetime.fromisoformat(current.last_reset) == phase.start_at
+            phase.start_at - timedelta(hours=1) <= began <= phase.start_at
             and _kwh_raw(current) + 0.0005 >= phase.start_value
         )
 

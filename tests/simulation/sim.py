@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 import copy
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -191,6 +191,7 @@ class Simulation:
         days: float,
         meters: int = 4,
         tag: str = "s",
+        without: Collection[str] = (),
     ) -> None:
         self.hass = hass
         self.freezer = freezer
@@ -200,6 +201,10 @@ class Simulation:
         # The events added later draw from their own stream, so that the
         # schedule of the others stays as it was for a seed.
         self.extra = random.Random(f"{seed}/extra")  # noqa: S311
+        self.bad_rng = random.Random(f"{seed}/bad reading")  # noqa: S311
+        # Events not drawn (by their agenda name): a seed that found a defect
+        # replays the run of the simulation it found it with.
+        self.without = frozenset(without)
         self.days = days
         self.meter_count = meters
         self.tag = tag
@@ -558,6 +563,8 @@ class Simulation:
             moment = max(self.now, base) + timedelta(seconds=40)
             if moment < quarter:
                 agenda.append((moment, "restart", self._restart(crash=False)))
+        if self.without:
+            agenda = [item for item in agenda if item[1] not in self.without]
         agenda.sort(key=lambda item: item[0])
         index = 0
         while index < len(agenda):
@@ -1200,9 +1207,10 @@ class Simulation:
         readings*); later the user sends it again (zevvy takes it by then) or
         discards it in the repair (``_resolve_bad``).
 
-        Draws from ``self.extra``: the other events' schedule stays as it was.
+        Draws from its own stream (``self.bad_rng``): the other events'
+        draws, those from ``self.extra`` too, stay as they were for a seed.
         """
-        extra = self.extra
+        extra = self.bad_rng
         alive = [m for m in self.meters if not m.deleted]
         if self.bad is not None or not alive:
             return
