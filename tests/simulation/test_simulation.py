@@ -21,6 +21,10 @@ import pytest
 
 from .sim import Simulation
 
+# A run of several simulated days takes 10 to 40 s on a loaded 2-core machine:
+# more than the suite's per-test limit for a hung test (60 s) allows for.
+pytestmark = pytest.mark.timeout(600)
+
 # (seed, simulated days, meters): 60 days in all.
 CI_RUNS: list[tuple[int, float, int]] = [
     (seed, 5, 4 + seed % 3) for seed in range(1, 13)
