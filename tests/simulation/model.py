@@ -29,7 +29,8 @@ Rules modelled:
   To a running total continuing zevvy's series: its start value is zevvy's last
   reading, its start that reading's time; without the recorder only the
   sensor's state at the switch is known, so what a cycle counted between that
-  reading and the switch is not added, and a cycle that began since (a later
+  reading and the switch (or, switched while the integration was not running,
+  its next start) is not added, and a cycle that began since (a later
   ``last_reset``) counts in full; one whose ``last_reset`` is that reading's
   very time, or up to an hour before it (reported late), counts in full only
   while the sensor reads below that reading (else it is taken for the
@@ -76,6 +77,9 @@ class Phase:
     # Continuing zevvy's series without a recorder: only the sensor's state at
     # this instant (the switch) is known of the time since ``start_at``.
     switched_at: datetime | None = None
+    # Switched while the integration was not running (a login to renew): the
+    # instant is when it starts again (``started``), the state it sees then.
+    awaiting_start: bool = False
 
 
 @dataclass
@@ -118,10 +122,17 @@ class MeterModel:
         """Record a state (in time order)."""
         self.observations.append(observation)
 
-    def started(self) -> None:
-        """The integration starts: it sees the sensor's current state."""
+    def started(self, moment: datetime) -> None:
+        """The integration starts: it sees the sensor's current state (also
+        the one a switch made while it was not running counts from)."""
         if self.observations and not self.observations[-1].seen:
             self.observations[-1] = replace(self.observations[-1], seen=True)
+        self.phases = [
+            replace(phase, switched_at=moment, awaiting_start=False)
+            if phase.awaiting_start
+            else phase
+            for phase in self.phases
+        ]
 
     def state_as_of(self, moment: datetime) -> Observation | None:
         """Return the last state set at or before ``moment``.

@@ -437,7 +437,7 @@ class Simulation:
         loaded = self._loaded()
         if loaded and not self._was_loaded:
             for meter in self.meters:
-                meter.model.started()
+                meter.model.started(self.now)
         self._was_loaded = loaded
         if loaded:
             self._count_rounds()
@@ -1413,13 +1413,16 @@ class Simulation:
         await self._settle()
         self._excuse_held(meter)
         next_quarter = _next_quarter(self.now)
+        # Not running (a login to renew): it counts from its next start.
+        loaded = self._loaded()
         meter.model.phases.append(
             Phase(
                 since=next_quarter,
                 running=True,
                 start_value=last,
                 start_at=read_at,
-                switched_at=self.now,
+                switched_at=self.now if loaded else None,
+                awaiting_start=not loaded,
             )
         )
         meter.model.excused.append((read_at, next_quarter))
