@@ -220,11 +220,10 @@ class Series:
         del self.values[:]
         del self.steps[:]
 
-    def copy(self) -> Series:
-        """Return a copy (three memcpy's, cheap on the event loop).
-
-        An empty series gives ``NO_READINGS``, shared: a snapshot's series are
-        only read (a save of 1000 queues copies thousands of them).
+    def for_snapshot(self) -> Series:
+        """Return a copy for a save's snapshot (three memcpy's, cheap on the
+        event loop), never to be changed: an empty series gives
+        ``NO_READINGS``, shared (a save of 1000 queues copies thousands).
         """
         if not self.times:
             return NO_READINGS
@@ -347,11 +346,12 @@ class Delivered:
                 after = firsts.at(pos + 1)
         return before, after
 
-    def copy(self) -> Delivered:
-        """Return a copy (``NOTHING_DELIVERED``, shared, when there is none)."""
+    def for_snapshot(self) -> Delivered:
+        """Return a copy for a save's snapshot, never to be changed
+        (``NOTHING_DELIVERED``, shared, when there is none)."""
         if not self.firsts.times:
             return NOTHING_DELIVERED
-        return Delivered(self.firsts.copy(), self.lasts.copy())
+        return Delivered(self.firsts.for_snapshot(), self.lasts.for_snapshot())
 
     def to_json(self) -> dict[str, Any] | None:
         """Return the JSON form (None when nothing was delivered)."""
@@ -526,13 +526,13 @@ def snapshot(
                 None
                 if queue.last_time is None
                 else [queue.last_time, queue.last_value],
-                queue.pending.copy(),
-                queue.held.copy(),
-                queue.rejected.copy(),
+                queue.pending.for_snapshot(),
+                queue.held.for_snapshot(),
+                queue.rejected.for_snapshot(),
                 queue.rejected_message,
                 queue.last_step,
                 queue.series,
-                queue.delivered.copy(),
+                queue.delivered.for_snapshot(),
             )
             for key, queue in queues.items()
         },
