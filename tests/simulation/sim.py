@@ -1182,22 +1182,10 @@ class Simulation:
 
     async def _retry_register(self) -> None:
         """The user confirms a refused register's repair (send it again now)."""
-        issues = sorted(
-            issue_id
-            for (domain, issue_id), issue in ir.async_get(self.hass).issues.items()
-            if domain == DOMAIN
-            and issue.active
-            and issue_id.startswith("register_refused")
-        )
+        issues = sorted(self._active_issues("register_refused"))
         if not issues:
             return
-        assert await async_setup_component(self.hass, "repairs", {})
-        manager = repairs_flow_manager(self.hass)
-        assert manager is not None
-        result = await manager.async_init(DOMAIN, data={"issue_id": issues[0]})
-        if result.get("type") == "form":
-            result = await manager.async_configure(result["flow_id"], {})
-        await self._settle()
+        result = await self._answer_repair(issues[0][0])
         self.run.injected["register repair: send again"] += 1
         self.event(f"register repair confirmed: {result.get('reason', 'sent')}")
 
@@ -1268,15 +1256,7 @@ class Simulation:
         step = "retry" if bad.send_again else "discard"
         if bad.send_again:
             self.sandbox.accept_reading(bad.device, bad.register, stamp)
-        assert await async_setup_component(self.hass, "repairs", {})
-        manager = repairs_flow_manager(self.hass)
-        assert manager is not None
-        result = await manager.async_init(DOMAIN, data={"issue_id": issue_id})
-        if result.get("type") == "menu":
-            result = await manager.async_configure(
-                result["flow_id"], {"next_step_id": step}
-            )
-        await self._settle()
+        result = await self._answer_repair(issue_id, step)
         if result.get("type") != "create_entry":
             self.event(
                 f"meter {meter.index}: rejected-readings repair: "
@@ -1311,13 +1291,7 @@ class Simulation:
     def _rejected_issue(self, meter: SimMeter) -> str | None:
         """Return the id of the active rejected-readings issue of a meter."""
         names = {(device, register) for _s, device, register in meter.model.registers}
-        for (domain, issue_id), issue in sorted(ir.async_get(self.hass).issues.items()):
-            if (
-                domain != DOMAIN
-                or not issue.active
-                or not issue_id.startswith("batch_rejected")
-            ):
-                continue
+        for issue_id, issue in sorted(self._active_issues("batch_rejected")):
             placeholders = issue.translation_placeholders or {}
             named = (placeholders.get("device"), placeholders.get("register"))
             if issue_id.endswith(meter.subentry_id) or named in names:
@@ -1488,25 +1462,15 @@ class Simulation:
         """The user answers a meter's drop repair with *Wrong values*."""
         issues = [
             issue_id
-            for (domain, issue_id), issue in ir.async_get(self.hass).issues.items()
-            if domain == DOMAIN
-            and issue.active
-            and issue_id.startswith("reading_held")
-            and issue_id.endswith(meter.subentry_id)
+            for issue_id, _issue in self._active_issues("reading_held")
+            if issue_id.endswith(meter.subentry_id)
         ]
         if not issues:
             self._fail(
                 1, f"a typo for meter {meter.index} was not held back", self.now, meter
             )
             return
-        assert await async_setup_component(self.hass, "repairs", {})
-        manager = repairs_flow_manager(self.hass)
-        assert manager is not None
-        result = await manager.async_init(DOMAIN, data={"issue_id": issues[0]})
-        result = await manager.async_configure(
-            result["flow_id"], {"next_step_id": "discard"}
-        )
-        await self._settle()
+        await self._answer_repair(issues[0], "discard")
         self._excuse_held(meter)
         self.run.injected["drop repair: wrong values"] += 1
         self.event(f"drop repair of meter {meter.index}: wrong values")
@@ -1903,6 +1867,30 @@ class Simulation:
         )
         seen = owner.model.state_as_of(quarter) if owner is not None else None
         return 1 if seen is not None and seen.unit == "Wh" else 1000
+
+    def _active_issues(self, prefix: str) -> list[tuple[str, ir.IssueEntry]]:
+        """Return the integration's active repair issues whose id starts so."""
+        return [
+            (issue_id, issue)
+            for (domain, issue_id), issue in ir.async_get(self.hass).issues.items()
+            if domain == DOMAIN and issue.active and issue_id.startswith(prefix)
+        ]
+
+    async def _answer_repair(self, issue_id: str, step: str | None = None) -> Any:
+        """Open a repair issue's flow as the user does and answer it: ``step``
+        in its menu, or confirm its form; return the flow's last result."""
+        assert await async_setup_component(self.hass, "repairs", {})
+        manager = repairs_flow_manager(self.hass)
+        assert manager is not None
+        result = await manager.async_init(DOMAIN, data={"issue_id": issue_id})
+        if result.get("type") == "menu" and step is not None:
+            result = await manager.async_configure(
+                result["flow_id"], {"next_step_id": step}
+            )
+        elif result.get("type") == "form":
+            result = await manager.async_configure(result["flow_id"], {})
+        await self._settle()
+        return result
 
     def _has_issue(self, meter: SimMeter) -> bool:
         return any(
