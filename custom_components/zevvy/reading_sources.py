@@ -108,5 +108,6 @@ class ReadingSources:
             group_of(meter.reading_source, default).append(meter)
         found: list[tuple[Meter, list[Reading]]] = []
         for key, source in self._by_key.items():
-            found += await source.async_readings_at(groups[key], quarters)
+            if group := groups[key]:
+                found += await source.async_readings_at(group, quarters)
         return found
