@@ -8,7 +8,15 @@ its reports (``OutboxReport``: held, rejected, dropped by the bound, removed).
 Readings enter it through the pipeline (``ReadingPipeline.async_accept``).
 """
 
-from .core import Batch, BoundWatch, Outbox, OutboxReport, QueueView, ReportKind
+from .core import (
+    Batch,
+    BoundWatch,
+    Outbox,
+    OutboxReport,
+    QueueView,
+    QueueViews,
+    ReportKind,
+)
 from .format import Destination, Series, is_meter_key, manual_key, meter_series
 from .policy import AddResult
 from .store import store_kwargs
@@ -21,6 +29,7 @@ __all__ = [
     "Outbox",
     "OutboxReport",
     "QueueView",
+    "QueueViews",
     "ReportKind",
     "Series",
     "is_meter_key",

@@ -9,11 +9,12 @@ rejected, readings the bound dropped, a queue removed) goes to its reporters as
 an ``OutboxReport``; the pipeline turns reports into repair issues
 (``issues.py``). The outbox imports no issue code.
 
-The counts and views are kept as the queues change: adding readings counts
-each queue as it goes (``_count``), any other change marks its queue
-(``_mark``) and the next read recounts only the marked queues, so that
-publishing the status after a tick of 1000 meters does not walk every queue
-again.
+The counts are kept as the queues change: adding readings counts each queue
+as it goes (``_count``), any other change marks its queue (``_mark``) and the
+next read recounts only the marked queues, so that publishing the status after
+a tick of 1000 meters does not walk every queue again. A queue's view is made
+when it is read and kept until the queue changes: a tick changes every meter's
+queue, and most views are not read before the next one.
 """
 
 from __future__ import annotations
@@ -67,6 +68,58 @@ class QueueView(NamedTuple):
     rejected_message: str | None
     last_delivered_at: datetime | None
     last_delivered_value: float | None
+
+
+def _view_of(key: str, queue: Queue) -> QueueView:
+    """Return a queue's view (made directly: a third faster than through
+    ``QueueView``'s own ``__new__``)."""
+    times = queue.pending.times
+    last_time = queue.last_time
+    return tuple.__new__(
+        QueueView,
+        (
+            key,
+            queue.device_ref,
+            queue.register_ref,
+            len(times),
+            len(queue.held.times),
+            len(queue.rejected.times),
+            _moment(times[0]) if times else None,
+            queue.rejected_message,
+            None if last_time is None else _moment(last_time),
+            queue.last_value,
+        ),
+    )
+
+
+class QueueViews(Mapping[str, QueueView]):
+    """What each queue of an outbox holds, by key, in the order of the queues.
+
+    Live: a view is made when it is read, from its queue as it is then (and
+    kept until the queue changes), not for every queue each time the status is
+    published: a tick changes every meter's queue, and the meters' own sensors
+    (disabled by default) are what reads them.
+    """
+
+    __slots__ = ("_outbox",)
+
+    def __init__(self, outbox: Outbox) -> None:
+        """Read the views of ``outbox``."""
+        self._outbox = outbox
+
+    def __getitem__(self, key: str) -> QueueView:
+        """Return what the queue ``key`` holds now."""
+        if (view := self._outbox.view(key)) is None:
+            raise KeyError(key)
+        return view
+
+    def __iter__(self) -> Iterator[str]:
+        """Iterate over the keys of the queues (as they are when asked)."""
+        return iter(self._outbox.queue_keys())
+
+    def __len__(self) -> int:
+        """Return the number of queues."""
+        return len(self._outbox.queue_keys())
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,8 +225,10 @@ class Outbox:
         self._touched: set[str] = set()
         # Watching what the bound drops (``watch_bound``).
         self._watches: list[BoundWatch] = []
-        # What each queue holds (its view) and the totals over them, kept as the
-        # queues change: ``_mark`` a changed queue, ``_recount`` before reading.
+        # The totals and what each queue adds to them (pending, held, rejected),
+        # kept as the queues change: ``_mark`` a changed queue, ``_recount``
+        # before reading. The views made since their queue last changed.
+        self._counted: dict[str, tuple[int, int, int]] = {}
         self._views: dict[str, QueueView] = {}
         self._marked: set[str] = set()
         self._pending = self._held = self._rejected = 0
@@ -271,10 +326,10 @@ class Outbox:
         self._marked.add(key)
 
     def _mark_all(self) -> None:
-        self._marked.update(self._views.keys() | self._queues.keys())
+        self._marked.update(self._counted.keys() | self._queues.keys())
 
     def _recount(self) -> None:
-        """Bring the views and totals of the marked queues up to date."""
+        """Bring the totals of the marked queues up to date."""
         if not self._marked:
             return
         marked, self._marked = self._marked, set()
@@ -283,45 +338,28 @@ class Outbox:
             count(key, queues.get(key))
 
     def _count(self, key: str, queue: Queue | None) -> None:
-        """Bring a queue's view (``queue``: None if it is gone) and the totals
-        up to date.
+        """Bring the totals up to date with a queue (``queue``: None if it is
+        gone); its view is made again when it is read.
 
         A tick counts every queue as it adds its readings (while the queue is
-        at hand, not in a second walk over them all); the view is built inline
-        (a third faster than through ``QueueView``'s own ``__new__``).
+        at hand, not in a second walk over them all).
         """
-        views = self._views
-        old = views.get(key)
+        self._views.pop(key, None)
+        counted = self._counted
         if queue is None:
-            if old is None:
+            if (old := counted.pop(key, None)) is None:
                 return
-            del views[key]
-            pending = held = rejected = 0
+            pending, held, rejected = -old[0], -old[1], -old[2]
         else:
-            times = queue.pending.times
-            pending = len(times)
+            pending = len(queue.pending.times)
             held = len(queue.held.times)
             rejected = len(queue.rejected.times)
-            last_time = queue.last_time
-            views[key] = tuple.__new__(
-                QueueView,
-                (
-                    key,
-                    queue.device_ref,
-                    queue.register_ref,
-                    pending,
-                    held,
-                    rejected,
-                    _moment(times[0]) if times else None,
-                    queue.rejected_message,
-                    None if last_time is None else _moment(last_time),
-                    queue.last_value,
-                ),
-            )
-        if old is not None:
-            pending -= old.pending
-            held -= old.held
-            rejected -= old.rejected
+            old = counted.get(key)
+            counted[key] = (pending, held, rejected)
+            if old is not None:
+                pending -= old[0]
+                held -= old[1]
+                rejected -= old[2]
         # Only the totals that changed (a tick changes the pending ones).
         if pending:
             self._pending += pending
@@ -353,12 +391,23 @@ class Outbox:
         """Return the keys of all queues (and of meters with a stored state)."""
         return list(self._queues.keys() | self.meter_states.keys())
 
-    def views(self) -> dict[str, QueueView]:
-        """Return what each queue holds, by key (a snapshot: a new dict), in the
-        order of the queues."""
+    def views(self) -> QueueViews:
+        """Return what each queue holds, by key, in the order of the queues
+        (each view made when read: ``QueueViews``)."""
+        return QueueViews(self)
+
+    def view(self, key: str) -> QueueView | None:
+        """Return what a queue holds now (None: no such queue)."""
         self._recount()
-        views = self._views
-        return {key: views[key] for key in self._queues}
+        if (view := self._views.get(key)) is None:
+            if (queue := self._queues.get(key)) is None:
+                return None
+            view = self._views[key] = _view_of(key, queue)
+        return view
+
+    def queue_keys(self) -> list[str]:
+        """Return the keys of the queues, in their order."""
+        return list(self._queues)
 
     def last_delivered(self, key: str) -> Reading | None:
         """Return the last reading zevvy confirmed for a queue."""
