@@ -26,7 +26,8 @@ class ZevvyStatus:
     last_error: SendError | None
     next_retry: datetime | None
     pending: int
-    # Per queue key (a meter's subentry id): what its queue holds.
+    # Per queue key (a meter's subentry id): what its queue holds, read live
+    # (``QueueViews``: each view made when read).
     meters: Mapping[str, QueueView] = field(default_factory=dict)
 
 
