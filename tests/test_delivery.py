@@ -573,6 +573,80 @@ async def test_lower_reading_is_held_until_the_user_decides(
     assert pipeline.outbox.held_count == 0
 
 
+async def _restart_home_assistant(hass: HomeAssistant, meters: Meters) -> None:
+    """Home Assistant restarts: the entry unloads, the repair issues are read
+    back from storage as at a start (issues that are not persistent come back
+    inactive: not shown), and the entry is set up again."""
+    assert await hass.config_entries.async_unload(meters.entry.entry_id)
+    await hass.async_block_till_done()
+    meters.freezer.tick(timedelta(seconds=30))  # the registry's delayed write
+    async_fire_time_changed(hass)
+    await hass.async_block_till_done()
+    await ir.async_load(hass)
+    await meters.setup()
+
+
+async def test_held_and_rejected_readings_are_in_repairs_after_a_restart(
+    hass: HomeAssistant, meters: Meters, sandbox: ZevvySandbox
+) -> None:
+    """Readings held back (a drop) and rejected by zevvy (400) wait for the
+    user's decision; after Home Assistant restarts, Repairs still shows both,
+    and the decisions still work."""
+    one = meters.add("one")
+    two = meters.add("two")
+    await meters.setup()
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 16, tzinfo=UTC), timedelta(minutes=1), grow=False
+    )
+    meters.set(one, 500.0)  # a drop: held
+    meters.set(two, 1_000_250.0)
+    sandbox.inject_fault(status=400, count=1, body={"message": "readAt is wrong"})
+    await meters.advance(
+        datetime(2026, 11, 26, 12, 31, tzinfo=UTC), timedelta(minutes=1), grow=False
+    )
+    entry_id = meters.entry.entry_id
+    held_id = f"reading_held_{entry_id}_{one}"
+    rejected_id = f"batch_rejected_{entry_id}_{two}"
+    registry = ir.async_get(hass)
+    before = {
+        issue_id: (issue.translation_placeholders if issue else None)
+        for issue_id in (held_id, rejected_id)
+        if (issue := registry.async_get_issue(DOMAIN, issue_id)) is not None
+        and issue.active
+    }
+    assert set(before) == {held_id, rejected_id}
+
+    await _restart_home_assistant(hass, meters)
+
+    for issue_id, placeholders in before.items():
+        issue = ir.async_get(hass).async_get_issue(DOMAIN, issue_id)
+        assert issue is not None
+        assert issue.active
+        assert issue.is_fixable
+        assert issue.translation_placeholders == placeholders
+    assert before[rejected_id] is not None
+    assert before[rejected_id]["message"] == "readAt is wrong"
+    # The decisions work as before the restart.
+    result = await _fix_flow(hass, rejected_id)
+    result = await _choose(hass, result["flow_id"], "retry")
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    result = await _fix_flow(hass, held_id)
+    result = await _choose(hass, result["flow_id"], "replaced")
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    assert sorted(r.value for r in sandbox.readings()) == [
+        0.5,
+        1000.0,
+        1000.0,
+        1000.25,
+    ]
+    assert not [
+        issue
+        for issue in ir.async_get(hass).issues.values()
+        if issue.domain == DOMAIN and issue.active
+    ]
+
+
 async def test_less_precise_unit_is_not_a_drop(
     hass: HomeAssistant, meters: Meters, sandbox: ZevvySandbox
 ) -> None:
@@ -620,6 +694,14 @@ async def test_outbox_bound_drops_oldest(
     issue_id = f"outbox_overflow_{meters.entry.entry_id}"
     issue = ir.async_get(hass).async_get_issue(DOMAIN, issue_id)
     assert issue is not None
+    assert issue.translation_placeholders == {"dropped": "2", "limit": "3"}
+    # Still shown after Home Assistant restarts (until the user saw it).
+    with patch.object(outbox_policy, "OUTBOX_MAX_READINGS", 3):
+        await _restart_home_assistant(hass, meters)
+    pipeline = meters.entry.runtime_data.pipeline
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, issue_id)
+    assert issue is not None
+    assert issue.active
     assert issue.translation_placeholders == {"dropped": "2", "limit": "3"}
     sandbox.clear_faults()
     await pipeline.async_send_now()

@@ -168,6 +168,8 @@ class ReadingPipeline:
     def async_start(self) -> None:
         """Start the quarter-hour schedule and send what waits from before."""
         self._stopped = False
+        # Its repair issues again: Home Assistant drops them when it restarts.
+        self.outbox.report_kept()
         self._unsub_outbox = self.outbox.async_add_listener(self._async_outbox_changed)
         self._async_follow_meters()
         self.sources.async_start()

@@ -574,16 +574,37 @@ class Outbox:
                 watch.record(overflow.times)
             policy.log_overflow(self._overflow_dropped, dropped, overflow.oldest)
             self._overflow_dropped += dropped
-            self._report(
-                OutboxReport(
-                    ReportKind.OVERFLOW,
-                    None,
-                    policy.overflow_placeholders(self._overflow_dropped),
-                )
-            )
+            self._report_overflow()
         if total.changed:
             self._changed()
         return total
+
+    def _report_overflow(self) -> None:
+        self._report(
+            OutboxReport(
+                ReportKind.OVERFLOW,
+                None,
+                policy.overflow_placeholders(self._overflow_dropped),
+            )
+        )
+
+    @callback
+    def report_kept(self) -> None:
+        """Report what the outbox keeps for the user: every queue's held and
+        rejected readings, and the readings the bound dropped since the user
+        last saw it.
+
+        For the start: Home Assistant does not keep the repair issues of
+        these reports over its restart (they are not persistent), the readings
+        they are about stay in the outbox.
+        """
+        for key, queue in self._queues.items():
+            if queue.held:
+                self._async_report_held(key, queue)
+            if queue.rejected:
+                self._async_report_settle(key, ReportKind.REJECTED)
+        if self._overflow_dropped:
+            self._report_overflow()
 
     def contains(self, key: str, read_at: datetime) -> bool:
         """Return whether a queue keeps a reading at ``read_at`` (or sent it last)."""
