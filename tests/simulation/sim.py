@@ -5,7 +5,8 @@ The real integration runs in Home Assistant's test harness: the frozen clock
 ``async_fire_time_changed``, the sandbox answers over real HTTP, simulated sensors
 are states set with ``hass.states.async_set``, meters are subentries, restarts
 unload and set up the config entry (a crash first rolls ``hass_storage`` back to
-what was on disk at that instant). Everything that happens is drawn from
+what was on disk at that instant) and read the repair issues back from storage as
+Home Assistant does at a start. Everything that happens is drawn from
 ``random.Random(seed)``: the same seed gives the same run. After a quiet period
 (faults off), ``check`` compares what the sandbox holds with ``model.py``.
 """
@@ -923,6 +924,9 @@ class Simulation:
             await self._downtime(back)
             self.down = False
             self.event("starting")
+            # Home Assistant reads its repair issues back: the integration's
+            # (not persistent) come back inactive until it raises them again.
+            await ir.async_load(self.hass)
             await self.hass.config_entries.async_setup(self.entry.entry_id)
             await self._settle()
             self.event(f"started ({self.entry.state.name})")
