@@ -69,6 +69,9 @@ from zevvy_sandbox import SandboxConfig, ZevvySandbox
 from .model import QUARTER, Expectation, MeterModel, Observation, Phase, expectation
 
 START = datetime(2026, 11, 2, 0, 3, 17, tzinfo=UTC)
+# After zevvy stops refusing a register, how long its readings may wait for the
+# set-aside register's next try (the sender's backoff).
+REFUSED_BACKOFF = timedelta(hours=2, minutes=30)
 # Faults stop this long before the end, so that everything can be delivered
 # (a refused register is retried after at most 2 hours).
 QUIET = timedelta(hours=3)
@@ -627,6 +630,10 @@ class Simulation:
             self.windows = [w for w in self.windows if w.until > moment]
             for window in ended:
                 self.event(f"fault ends: {window.name}")
+                if (device := window.fault.get("device_ref")) is not None:
+                    # Ended later than planned (Home Assistant was busy or
+                    # down at its end): zevvy refused the device until now.
+                    self._excuse_refused(device, self.now)
             self._apply_windows()
 
     def _apply_windows(self) -> None:
@@ -806,11 +813,15 @@ class Simulation:
     def _refusal(self, meter: SimMeter, status: int, until: datetime) -> dict[str, Any]:
         """The fault of zevvy refusing a meter's device until ``until``."""
         device, _register = _names(meter)
-        self.refused_until[device] = max(
-            self.refused_until.get(device, START),
-            until + timedelta(hours=2, minutes=30),
-        )
+        self._excuse_refused(device, until)
         return {"status": status, "device_ref": device}
+
+    def _excuse_refused(self, device: str, until: datetime) -> None:
+        """A device zevvy refuses until ``until``: its readings are not owed
+        in time until the set-aside register's backoff has run out after it."""
+        self.refused_until[device] = max(
+            self.refused_until.get(device, START), until + REFUSED_BACKOFF
+        )
 
     async def _refused_then_gone(self) -> None:
         """zevvy refuses one meter's register for hours; meanwhile the user

@@ -45,6 +45,9 @@ FOUND_RUNS: list[tuple[int, float, int, tuple[str, ...]]] = [
     (1843, 1.75, 5, BEFORE_BAD_READINGS),
     (1100, 7, 5, BEFORE_BAD_READINGS),
     (1916, 7, 5, BEFORE_BAD_READINGS),
+    # A refusal that ended later than planned (Home Assistant busy at its end)
+    # was excused only from its planned end (an error of the check).
+    (2187, 7, 5, ()),
 ]
 
 
