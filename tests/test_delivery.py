@@ -609,7 +609,7 @@ async def test_held_and_rejected_readings_are_in_repairs_after_a_restart(
     rejected_id = f"batch_rejected_{entry_id}_{two}"
     registry = ir.async_get(hass)
     before = {
-        issue_id: (issue.translation_placeholders if issue else None)
+        issue_id: issue.translation_placeholders
         for issue_id in (held_id, rejected_id)
         if (issue := registry.async_get_issue(DOMAIN, issue_id)) is not None
         and issue.active

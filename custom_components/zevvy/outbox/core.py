@@ -600,7 +600,7 @@ class Outbox:
         """
         for key, queue in self._queues.items():
             if queue.held:
-                self._async_report_held(key, queue)
+                self._async_report_settle(key, ReportKind.HELD)
             if queue.rejected:
                 self._async_report_settle(key, ReportKind.REJECTED)
         if self._overflow_dropped:
