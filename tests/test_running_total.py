@@ -563,6 +563,109 @@ async def test_late_tick_files_the_total_of_its_quarter_hour(
     ]
 
 
+def _session(last_reset: str) -> dict[str, Any]:
+    """A charging session's energy as a template sensor gives it (kWh, total)."""
+    return {
+        "unit_of_measurement": "kWh",
+        "state_class": "total",
+        "last_reset": last_reset,
+    }
+
+
+async def _set_after(
+    hass: HomeAssistant,
+    freezer: FrozenDateTimeFactory,
+    seconds: float,
+    entity_id: str,
+    value: str,
+    last_reset: str,
+) -> None:
+    """Set a state ``seconds`` later, without firing the time (no tick runs)."""
+    await hass.async_block_till_done()
+    freezer.tick(timedelta(seconds=seconds))
+    hass.states.async_set(entity_id, value, _session(last_reset))
+    await hass.async_block_till_done()
+
+
+async def test_session_whose_value_falls_before_its_last_reset_loses_nothing(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A template sensor renders a session's energy and its ``last_reset`` one
+    after the other: when a session starts, the value falls to 0 a moment
+    before the new ``last_reset`` follows (the end-to-end test's EV charger
+    session, whose session started on a quarter hour once in CI). The session
+    before still counts in full and the new one from 0: no reading goes down
+    or is missing. (Home Assistant's statistics ``sum`` loses the session
+    before: a decrease, then a new cycle.)"""
+    old, new = "2026-11-26T08:00:00+00:00", "2026-11-26T12:30:00+00:00"
+    freezer.move_to(START)
+    charger = add_sensor(hass, "ev_session", "10.0", _session(old), "template")
+    mock_config_entry.add_to_hass(hass)
+    add_running_meter(hass, mock_config_entry, charger, device="EV session")
+    await setup_entry(hass, mock_config_entry)
+    await at(hass, freezer, minute(15))
+    await at(hass, freezer, minute(20))
+    hass.states.async_set(charger.entity_id, "11.0", _session(old))  # +1.0
+    await at(hass, freezer, minute(30))
+    # The new session, on the quarter hour: its value, then its last_reset.
+    await _set_after(hass, freezer, 0.19, charger.entity_id, "0.0", old)
+    await _set_after(hass, freezer, 0.17, charger.entity_id, "0.0", new)
+    await at(hass, freezer, minute(40))
+    hass.states.async_set(charger.entity_id, "0.5", _session(new))  # +0.5
+    await at(hass, freezer, minute(45))
+    # The next session: its value falls just before a quarter hour, and its
+    # last_reset (the quarter hour) comes just after it, before a late tick.
+    hass.states.async_set(charger.entity_id, "2.0", _session(new))  # +1.5
+    freezer.move_to(minute(59) + timedelta(seconds=59.8))
+    hass.states.async_set(charger.entity_id, "0.0", _session(new))
+    await hass.async_block_till_done()
+    freezer.move_to(minute(0, 13) + timedelta(seconds=0.3))
+    hass.states.async_set(
+        charger.entity_id, "0.0", _session("2026-11-26T13:00:00+00:00")
+    )
+    await at(hass, freezer, minute(0, 13) + timedelta(seconds=1))
+
+    assert readings(sandbox, "EV session") == [
+        (_stamp(minute(15)), 0.0),
+        (_stamp(minute(30)), 1.0),
+        (_stamp(minute(45)), 1.5),
+        (_stamp(minute(0, 13)), 3.0),
+    ]
+
+
+async def test_fall_long_before_a_new_cycle_counts_as_home_assistant_counts_it(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A ``total`` sensor whose value falls within its cycle, and whose next
+    cycle begins later (its last_reset more than a minute after the fall):
+    the fall is a decrease, as Home Assistant counts it, not the new cycle's
+    start (the reading goes down and is held back)."""
+    old, new = "2026-11-26T08:00:00+00:00", "2026-11-26T12:35:00+00:00"
+    freezer.move_to(START)
+    meter = add_sensor(hass, "net_session", "10.0", _session(old), "template")
+    mock_config_entry.add_to_hass(hass)
+    add_running_meter(
+        hass, mock_config_entry, meter, device="Net session", start_value=20.0
+    )
+    pipeline = await setup_entry(hass, mock_config_entry)
+    await at(hass, freezer, minute(15))
+    await at(hass, freezer, minute(20))
+    hass.states.async_set(meter.entity_id, "4.0", _session(old))  # -6.0
+    await at(hass, freezer, minute(30))
+    await at(hass, freezer, minute(36))
+    hass.states.async_set(meter.entity_id, "1.0", _session(new))  # +1.0
+    await at(hass, freezer, minute(45))
+    assert readings(sandbox, "Net session") == [(_stamp(minute(15)), 20.0)]
+    # 14.0 at 12:30 and 15.0 at 12:45: held back, below 20.0.
+    assert pipeline.outbox.held_count == 2
+
+
 async def test_small_dip_is_held_like_home_assistant_counts_it(
     hass: HomeAssistant,
     mock_config_entry: MockConfigEntry,

@@ -15,7 +15,12 @@ homeassistant/components/sensor/recorder.py, mirrored in ``count``):
   as a decrease (the reading goes down and the outbox holds it back); negative
   values are ignored.
 * ``total``: a new ``last_reset`` starts a new cycle from 0; otherwise the
-  difference counts.
+  difference counts. One exception, where Home Assistant's ``sum`` loses a
+  whole cycle: a sensor whose value falls to the new cycle's (below 90 %)
+  before its ``last_reset`` follows in a second state change (a template sensor renders
+  the two one after the other; a device may report them apart). When the new
+  ``last_reset`` is at most ``CYCLE_SKEW`` after that fall, the new cycle began
+  with it: the fall is not a decrease, and the cycle counts from 0 from there.
 * The first value is the zero point; unknown, unavailable and non-numeric states
   are skipped.
 * A state change stamped before the last one seen (the clock was set back)
@@ -68,6 +73,9 @@ LATE_RESET: Final = 3600
 # Half the last digit of a reading (3 decimals): a sensor value this much below
 # the seed (a reading, rounded) may still be the very value it was read from.
 SEED_TOLERANCE: Final = 0.0005
+# Seconds a new cycle's ``last_reset`` may lie after the fall of the value it
+# starts with (the device's clock behind Home Assistant's).
+CYCLE_SKEW: Final = 60
 
 
 def _last_reset(value: Any) -> str | None:
@@ -88,6 +96,9 @@ class RunningState:
     ``start_at``/``start_counted``: the counted amount at the meter's start.
     ``anchor``: the sensor's value and cycle at the start are still to be taken
     from the recorder's history (a switch that continues a series).
+    ``fell``: (time, value before) of the last fall of a ``total`` sensor's
+    value below 90 % within its cycle, until the cycle ends: a new cycle that
+    began with it counts from there.
     """
 
     value: float | None = None
@@ -99,6 +110,7 @@ class RunningState:
     start_at: int | None = None
     start_counted: float | None = None
     anchor: bool = False
+    fell: tuple[float, float] | None = None
 
     def restart(
         self, meter: Meter, state: State | None, recorded: bool = False
@@ -154,8 +166,11 @@ class RunningState:
         """Take the sensor's value and cycle at ``start_at`` (from history)."""
         self.value, self.last_reset, self.anchor = value, last_reset, False
 
-    def count(self, value: float, last_reset: str | None, state_class: Any) -> None:
-        """Add one sensor value by Home Assistant's statistics rule."""
+    def count(
+        self, when: float, value: float, last_reset: str | None, state_class: Any
+    ) -> None:
+        """Add one sensor value (of time ``when``) by Home Assistant's statistics
+        rule, a cycle whose value fell before its ``last_reset`` came included."""
         previous = self.value
         if (
             state_class != SensorStateClass.TOTAL_INCREASING
@@ -163,8 +178,21 @@ class RunningState:
             and last_reset != self.last_reset
         ):
             # A new cycle (or the zero point): it counts from 0.
+            if previous is None:
+                pass
+            elif (fell := self._fall_the_cycle_began_with(last_reset)) is not None:
+                # It began with the fall: counted from there, not from now,
+                # also at the quarter hours since (a late tick reads them).
+                fell_at, before = fell
+                self.counted += value - previous + before
+                self.marks = [
+                    (quarter, counted + before if quarter > fell_at else counted)
+                    for quarter, counted in self.marks
+                ]
+            else:
+                self.counted += value
             self.last_reset = last_reset
-            self.counted += 0.0 if previous is None else value
+            self.fell = None
         elif previous is None:
             pass  # the zero point
         elif state_class == SensorStateClass.TOTAL_INCREASING:
@@ -173,8 +201,26 @@ class RunningState:
             reset = value < RESET_RATIO * previous
             self.counted += value if reset else value - previous
         else:
+            if (
+                self.last_reset is not None
+                and value < RESET_RATIO * previous
+                and (self.fell is None or previous >= self.fell[1])
+            ):
+                # A fall like a new cycle's start (Home Assistant's reset
+                # rule), from the cycle's highest value so far.
+                self.fell = (when, previous)
             self.counted += value - previous
         self.value = value
+
+    def _fall_the_cycle_began_with(self, last_reset: str) -> tuple[float, float] | None:
+        """Return (time, value before) of the fall a new cycle began with, if any.
+
+        ``last_reset`` (when the new cycle began) at or before the last fall
+        of the value in the old cycle, or at most ``CYCLE_SKEW`` after it.
+        """
+        if self.fell is None or (began := dt_util.parse_datetime(last_reset)) is None:
+            return None
+        return self.fell if began.timestamp() <= self.fell[0] + CYCLE_SKEW else None
 
     def apply(
         self,
@@ -195,14 +241,14 @@ class RunningState:
         if self.seen is not None and when <= self.seen:
             if not live or (value, last_reset) == (self.value, self.last_reset):
                 return False
-            self.count(value, last_reset, state_class)
+            self.count(self.seen, value, last_reset, state_class)
             return True
         if self.seen is None:
             self.known_from = when
         elif (quarter := quarter_floor_epoch(when)) > self.seen:
             # The counted amount at the newest quarter hour this state crosses.
             self.marks.append((quarter, self.counted))
-        self.count(value, last_reset, state_class)
+        self.count(when, value, last_reset, state_class)
         self.seen = when
         while self.marks and self.marks[0][0] < when - MARKS_KEPT:
             self.known_from = max(self.known_from, self.marks.pop(0)[0])
@@ -264,6 +310,7 @@ class RunningState:
             "start_at": self.start_at,
             "start_counted": self.start_counted,
             "anchor": self.anchor,
+            "fell": None if self.fell is None else list(self.fell),
         }
 
     @classmethod
@@ -281,6 +328,7 @@ class RunningState:
             start_at=data.get("start_at"),
             start_counted=data.get("start_counted"),
             anchor=bool(data.get("anchor")),
+            fell=None if not (fell := data.get("fell")) else (fell[0], fell[1]),
         )
 
 
