@@ -636,6 +636,36 @@ async def test_session_whose_value_falls_before_its_last_reset_loses_nothing(
     ]
 
 
+async def test_meter_starting_between_a_fall_and_its_last_reset(
+    hass: HomeAssistant,
+    mock_config_entry: MockConfigEntry,
+    sandbox: ZevvySandbox,
+    freezer: FrozenDateTimeFactory,
+) -> None:
+    """A session's value falls just before the meter's first quarter hour and
+    its new last_reset comes just after it: the meter counts from its start,
+    what the new session charged since (not the session before as well)."""
+    old, new = "2026-11-26T08:00:00+00:00", "2026-11-26T12:15:00+00:00"
+    freezer.move_to(START)
+    charger = add_sensor(hass, "start_session", "10.0", _session(old), "template")
+    mock_config_entry.add_to_hass(hass)
+    add_running_meter(
+        hass, mock_config_entry, charger, device="Start session", start_value=7.0
+    )
+    await setup_entry(hass, mock_config_entry)
+    freezer.move_to(minute(14) + timedelta(seconds=59.8))
+    hass.states.async_set(charger.entity_id, "0.0", _session(old))
+    await at(hass, freezer, minute(15))
+    await _set_after(hass, freezer, 0.3, charger.entity_id, "0.0", new)
+    await at(hass, freezer, minute(20))
+    hass.states.async_set(charger.entity_id, "1.0", _session(new))  # +1.0
+    await at(hass, freezer, minute(30))
+    assert readings(sandbox, "Start session") == [
+        (_stamp(minute(15)), 7.0),
+        (_stamp(minute(30)), 8.0),
+    ]
+
+
 async def test_fall_long_before_a_new_cycle_counts_as_home_assistant_counts_it(
     hass: HomeAssistant,
     mock_config_entry: MockConfigEntry,

@@ -189,6 +189,13 @@ class RunningState:
                     (quarter, counted + before if quarter > fell_at else counted)
                     for quarter, counted in self.marks
                 ]
+                if (
+                    self.start_counted is not None
+                    and self.start_at is not None
+                    and self.start_at > fell_at
+                ):
+                    # The meter started after the fall: within the new cycle.
+                    self.start_counted += before
             else:
                 self.counted += value
             self.last_reset = last_reset

@@ -21,7 +21,11 @@ Rules modelled:
   recorder to replay the others), by Home Assistant's statistics ``sum`` rule: a
   ``total_increasing`` state below 90 % of the previous one is a restart and
   counts from zero; a ``total`` state with a new ``last_reset`` starts a new cycle
-  (counts from zero); otherwise the difference counts. Unavailable states are
+  (counts from zero); otherwise the difference counts. Except (README, "Chargers
+  and counters that restart"): a ``total`` value that fell below 90 % of the
+  cycle's highest before, with the new ``last_reset`` at most a minute after
+  the fall, started that new cycle (the cycle before counts in full, the new
+  one from the fall). Unavailable states are
   skipped. The count starts from the state as of the meter's start.
 - Switching the reading source (*Change meter*, "Switching a meter's reading
   source later"): the new source applies from the next quarter hour (a
@@ -101,6 +105,9 @@ class MeterModel:
     # Quarter hours not owed (after, before): held readings a switch or a
     # repair discarded, rejected readings the user discarded.
     excused: list[tuple[datetime, datetime]] = field(default_factory=list)
+    # While a running total is computed: (time, value before) of the last fall
+    # in the current cycle of a ``total`` sensor (see ``_counted``).
+    _fell: tuple[datetime, float] | None = field(default=None, repr=False)
 
     def phase_at(self, quarter: datetime) -> Phase:
         """Return the reading source that reads ``quarter``."""
@@ -161,6 +168,7 @@ class MeterModel:
             return None
         total = 0.0
         previous: Observation | None = None
+        self._fell = None
         switched = phase.switched_at
         at_switch = self.state_as_of(switched) if switched is not None else None
         for observation in self.observations:
@@ -216,8 +224,19 @@ class MeterModel:
         old = float(previous.state) * UNIT_TO_KWH[previous.unit]
         new = float(current.state) * UNIT_TO_KWH[current.unit]
         if self.state_class == "total":
+            fell, self._fell = self._fell, None
             if current.last_reset != previous.last_reset:
+                if (
+                    fell is not None
+                    and current.last_reset is not None
+                    and datetime.fromisoformat(current.last_reset)
+                    <= fell[0] + timedelta(minutes=1)
+                ):
+                    return new - old + fell[1]  # the cycle began with the fall
                 return new
+            if new < 0.9 * old and (fell is None or old >= fell[1]):
+                fell = (current.at, old)
+            self._fell = fell
             return new - old
         if new < 0.9 * old:
             return new

@@ -137,6 +137,9 @@ class SimMeter:
     # A daily counter switched to the sensor's value (Change meter), to be
     # switched back to a running total continuing zevvy's series.
     switched: bool = False
+    # A daily counter's new cycle whose value comes first, with the old cycle's
+    # last_reset (this one), and its new last_reset in a second state change.
+    fall_first: str | None = None
 
     @property
     def unit(self) -> str:
@@ -206,6 +209,7 @@ class Simulation:
         # schedule of the others stays as it was for a seed.
         self.extra = random.Random(f"{seed}/extra")  # noqa: S311
         self.bad_rng = random.Random(f"{seed}/bad reading")  # noqa: S311
+        self.fall_rng = random.Random(f"{seed}/value before last_reset")  # noqa: S311
         # Events not drawn (by their agenda name): a seed that found a defect
         # replays the run of the simulation it found it with.
         self.without = frozenset(without)
@@ -660,6 +664,13 @@ class Simulation:
                 meter.dip_at = None
             else:
                 self._count(meter)
+            if meter.fall_first is not None:
+                # A template sensor: the value, then its last_reset.
+                new_reset, meter.last_reset = meter.last_reset, meter.fall_first
+                meter.fall_first = None
+                self._publish(meter)
+                meter.last_reset = new_reset
+                self.run.injected["value before its last_reset"] += 1
             self._publish(meter)
 
         return step
@@ -685,6 +696,12 @@ class Simulation:
         else:  # daily: a new cycle at midnight
             midnight = _midnight(self.now).isoformat()
             if midnight != meter.last_reset:
+                if (
+                    meter.last_reset is not None
+                    and self.fall_rng.random() < 0.5
+                    and "value before its last_reset" not in self.without
+                ):
+                    meter.fall_first = meter.last_reset
                 meter.last_reset = midnight
                 meter.value = round(rng.uniform(0, 0.5), 3)
                 self.run.injected["daily cycle"] += 1
