@@ -304,9 +304,10 @@ def test_charging_sessions_become_a_reading_that_only_goes_up(
     }
     running = dict.fromkeys(chargers, "running_total")
     # Home Assistant's clock to 7.5 minutes before the quarter hour an EV
-    # charger session starts on (the test's first).
-    session_start = next_ev_session(home_assistant.now())
-    home_assistant.restart(clock=session_start - timedelta(minutes=7, seconds=30))
+    # charger session starts on (the test's first), never back.
+    lead = timedelta(minutes=7, seconds=30)
+    session_start = next_ev_session(home_assistant.now() + lead)
+    home_assistant.restart(clock=session_start - lead)
     set_charging_session(home_assistant, 2.5)  # a session before the meter
     add_zevvy(home_assistant, sandbox, chargers, running)
     wait_for(
